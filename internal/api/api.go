@@ -1,0 +1,195 @@
+// Package api defines the JSON wire types of bangerd's HTTP API on its unix
+// socket. It imports only the standard library so the CLI, the client and
+// the daemon share it without pulling in each other.
+//
+// Long operations answer with application/x-ndjson: zero or more Event lines
+// carrying Progress, then one line carrying Result or Error.
+package api
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// Version of the API; the client refuses a daemon that speaks another.
+const Version = 1
+
+// VM states.
+const (
+	StateCreated  = "created"
+	StateStarting = "starting"
+	StateRunning  = "running"
+	StateStopping = "stopping"
+	StateStopped  = "stopped"
+	StateError    = "error"
+)
+
+// VM is a VM as the API shows it.
+type VM struct {
+	ID         string    `json:"id"`
+	Name       string    `json:"name"`
+	State      string    `json:"state"`
+	Image      string    `json:"image"`
+	ImageID    string    `json:"image_id"`
+	Kernel     string    `json:"kernel"`
+	KernelID   string    `json:"kernel_id"`
+	VCPU       int       `json:"vcpu"`
+	MemoryMiB  int       `json:"memory_mib"`
+	DiskSize   int64     `json:"disk_size"`
+	VMM        string    `json:"vmm,omitempty"`
+	PID        int       `json:"pid,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	StartedAt  time.Time `json:"started_at,omitzero"`
+	LastError  string    `json:"last_error,omitempty"`
+	Dir        string    `json:"dir"`
+	ConsoleLog string    `json:"console_log"`
+}
+
+// CreateVMRequest creates (and by default starts) a VM.
+type CreateVMRequest struct {
+	Name      string `json:"name,omitempty"`
+	Image     string `json:"image,omitempty"`
+	Kernel    string `json:"kernel,omitempty"`
+	VCPU      int    `json:"vcpu,omitempty"`
+	MemoryMiB int    `json:"memory_mib,omitempty"`
+	DiskSize  string `json:"disk_size,omitempty"`
+	NoStart   bool   `json:"no_start,omitempty"`
+	// Set when the caller passed the value explicitly, so that 0 is an error
+	// rather than "use the default".
+	VCPUSet   bool `json:"vcpu_set,omitempty"`
+	MemorySet bool `json:"memory_set,omitempty"`
+}
+
+// SetVMRequest changes a stopped VM's resources.
+type SetVMRequest struct {
+	VCPU      *int    `json:"vcpu,omitempty"`
+	MemoryMiB *int    `json:"memory_mib,omitempty"`
+	DiskSize  *string `json:"disk_size,omitempty"`
+}
+
+// NamesRequest names several VMs for a lifecycle command.
+type NamesRequest struct {
+	Names []string `json:"names"`
+}
+
+// NameResult is one VM's outcome in a multi-VM command.
+type NameResult struct {
+	Name  string `json:"name"`
+	VM    *VM    `json:"vm,omitempty"`
+	Error *Error `json:"error,omitempty"`
+}
+
+// PruneResult lists what vm prune removed.
+type PruneResult struct {
+	Deleted []string `json:"deleted"`
+}
+
+// ExecRequest runs a command in a VM. The connection upgrades to the
+// agentproto exec frame stream on success.
+type ExecRequest struct {
+	Argv []string `json:"argv"`
+	Env  []string `json:"env,omitempty"`
+	Cwd  string   `json:"cwd,omitempty"`
+	TTY  bool     `json:"tty,omitempty"`
+	Rows uint16   `json:"rows,omitempty"`
+	Cols uint16   `json:"cols,omitempty"`
+}
+
+// ExecUpgrade is the Upgrade header value of an exec request.
+const ExecUpgrade = "banger-exec"
+
+// Image is a stored root filesystem.
+type Image struct {
+	Name      string    `json:"name"`
+	ID        string    `json:"id"` // sha256 of the ext4
+	Size      int64     `json:"size"`
+	Source    string    `json:"source"`
+	CreatedAt time.Time `json:"created_at"`
+	Path      string    `json:"path"`
+	UsedBy    []string  `json:"used_by,omitempty"`
+}
+
+// ImportImageRequest imports a rootfs tarball or directory on the host.
+type ImportImageRequest struct {
+	Name string `json:"name"`
+	Path string `json:"path"`
+}
+
+// BuildImageRequest builds an image (debootstrap or the built-in minimal).
+type BuildImageRequest struct {
+	Name        string `json:"name"`
+	Debootstrap string `json:"debootstrap,omitempty"` // suite
+	Mirror      string `json:"mirror,omitempty"`
+	Minimal     bool   `json:"minimal,omitempty"`
+}
+
+// Kernel is a stored kernel artifact.
+type Kernel struct {
+	Name        string    `json:"name"`
+	ID          string    `json:"id"`
+	Version     string    `json:"version"`
+	Source      string    `json:"source"`
+	SourceName  string    `json:"source_name"`
+	CreatedAt   time.Time `json:"created_at"`
+	Dir         string    `json:"dir"`
+	BootModules []string  `json:"boot_modules,omitempty"`
+	HasInitrd   bool      `json:"has_initrd"`
+}
+
+// ImportKernelRequest imports a vmlinux (and optional initrd) from the host.
+type ImportKernelRequest struct {
+	Name    string `json:"name"`
+	Vmlinux string `json:"vmlinux,omitempty"`
+	Initrd  string `json:"initrd,omitempty"`
+	Deb     string `json:"deb,omitempty"`
+	Default bool   `json:"default,omitempty"`
+}
+
+// Error is the body of every failed request.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// ErrorBody wraps Error on non-streaming failures.
+type ErrorBody struct {
+	Error Error `json:"error"`
+}
+
+// Event is one line of a streamed (ndjson) response.
+type Event struct {
+	Progress string          `json:"progress,omitempty"`
+	Result   json.RawMessage `json:"result,omitempty"`
+	Error    *Error          `json:"error,omitempty"`
+}
+
+// Ping is the answer of GET /v1/ping.
+type Ping struct {
+	APIVersion int    `json:"api_version"`
+	Version    string `json:"version"`
+	PID        int    `json:"pid"`
+}
+
+// Doctor is the report of GET /v1/doctor.
+type Doctor struct {
+	Checks    []Check   `json:"checks"`
+	VMM       string    `json:"vmm"`
+	VMMReason string    `json:"vmm_reason"`
+	Accel     string    `json:"accel"`
+	Defaults  []Default `json:"defaults"`
+}
+
+// Check is one doctor line.
+type Check struct {
+	Name   string `json:"name"`
+	Status string `json:"status"` // ok | warn | fail
+	Detail string `json:"detail"`
+}
+
+// Default is one resolved VM default with its provenance.
+type Default struct {
+	Key    string `json:"key"`
+	Value  string `json:"value"`
+	Source string `json:"source"`
+	Why    string `json:"why"`
+}

@@ -1,0 +1,202 @@
+// Package config loads ~/.config/banger/config.toml and resolves VM defaults
+// from the host. Every key is optional; an unknown key is an error that names
+// it, so a typo never silently does nothing.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"sort"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"banger/internal/sizes"
+)
+
+// Built-in defaults.
+const (
+	DefaultImageName  = "debian-bookworm"
+	MinimalImageName  = "minimal"
+	DefaultKernelName = "default"
+	DefaultDiskSize   = "8G"
+	DefaultLogLevel   = "info"
+)
+
+// Config is the parsed file.
+type Config struct {
+	LogLevel          string     `toml:"log_level"`
+	DefaultImageName  string     `toml:"default_image_name"`
+	DefaultKernelName string     `toml:"default_kernel_name"`
+	VMM               string     `toml:"vmm"` // auto | qemu
+	QEMUBin           string     `toml:"qemu_bin"`
+	VMDefaults        VMDefaults `toml:"vm_defaults"`
+}
+
+// VMDefaults is the [vm_defaults] table.
+type VMDefaults struct {
+	VCPU      int    `toml:"vcpu"`
+	MemoryMiB int    `toml:"memory_mib"`
+	DiskSize  string `toml:"disk_size"`
+}
+
+// Load reads path. A missing file is an empty config.
+func Load(path string) (Config, error) {
+	var c Config
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return c.withDefaults(), nil
+	}
+	if err != nil {
+		return c, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes data; name is used in errors.
+func Parse(name string, data []byte) (Config, error) {
+	var c Config
+	md, err := toml.Decode(string(data), &c)
+	if err != nil {
+		return c, fmt.Errorf("parse config %s: %w", name, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, 0, len(und))
+		for _, k := range und {
+			keys = append(keys, k.String())
+		}
+		sort.Strings(keys)
+		return c, fmt.Errorf("parse config %s: unknown key(s): %s", name, strings.Join(keys, ", "))
+	}
+	if err := c.validate(); err != nil {
+		return c, fmt.Errorf("parse config %s: %w", name, err)
+	}
+	return c.withDefaults(), nil
+}
+
+func (c Config) validate() error {
+	switch c.LogLevel {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	switch c.VMM {
+	case "", "auto", "qemu":
+	default:
+		return fmt.Errorf("vmm %q: want auto or qemu", c.VMM)
+	}
+	if c.VMDefaults.VCPU < 0 {
+		return fmt.Errorf("vm_defaults.vcpu %d: must be positive", c.VMDefaults.VCPU)
+	}
+	if c.VMDefaults.MemoryMiB < 0 {
+		return fmt.Errorf("vm_defaults.memory_mib %d: must be positive", c.VMDefaults.MemoryMiB)
+	}
+	if c.VMDefaults.DiskSize != "" {
+		if _, err := sizes.Parse(c.VMDefaults.DiskSize); err != nil {
+			return fmt.Errorf("vm_defaults.disk_size: %w", err)
+		}
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.LogLevel == "" {
+		c.LogLevel = DefaultLogLevel
+	}
+	if c.DefaultImageName == "" {
+		c.DefaultImageName = DefaultImageName
+	}
+	if c.DefaultKernelName == "" {
+		c.DefaultKernelName = DefaultKernelName
+	}
+	if c.VMM == "" {
+		c.VMM = "auto"
+	}
+	return c
+}
+
+// Source says where a resolved default came from.
+type Source string
+
+// Sources of a default.
+const (
+	FromConfig  Source = "config"
+	FromHost    Source = "auto"
+	FromBuiltin Source = "builtin"
+)
+
+// Resolved is a VM default with its provenance.
+type Resolved[T any] struct {
+	Value  T
+	Source Source
+	Why    string
+}
+
+// Defaults are the resolved VM defaults.
+type Defaults struct {
+	VCPU      Resolved[int]
+	MemoryMiB Resolved[int]
+	DiskSize  Resolved[int64]
+}
+
+// Host describes the machine for default sizing.
+type Host struct {
+	CPUs      int
+	MemoryMiB int
+}
+
+// ProbeHost reads the CPU count and total memory.
+func ProbeHost() Host {
+	h := Host{CPUs: runtime.NumCPU()}
+	if data, err := os.ReadFile("/proc/meminfo"); err == nil {
+		var kb int
+		for _, line := range strings.Split(string(data), "\n") {
+			if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &kb); err == nil {
+				h.MemoryMiB = kb / 1024
+				break
+			}
+		}
+	}
+	return h
+}
+
+// Floors under the host heuristic.
+const (
+	minVCPU      = 1
+	maxVCPU      = 4
+	minMemoryMiB = 512
+	maxMemoryMiB = 8192
+)
+
+// ResolveDefaults applies config > host heuristic > built-in floor.
+func (c Config) ResolveDefaults(h Host) Defaults {
+	var d Defaults
+	switch {
+	case c.VMDefaults.VCPU > 0:
+		d.VCPU = Resolved[int]{c.VMDefaults.VCPU, FromConfig, "vm_defaults.vcpu"}
+	case h.CPUs > 0:
+		v := min(max(h.CPUs/4, minVCPU), maxVCPU)
+		d.VCPU = Resolved[int]{v, FromHost, fmt.Sprintf("%d host cpus / 4, between %d and %d", h.CPUs, minVCPU, maxVCPU)}
+	default:
+		d.VCPU = Resolved[int]{minVCPU, FromBuiltin, "host cpu count unknown"}
+	}
+	switch {
+	case c.VMDefaults.MemoryMiB > 0:
+		d.MemoryMiB = Resolved[int]{c.VMDefaults.MemoryMiB, FromConfig, "vm_defaults.memory_mib"}
+	case h.MemoryMiB > 0:
+		v := min(max(h.MemoryMiB/8, minMemoryMiB), maxMemoryMiB)
+		d.MemoryMiB = Resolved[int]{v, FromHost, fmt.Sprintf("%d MiB host memory / 8, between %d and %d MiB", h.MemoryMiB, minMemoryMiB, maxMemoryMiB)}
+	default:
+		d.MemoryMiB = Resolved[int]{minMemoryMiB, FromBuiltin, "host memory unknown"}
+	}
+	if c.VMDefaults.DiskSize != "" {
+		v, _ := sizes.Parse(c.VMDefaults.DiskSize)
+		d.DiskSize = Resolved[int64]{v, FromConfig, "vm_defaults.disk_size"}
+	} else {
+		v, _ := sizes.Parse(DefaultDiskSize)
+		d.DiskSize = Resolved[int64]{v, FromBuiltin, "built-in " + DefaultDiskSize}
+	}
+	return d
+}

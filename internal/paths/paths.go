@@ -1,0 +1,133 @@
+// Package paths names every directory and file banger keeps on the host. The
+// layout follows the XDG base directories of the user bangerd runs as, so a
+// test or a second developer account gets a fully separate tree by setting
+// HOME / XDG_* variables. docs/architecture.md mirrors this file.
+package paths
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+)
+
+// Layout is the resolved set of banger paths for one owner.
+type Layout struct {
+	ConfigDir  string // ~/.config/banger
+	ConfigFile string // ~/.config/banger/config.toml
+	StateDir   string // ~/.local/state/banger
+	CacheDir   string // ~/.cache/banger
+	RuntimeDir string // $XDG_RUNTIME_DIR/banger or /tmp/banger-<uid>
+
+	DBPath     string // StateDir/banger.db
+	DaemonLog  string // StateDir/bangerd.log
+	VMsDir     string // StateDir/vms/<id>/
+	ImagesDir  string // StateDir/images/<sha256>/
+	KernelsDir string // StateDir/kernels/<id>/
+	TmpDir     string // StateDir/tmp (staging on the same filesystem as the stores)
+	InitrdDir  string // CacheDir/initrd (kernel modules + agent, per pair)
+
+	SocketPath string // RuntimeDir/bangerd.sock
+	LockPath   string // RuntimeDir/bangerd.lock
+	VMRunDir   string // RuntimeDir/vm/<id>/ (short socket paths)
+}
+
+// FromEnv resolves the layout from the environment of the current user.
+func FromEnv() (Layout, error) {
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return Layout{}, fmt.Errorf("resolve home: %w", err)
+	}
+	env := func(k, def string) string {
+		if v := os.Getenv(k); v != "" && filepath.IsAbs(v) {
+			return v
+		}
+		return def
+	}
+	config := filepath.Join(env("XDG_CONFIG_HOME", filepath.Join(home, ".config")), "banger")
+	state := filepath.Join(env("XDG_STATE_HOME", filepath.Join(home, ".local", "state")), "banger")
+	cache := filepath.Join(env("XDG_CACHE_HOME", filepath.Join(home, ".cache")), "banger")
+	runtime := filepath.Join(os.TempDir(), "banger-"+strconv.Itoa(os.Getuid()))
+	if v := os.Getenv("XDG_RUNTIME_DIR"); v != "" && filepath.IsAbs(v) {
+		runtime = filepath.Join(v, "banger")
+	}
+	return New(config, state, cache, runtime), nil
+}
+
+// New builds a layout from its four roots.
+func New(configDir, stateDir, cacheDir, runtimeDir string) Layout {
+	return Layout{
+		ConfigDir:  configDir,
+		ConfigFile: filepath.Join(configDir, "config.toml"),
+		StateDir:   stateDir,
+		CacheDir:   cacheDir,
+		RuntimeDir: runtimeDir,
+		DBPath:     filepath.Join(stateDir, "banger.db"),
+		DaemonLog:  filepath.Join(stateDir, "bangerd.log"),
+		VMsDir:     filepath.Join(stateDir, "vms"),
+		ImagesDir:  filepath.Join(stateDir, "images"),
+		KernelsDir: filepath.Join(stateDir, "kernels"),
+		TmpDir:     filepath.Join(stateDir, "tmp"),
+		InitrdDir:  filepath.Join(cacheDir, "initrd"),
+		SocketPath: filepath.Join(runtimeDir, "bangerd.sock"),
+		LockPath:   filepath.Join(runtimeDir, "bangerd.lock"),
+		VMRunDir:   filepath.Join(runtimeDir, "vm"),
+	}
+}
+
+// VMDir is the state directory of one VM (disks, console log).
+func (l Layout) VMDir(id string) string { return filepath.Join(l.VMsDir, id) }
+
+// VMRun is the runtime directory of one VM (sockets, pid file).
+func (l Layout) VMRun(id string) string { return filepath.Join(l.VMRunDir, id) }
+
+// File names inside a VM's directories.
+const (
+	RootDisk    = "root.ext4"
+	WorkDisk    = "work.ext4"
+	ConsoleLog  = "console.log"
+	AgentSock   = "agent.sock"
+	ConsoleSock = "console.sock"
+	QMPSock     = "qmp.sock"
+	PidFile     = "vmm.pid"
+)
+
+// EnsureDaemonDirs creates every directory bangerd writes, private to the
+// owner, and checks that the runtime directory is really private: a runtime
+// dir in /tmp that someone else created could expose the API socket.
+func (l Layout) EnsureDaemonDirs() error {
+	for _, d := range []string{l.ConfigDir, l.StateDir, l.CacheDir, l.VMsDir, l.ImagesDir, l.KernelsDir, l.TmpDir, l.InitrdDir} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("create %s: %w", d, err)
+		}
+	}
+	return EnsurePrivateDir(l.RuntimeDir)
+}
+
+// EnsurePrivateDir creates dir 0700 if missing and verifies it is a real
+// directory owned by the current user with no group/other access.
+func EnsurePrivateDir(dir string) error {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", filepath.Dir(dir), err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create %s: %w", dir, err)
+	}
+	st, err := os.Lstat(dir)
+	if err != nil {
+		return fmt.Errorf("check %s: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("check %s: not a directory", dir)
+	}
+	if uid, ok := ownerUID(st); ok && uid != os.Getuid() {
+		return fmt.Errorf("check %s: owned by uid %d, not %d", dir, uid, os.Getuid())
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("restrict %s: %w", dir, err)
+		}
+	}
+	return nil
+}

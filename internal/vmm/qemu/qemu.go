@@ -1,0 +1,207 @@
+// Package qemu is the QEMU driver: qemu-system-x86_64 with the microvm
+// machine, KVM when it really works and TCG otherwise. The guest agent
+// talks over a virtio-serial port, the serial console goes to a unix socket
+// that bangerd reads into a bounded log.
+package qemu
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"banger/internal/agentproto"
+	"banger/internal/execx"
+	"banger/internal/paths"
+	"banger/internal/vmm"
+)
+
+// Name of this driver.
+const Name = "qemu"
+
+// Driver launches QEMU microvm processes.
+type Driver struct {
+	// Bin is the qemu-system-x86_64 binary (looked up on PATH when empty).
+	Bin string
+	// ForceAccel pins the accelerator ("kvm" or "tcg") instead of probing.
+	ForceAccel string
+
+	mu    sync.Mutex
+	probe *vmm.Probe
+}
+
+var _ vmm.Driver = (*Driver)(nil)
+
+// Name implements vmm.Driver.
+func (d *Driver) Name() string { return Name }
+
+func (d *Driver) bin() (string, error) {
+	if d.Bin != "" {
+		return d.Bin, nil
+	}
+	return execx.LookPath("qemu-system-x86_64")
+}
+
+// Args builds the QEMU argv (without the binary) for spec. It is a pure
+// function so the command line can be tested without running anything.
+func Args(spec vmm.Spec, accel, agentSock, consoleSock string) []string {
+	machine := "microvm,acpi=on,pit=off,pic=off,rtc=on"
+	if accel == "tcg" {
+		// The PIT and PIC are cheap to keep under TCG and make early boot
+		// timer calibration quicker; under KVM the in-kernel ones are used.
+		machine = "microvm,acpi=on,rtc=on"
+	}
+	args := []string{
+		"-name", "banger-" + spec.ID + ",process=banger-" + spec.ID,
+		"-M", machine,
+		"-accel", accel,
+		"-m", strconv.Itoa(spec.MemoryMiB),
+		"-smp", strconv.Itoa(spec.VCPU),
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+	}
+	if accel == "kvm" {
+		args = append(args, "-cpu", "host")
+	}
+	args = append(args, "-kernel", spec.Kernel)
+	if spec.Initrd != "" {
+		args = append(args, "-initrd", spec.Initrd)
+	}
+	args = append(args, "-append", spec.Cmdline)
+	for _, d := range spec.Drives {
+		opt := "id=" + d.ID + ",file=" + escapeOpt(d.Path) + ",format=raw,if=none,cache=unsafe,discard=unmap"
+		if d.ReadOnly {
+			opt += ",readonly=on"
+		}
+		args = append(args, "-drive", opt, "-device", "virtio-blk-device,drive="+d.ID)
+	}
+	args = append(args,
+		"-device", "virtio-serial-device,max_ports=2",
+		"-chardev", "socket,id=agent,path="+escapeOpt(agentSock)+",server=on,wait=off",
+		"-device", "virtserialport,chardev=agent,name="+agentproto.PortName,
+		// wait=on: QEMU does not start the guest until bangerd is reading the
+		// console, so no boot output is lost.
+		"-chardev", "socket,id=console,path="+escapeOpt(consoleSock)+",server=on,wait=on",
+		"-serial", "chardev:console",
+		"-nic", "none",
+	)
+	return args
+}
+
+// escapeOpt doubles commas, QEMU's escape inside option values.
+func escapeOpt(s string) string { return strings.ReplaceAll(s, ",", ",,") }
+
+// Probe implements vmm.Driver: qemu must exist, and KVM is used only if a
+// tiny guest really runs under it.
+func (d *Driver) Probe(ctx context.Context) vmm.Probe {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.probe != nil {
+		return *d.probe
+	}
+	p := d.doProbe(ctx)
+	if p.Available {
+		d.probe = &p
+	}
+	return p
+}
+
+func (d *Driver) doProbe(ctx context.Context) vmm.Probe {
+	bin, err := d.bin()
+	if err != nil {
+		return vmm.Probe{Reason: "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"}
+	}
+	if d.ForceAccel != "" {
+		return vmm.Probe{Available: true, Accel: d.ForceAccel, Reason: "accelerator pinned to " + d.ForceAccel}
+	}
+	ok, why := probeKVM(ctx, bin)
+	if ok {
+		return vmm.Probe{Available: true, Accel: "kvm", Reason: "KVM runs a test guest"}
+	}
+	return vmm.Probe{Available: true, Accel: "tcg", Reason: "KVM unusable (" + why + "); using TCG software emulation"}
+}
+
+// Start implements vmm.Driver.
+func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (*vmm.Process, error) {
+	bin, err := d.bin()
+	if err != nil {
+		return nil, err
+	}
+	probe := d.Probe(ctx)
+	if !probe.Available {
+		return nil, fmt.Errorf("start qemu: %s", probe.Reason)
+	}
+	if err := os.MkdirAll(spec.RunDir, 0o700); err != nil {
+		return nil, fmt.Errorf("start qemu: %w", err)
+	}
+	agentSock := filepath.Join(spec.RunDir, paths.AgentSock)
+	consoleSock := filepath.Join(spec.RunDir, paths.ConsoleSock)
+	for _, s := range []string{agentSock, consoleSock} {
+		if err := os.Remove(s); err != nil && !os.IsNotExist(err) {
+			return nil, fmt.Errorf("start qemu: %w", err)
+		}
+	}
+	logf, err := os.OpenFile(spec.LogPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("start qemu: %w", err)
+	}
+	defer logf.Close()
+
+	// The VMM must outlive bangerd (restarts, crashes), so it is not tied to
+	// the request context and runs in its own session.
+	cmd := execx.Default.Command(context.Background(), bin, Args(spec, probe.Accel, agentSock, consoleSock)...)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start qemu: %w", err)
+	}
+	// Reap the child whenever it exits; exit is observed through the pidfd.
+	go func() { _ = cmd.Wait() }()
+
+	p, err := vmm.NewProcess(vmm.Handle{
+		VMM: Name, PID: cmd.Process.Pid, AgentSock: agentSock, ConsoleSock: consoleSock, Accel: probe.Accel,
+	})
+	if err != nil {
+		_ = cmd.Process.Kill()
+		return nil, fmt.Errorf("start qemu: %w", err)
+	}
+	return p, nil
+}
+
+// Adopt implements vmm.Driver: the process must still be the one recorded
+// (same start time) and its command line must name this VM.
+func (d *Driver) Adopt(h vmm.Handle) (*vmm.Process, error) {
+	argv, err := vmm.Cmdline(h.PID)
+	if err != nil {
+		return nil, vmm.ErrGone
+	}
+	if !isOurs(argv, h) {
+		return nil, vmm.ErrGone
+	}
+	return vmm.NewProcess(h)
+}
+
+func isOurs(argv []string, h vmm.Handle) bool {
+	if len(argv) == 0 || !strings.Contains(filepath.Base(argv[0]), "qemu") {
+		return false
+	}
+	for _, a := range argv {
+		if strings.Contains(a, "path="+escapeOpt(h.AgentSock)+",") {
+			return true
+		}
+	}
+	return false
+}
+
+// StopTimeouts are the grace periods of a stop: agent shutdown first (the
+// caller's job), then SIGTERM, then SIGKILL.
+var StopTimeouts = struct{ Term, Kill time.Duration }{Term: 3 * time.Second, Kill: 2 * time.Second}
+
+// lookPath is exec.LookPath, for the probe.
+var lookPath = exec.LookPath

@@ -1,0 +1,215 @@
+// Package vmm defines the driver interface every VMM backend implements
+// (QEMU microvm today, Firecracker next) and the process handle bangerd keeps
+// for a running VM. Drivers launch and find VMM processes; they do not know
+// about the state database or the guest agent protocol beyond dialing its
+// transport.
+package vmm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Drive is a block device given to the guest, in order: the first is the
+// root disk (/dev/vda), the next the work disk (/dev/vdb).
+type Drive struct {
+	ID       string
+	Path     string
+	ReadOnly bool
+}
+
+// Spec is everything a driver needs to launch one VM.
+type Spec struct {
+	ID        string // VM id; drivers embed it in the process so adoption can verify it
+	Name      string
+	VCPU      int
+	MemoryMiB int
+	Kernel    string // uncompressed ELF vmlinux
+	Initrd    string
+	Cmdline   string // kernel command line
+	Drives    []Drive
+	RunDir    string // private dir for sockets (short path: sun_path is 108 bytes)
+	LogPath   string // where the VMM's own stderr goes
+}
+
+// Handle identifies a running VMM process across bangerd restarts.
+type Handle struct {
+	VMM         string
+	PID         int
+	PIDStart    uint64
+	AgentSock   string
+	ConsoleSock string
+	Accel       string
+}
+
+// Probe is a driver's verdict on this host.
+type Probe struct {
+	Available bool
+	Accel     string // kvm | tcg
+	Reason    string
+}
+
+// Driver is one VMM backend. Contracts:
+//   - Start returns once the VMM process runs and its console can be read; it
+//     does not wait for the guest. On error nothing is left running.
+//   - Adopt re-attaches to a VMM from a Handle persisted earlier, and fails
+//     with ErrGone when that exact process no longer exists.
+type Driver interface {
+	Name() string
+	Probe(ctx context.Context) Probe
+	Start(ctx context.Context, spec Spec) (*Process, error)
+	Adopt(h Handle) (*Process, error)
+}
+
+// ErrGone means the VMM process of a handle no longer exists.
+var ErrGone = errors.New("vmm process is gone")
+
+// Process is a running VMM. Its pidfd makes signals and exit notification
+// safe against pid reuse, for children and adopted processes alike.
+type Process struct {
+	Handle Handle
+	pidfd  int
+	exited chan struct{}
+}
+
+// NewProcess wraps pid, verifying its start time when want is non-zero.
+func NewProcess(h Handle) (*Process, error) {
+	fd, err := unix.PidfdOpen(h.PID, 0)
+	if err != nil {
+		if errors.Is(err, unix.ESRCH) {
+			return nil, ErrGone
+		}
+		return nil, fmt.Errorf("open pidfd %d: %w", h.PID, err)
+	}
+	// Check the start time after opening the pidfd: if it matches now, the
+	// pidfd refers to the process we launched, not to a reused pid.
+	st, err := StartTime(h.PID)
+	if err != nil || (h.PIDStart != 0 && st != h.PIDStart) {
+		unix.Close(fd)
+		return nil, ErrGone
+	}
+	p := &Process{Handle: h, pidfd: fd, exited: make(chan struct{})}
+	p.Handle.PIDStart = st
+	go p.watch()
+	return p, nil
+}
+
+func (p *Process) watch() {
+	for {
+		fds := []unix.PollFd{{Fd: int32(p.pidfd), Events: unix.POLLIN}}
+		_, err := unix.Poll(fds, -1)
+		if err == nil || !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	close(p.exited)
+}
+
+// Exited is closed when the process has exited.
+func (p *Process) Exited() <-chan struct{} { return p.exited }
+
+// Alive reports whether the process still runs.
+func (p *Process) Alive() bool {
+	select {
+	case <-p.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// Signal sends sig through the pidfd.
+func (p *Process) Signal(sig syscall.Signal) error {
+	err := unix.PidfdSendSignal(p.pidfd, sig, nil, 0)
+	if errors.Is(err, unix.ESRCH) {
+		return nil
+	}
+	return err
+}
+
+// Wait blocks until the process exits or ctx ends.
+func (p *Process) Wait(ctx context.Context) error {
+	select {
+	case <-p.exited:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close releases the pidfd once the process has exited.
+func (p *Process) Close() {
+	<-p.exited
+	unix.Close(p.pidfd)
+}
+
+// DialAgent connects to the guest agent's transport (before the handshake).
+func (p *Process) DialAgent(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", p.Handle.AgentSock)
+}
+
+// DialConsole connects to the serial console stream.
+func (p *Process) DialConsole(ctx context.Context) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "unix", p.Handle.ConsoleSock)
+}
+
+// StartTime reads the start time (clock ticks since boot) of pid from
+// /proc/<pid>/stat.
+func StartTime(pid int) (uint64, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	// comm may contain spaces and parentheses: fields start after the last ')'.
+	s := string(data)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+1:])
+	// f[0] is field 3 (state); starttime is field 22.
+	if len(f) < 20 {
+		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
+	}
+	return strconv.ParseUint(f[19], 10, 64)
+}
+
+// Cmdline reads /proc/<pid>/cmdline as argv.
+func Cmdline(pid int) ([]string, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return nil, err
+	}
+	return strings.Split(strings.TrimRight(string(data), "\x00"), "\x00"), nil
+}
+
+// WaitForSocket polls until path accepts connections, the process exits, or
+// ctx ends, and returns the connection.
+func WaitForSocket(ctx context.Context, path string, exited <-chan struct{}) (net.Conn, error) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			return c, nil
+		}
+		select {
+		case <-exited:
+			return nil, fmt.Errorf("vmm exited before %s appeared", path)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("wait for %s: %w", path, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
