@@ -32,6 +32,7 @@ type Config struct {
 	DefaultKernelName string     `toml:"default_kernel_name"`
 	VMM               string     `toml:"vmm"` // auto | qemu
 	QEMUBin           string     `toml:"qemu_bin"`
+	KernelArgs        string     `toml:"kernel_args"` // appended to every guest kernel command line
 	VMDefaults        VMDefaults `toml:"vm_defaults"`
 }
 

@@ -46,6 +46,28 @@ func probeKVM(ctx context.Context, bin string) (bool, string) {
 	return false, fmt.Sprintf("test guest under KVM failed: %v", err)
 }
 
+// probeKVMKernel boots kernel under KVM with no root and no init: a kernel
+// that runs reaches "Kernel panic" and, with panic=-1 and -no-reboot, makes
+// QEMU exit 0 within a second or two. An emulation failure leaves QEMU
+// stopped instead, which the timeout catches.
+func probeKVMKernel(ctx context.Context, bin, kernel string) (bool, string) {
+	ctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+	defer cancel()
+	out, err := execx.Default.Run(ctx, bin, "-M", "microvm,acpi=on", "-accel", "kvm", "-cpu", "host", "-m", "256",
+		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", "stdio",
+		"-kernel", kernel, "-append", "console=ttyS0 panic=-1 loglevel=1 root=/dev/nonexistent rdinit=/nonexistent")
+	if ctx.Err() != nil {
+		return false, "the guest kernel did not run under KVM within 8s"
+	}
+	if err != nil {
+		return false, fmt.Sprintf("the guest kernel failed under KVM: %v", err)
+	}
+	if !bytes.Contains(out, []byte("Kernel panic")) {
+		return false, "the guest kernel under KVM exited without reaching its panic handler"
+	}
+	return true, ""
+}
+
 const probeExitCode = 0x31
 
 // ProbeKernel returns a minimal ELF64 with a PVH entry note whose code

@@ -8,7 +8,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,9 +30,12 @@ type Driver struct {
 	Bin string
 	// ForceAccel pins the accelerator ("kvm" or "tcg") instead of probing.
 	ForceAccel string
+	// ProbeKernel returns a Linux kernel to verify KVM with when no VM is
+	// being started (doctor); it may return "".
+	ProbeKernel func() string
 
-	mu    sync.Mutex
-	probe *vmm.Probe
+	mu     sync.Mutex
+	probes map[string]vmm.Probe // by kernel path
 }
 
 var _ vmm.Driver = (*Driver)(nil)
@@ -97,21 +99,36 @@ func Args(spec vmm.Spec, accel, agentSock, consoleSock string) []string {
 func escapeOpt(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // Probe implements vmm.Driver: qemu must exist, and KVM is used only if a
-// tiny guest really runs under it.
+// guest really runs under it.
 func (d *Driver) Probe(ctx context.Context) vmm.Probe {
+	k := ""
+	if d.ProbeKernel != nil {
+		k = d.ProbeKernel()
+	}
+	return d.probeFor(ctx, k)
+}
+
+// probeFor probes with a given Linux kernel, caching the verdict per kernel:
+// some hosts run a trivial guest under KVM but fail on the first
+// instruction a real kernel needs (paravirtualised or nested KVM), so only
+// a real kernel reaching its panic handler proves KVM usable.
+func (d *Driver) probeFor(ctx context.Context, kernel string) vmm.Probe {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.probe != nil {
-		return *d.probe
+	if p, ok := d.probes[kernel]; ok {
+		return p
 	}
-	p := d.doProbe(ctx)
+	p := d.doProbe(ctx, kernel)
 	if p.Available {
-		d.probe = &p
+		if d.probes == nil {
+			d.probes = map[string]vmm.Probe{}
+		}
+		d.probes[kernel] = p
 	}
 	return p
 }
 
-func (d *Driver) doProbe(ctx context.Context) vmm.Probe {
+func (d *Driver) doProbe(ctx context.Context, kernel string) vmm.Probe {
 	bin, err := d.bin()
 	if err != nil {
 		return vmm.Probe{Reason: "qemu-system-x86_64 not found (apt-get install qemu-system-x86)"}
@@ -120,8 +137,13 @@ func (d *Driver) doProbe(ctx context.Context) vmm.Probe {
 		return vmm.Probe{Available: true, Accel: d.ForceAccel, Reason: "accelerator pinned to " + d.ForceAccel}
 	}
 	ok, why := probeKVM(ctx, bin)
-	if ok {
-		return vmm.Probe{Available: true, Accel: "kvm", Reason: "KVM runs a test guest"}
+	if ok && kernel != "" {
+		ok, why = probeKVMKernel(ctx, bin, kernel)
+		if ok {
+			return vmm.Probe{Available: true, Accel: "kvm", Reason: "KVM boots the guest kernel"}
+		}
+	} else if ok {
+		return vmm.Probe{Available: true, Accel: "kvm", Reason: "KVM runs a test guest (not yet verified with a Linux kernel)"}
 	}
 	return vmm.Probe{Available: true, Accel: "tcg", Reason: "KVM unusable (" + why + "); using TCG software emulation"}
 }
@@ -132,7 +154,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (*vmm.Process, error)
 	if err != nil {
 		return nil, err
 	}
-	probe := d.Probe(ctx)
+	probe := d.probeFor(ctx, spec.Kernel)
 	if !probe.Available {
 		return nil, fmt.Errorf("start qemu: %s", probe.Reason)
 	}
@@ -202,6 +224,3 @@ func isOurs(argv []string, h vmm.Handle) bool {
 // StopTimeouts are the grace periods of a stop: agent shutdown first (the
 // caller's job), then SIGTERM, then SIGKILL.
 var StopTimeouts = struct{ Term, Kill time.Duration }{Term: 3 * time.Second, Kill: 2 * time.Second}
-
-// lookPath is exec.LookPath, for the probe.
-var lookPath = exec.LookPath

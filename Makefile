@@ -1,0 +1,51 @@
+# banger: one-command development sandboxes on microVMs.
+# `make quickstart` sets up this machine and runs a VM; `make test` runs every tier CI runs.
+
+GO        ?= go
+BIN       := bin
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+LDFLAGS   := -s -w -X banger/internal/version.Version=$(VERSION) -X banger/internal/version.Commit=$(COMMIT)
+E2E_CACHE ?= $(HOME)/.cache/banger-e2e
+
+.PHONY: all build deps quickstart test unit root-test e2e bench lint clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger ./cmd/banger
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/bangerd ./cmd/bangerd
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS) -X main.version=$(VERSION)' -o $(BIN)/banger-agent ./cmd/banger-agent
+
+# Host packages (idempotent: installs only what is missing).
+deps:
+	scripts/deps.sh
+
+# Set up this machine, import the default kernel, boot a VM and print from inside it.
+quickstart: deps build
+	scripts/quickstart.sh
+
+# Everything CI runs: unit tests, root integration tests and real-guest e2e tests.
+test: deps build unit root-test e2e
+
+unit:
+	$(GO) test -count=1 ./...
+
+root-test:
+	BANGER_TEST_ROOT=1 $(GO) test -count=1 ./internal/...
+
+e2e: build
+	BANGER_TEST_VM=1 BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
+		$(GO) test -count=1 -timeout 40m -v ./test/e2e/ ./internal/vmm/...
+
+bench: build
+	BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
+		$(GO) run ./test/bench
+
+lint:
+	@test -z "$$(gofmt -l .)" || (gofmt -l .; echo "gofmt: files above need formatting"; exit 1)
+	$(GO) vet ./...
+	$(GO) tool golangci-lint run ./...
+
+clean:
+	rm -rf $(BIN)

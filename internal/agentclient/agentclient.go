@@ -1,0 +1,167 @@
+// Package agentclient is bangerd's side of the guest agent protocol: it
+// turns a raw transport connection into a multiplexed session and offers one
+// method per agent op.
+package agentclient
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"banger/internal/agentproto"
+)
+
+// Session is an established agent session.
+type Session struct {
+	conn net.Conn
+	mux  *yamux.Session
+}
+
+// Handshake runs the sync handshake on conn (bounded by ctx) and starts the
+// multiplexed session. conn is closed on failure.
+func Handshake(ctx context.Context, conn net.Conn) (*Session, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	err := agentproto.HostHandshake(conn, agentproto.NewNonce(), 100*time.Millisecond)
+	stop()
+	if err != nil {
+		conn.Close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("agent handshake: %w", ctx.Err())
+		}
+		return nil, fmt.Errorf("agent handshake: %w", err)
+	}
+	_ = conn.SetDeadline(time.Time{})
+	cfg := yamux.DefaultConfig()
+	cfg.LogOutput = io.Discard
+	cfg.EnableKeepAlive = true
+	cfg.KeepAliveInterval = 10 * time.Second
+	cfg.ConnectionWriteTimeout = 30 * time.Second
+	mux, err := yamux.Client(conn, cfg)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("agent session: %w", err)
+	}
+	return &Session{conn: conn, mux: mux}, nil
+}
+
+// Close ends the session.
+func (s *Session) Close() error { return s.mux.Close() }
+
+// Closed reports whether the session has ended.
+func (s *Session) Closed() bool { return s.mux.IsClosed() }
+
+// Done is closed when the session ends.
+func (s *Session) Done() <-chan struct{} { return s.mux.CloseChan() }
+
+// Open opens a stream, sends req and reads the guest's reply. On a guest
+// error the stream is closed and the error returned.
+func (s *Session) Open(ctx context.Context, req agentproto.Request) (net.Conn, agentproto.Reply, error) {
+	var rep agentproto.Reply
+	st, err := s.mux.OpenStream()
+	if err != nil {
+		return nil, rep, fmt.Errorf("open agent stream: %w", err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = st.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = st.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if err := agentproto.WriteJSONLine(st, req); err != nil {
+		st.Close()
+		return nil, rep, fmt.Errorf("send %s request: %w", req.Op, err)
+	}
+	if err := agentproto.ReadJSONLine(st, &rep); err != nil {
+		st.Close()
+		return nil, rep, fmt.Errorf("read %s reply: %w", req.Op, err)
+	}
+	_ = st.SetDeadline(time.Time{})
+	if !rep.OK {
+		st.Close()
+		return nil, rep, &GuestError{Op: req.Op, Msg: rep.Error}
+	}
+	return st, rep, nil
+}
+
+// GuestError is an error the agent reported.
+type GuestError struct {
+	Op  string
+	Msg string
+}
+
+func (e *GuestError) Error() string { return e.Msg }
+
+// IsGuestError reports whether err came from the agent rather than the
+// transport.
+func IsGuestError(err error) bool {
+	var g *GuestError
+	return errors.As(err, &g)
+}
+
+// Ping checks the agent answers.
+func (s *Session) Ping(ctx context.Context) (agentproto.Reply, error) {
+	st, rep, err := s.Open(ctx, agentproto.Request{Op: agentproto.OpPing})
+	if err != nil {
+		return rep, err
+	}
+	st.Close()
+	return rep, nil
+}
+
+// Shutdown asks the guest to power off.
+func (s *Session) Shutdown(ctx context.Context) error {
+	st, _, err := s.Open(ctx, agentproto.Request{Op: agentproto.OpShutdown})
+	if err != nil {
+		return err
+	}
+	st.Close()
+	return nil
+}
+
+// Exec starts a command; the returned stream carries exec frames.
+func (s *Session) Exec(ctx context.Context, req agentproto.Request) (net.Conn, error) {
+	req.Op = agentproto.OpExec
+	st, _, err := s.Open(ctx, req)
+	return st, err
+}
+
+// Put writes data to path in the guest.
+func (s *Session) Put(ctx context.Context, path string, mode uint32, data []byte) error {
+	st, _, err := s.Open(ctx, agentproto.Request{Op: agentproto.OpPut, Path: path, Mode: mode, Size: int64(len(data)), Mkdirs: true})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if _, err := st.Write(data); err != nil {
+		return fmt.Errorf("put %s: %w", path, err)
+	}
+	var rep agentproto.Reply
+	if err := agentproto.ReadJSONLine(st, &rep); err != nil {
+		return fmt.Errorf("put %s: %w", path, err)
+	}
+	if !rep.OK {
+		return &GuestError{Op: agentproto.OpPut, Msg: rep.Error}
+	}
+	return nil
+}
+
+// Get reads path from the guest.
+func (s *Session) Get(ctx context.Context, path string) ([]byte, error) {
+	st, rep, err := s.Open(ctx, agentproto.Request{Op: agentproto.OpGet, Path: path})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	buf := make([]byte, rep.Size)
+	if _, err := io.ReadFull(st, buf); err != nil {
+		return nil, fmt.Errorf("get %s: %w", path, err)
+	}
+	return buf, nil
+}

@@ -1,0 +1,238 @@
+// Package client is the CLI's typed client for bangerd's API. It starts
+// bangerd on first use when no daemon answers (until a system install
+// supervises it).
+package client
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/errdefs"
+)
+
+// Client talks to one bangerd.
+type Client struct {
+	Socket string
+	// Bangerd is the daemon binary to auto-start ("" disables auto-start).
+	Bangerd string
+	// LogPath receives the auto-started daemon's stderr.
+	LogPath string
+
+	http *http.Client
+}
+
+// New returns a client for the socket at path.
+func New(socket, bangerd, logPath string) *Client {
+	c := &Client{Socket: socket, Bangerd: bangerd, LogPath: logPath}
+	c.http = &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", c.Socket)
+		},
+		DisableKeepAlives: true,
+	}}
+	return c
+}
+
+// Ensure makes sure a daemon answers, starting one if allowed.
+func (c *Client) Ensure(ctx context.Context) error {
+	if _, err := c.Ping(ctx); err == nil {
+		return nil
+	}
+	if c.Bangerd == "" {
+		return errdefs.Unavailable("bangerd is not running (socket %s)", c.Socket)
+	}
+	if err := c.spawn(); err != nil {
+		return errdefs.Unavailable("start bangerd: %v", err)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	var last error
+	for time.Now().Before(deadline) {
+		if _, last = c.Ping(ctx); last == nil {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return errdefs.Unavailable("bangerd did not answer within 15s (%v); see %s", last, c.LogPath)
+}
+
+func (c *Client) spawn() error {
+	var stderr *os.File
+	if c.LogPath != "" {
+		_ = os.MkdirAll(filepath.Dir(c.LogPath), 0o700)
+		f, err := os.OpenFile(c.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		if err == nil {
+			stderr = f
+			defer f.Close()
+		}
+	}
+	cmd := exec.Command(c.Bangerd) //nolint:gosec // our own daemon binary
+	cmd.Stdin = nil
+	cmd.Stdout = stderr
+	cmd.Stderr = stderr
+	// A session of its own: bangerd must not die with the terminal or the
+	// CLI process that happened to start it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go func() { _ = cmd.Wait() }()
+	return nil
+}
+
+// Ping asks the daemon for its version.
+func (c *Client) Ping(ctx context.Context) (api.Ping, error) {
+	var p api.Ping
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	err := c.Do(ctx, http.MethodGet, "/v1/ping", nil, &p)
+	return p, err
+}
+
+func (c *Client) request(ctx context.Context, method, path string, body any) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://bangerd"+path, rd)
+	if err != nil {
+		return nil, err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, errdefs.Unavailable("talk to bangerd: %v", err)
+	}
+	return resp, nil
+}
+
+func decodeError(resp *http.Response) error {
+	var eb api.ErrorBody
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err := json.Unmarshal(b, &eb); err != nil || eb.Error.Code == "" {
+		return fmt.Errorf("bangerd: HTTP %d: %s", resp.StatusCode, bytes.TrimSpace(b))
+	}
+	return errdefs.FromCode(eb.Error.Code, eb.Error.Message)
+}
+
+// Do performs a JSON request and decodes the JSON answer into out.
+func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	resp, err := c.request(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return decodeError(resp)
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decode answer: %w", err)
+	}
+	return nil
+}
+
+// Stream performs a long operation, calling progress for each progress
+// event and decoding the final result into out.
+func (c *Client) Stream(ctx context.Context, method, path string, body, out any, progress func(string)) error {
+	resp, err := c.request(ctx, method, path, body)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return decodeError(resp)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20)
+	for sc.Scan() {
+		var ev api.Event
+		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
+			return fmt.Errorf("decode event: %w", err)
+		}
+		switch {
+		case ev.Error != nil:
+			return errdefs.FromCode(ev.Error.Code, ev.Error.Message)
+		case ev.Result != nil:
+			if out != nil {
+				return json.Unmarshal(ev.Result, out)
+			}
+			return nil
+		case ev.Progress != "" && progress != nil:
+			progress(ev.Progress)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return errdefs.Unavailable("read from bangerd: %v", err)
+	}
+	return errdefs.Unavailable("bangerd closed the stream without a result")
+}
+
+// Raw performs a request and returns the response body for the caller to
+// read (logs).
+func (c *Client) Raw(ctx context.Context, method, path string) (io.ReadCloser, error) {
+	resp, err := c.request(ctx, method, path, nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode >= 300 {
+		defer resp.Body.Close()
+		return nil, decodeError(resp)
+	}
+	return resp.Body, nil
+}
+
+// Exec starts a command and returns the upgraded connection carrying
+// agentproto exec frames.
+func (c *Client) Exec(ctx context.Context, vmName string, req api.ExecRequest) (net.Conn, *bufio.Reader, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		return nil, nil, errdefs.Unavailable("talk to bangerd: %v", err)
+	}
+	b, _ := json.Marshal(req)
+	hreq, _ := http.NewRequest(http.MethodPost, "http://bangerd/v1/vms/"+url.PathEscape(vmName)+"/exec", bytes.NewReader(b))
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Connection", "Upgrade")
+	hreq.Header.Set("Upgrade", api.ExecUpgrade)
+	if err := hreq.Write(conn); err != nil {
+		conn.Close()
+		return nil, nil, errdefs.Unavailable("send exec: %v", err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, hreq)
+	if err != nil {
+		conn.Close()
+		return nil, nil, errdefs.Unavailable("read exec answer: %v", err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		defer conn.Close()
+		return nil, nil, decodeError(resp)
+	}
+	return conn, br, nil
+}
+
+// IsUnavailable reports whether err means the daemon could not be reached.
+func IsUnavailable(err error) bool { return errors.Is(err, errdefs.ErrUnavailable) }

@@ -1,0 +1,196 @@
+// Package cli is the banger command line: one file per noun, each verb a
+// thin layer of flags -> client call -> printing. It talks only to bangerd
+// through the API client and never imports daemon-side packages.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"banger/internal/api/client"
+	"banger/internal/errdefs"
+	"banger/internal/paths"
+	"banger/internal/version"
+)
+
+// exitError carries a process exit status (e.g. a guest command's).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// env is what every command needs.
+type env struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	layout         paths.Layout
+	cl             *client.Client
+}
+
+func (e *env) client(ctx context.Context) (*client.Client, error) {
+	if err := e.cl.Ensure(ctx); err != nil {
+		return nil, err
+	}
+	return e.cl, nil
+}
+
+// isTTY reports whether f is a terminal.
+func isTTY(f any) bool {
+	if ff, ok := f.(*os.File); ok {
+		return term.IsTerminal(int(ff.Fd()))
+	}
+	return false
+}
+
+// progress prints daemon progress lines to stderr on a terminal only, so
+// scripted output stays clean.
+func (e *env) progress() func(string) {
+	if !isTTY(e.stderr) {
+		return nil
+	}
+	return func(s string) { fmt.Fprintln(e.stderr, dim("· "+s)) }
+}
+
+func dim(s string) string {
+	if os.Getenv("NO_COLOR") != "" || !isTTY(os.Stderr) {
+		return s
+	}
+	return "\x1b[2m" + s + "\x1b[0m"
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// Main runs the CLI and returns the process exit status.
+func Main(args []string) int {
+	layout, err := paths.FromEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "banger:", err)
+		return 1
+	}
+	bangerd := os.Getenv("BANGER_DAEMON")
+	if bangerd == "" {
+		if exe, err := os.Executable(); err == nil {
+			bangerd = filepath.Join(filepath.Dir(exe), "bangerd")
+		}
+	}
+	e := &env{
+		stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, layout: layout,
+		cl: client.New(layout.SocketPath, bangerd, filepath.Join(layout.StateDir, "bangerd.stderr.log")),
+	}
+	root := newRoot(e)
+	root.SetArgs(args)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	err = root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	fmt.Fprintln(os.Stderr, formatError(err))
+	var ue usageError
+	if errors.As(err, &ue) {
+		return 2
+	}
+	return 1
+}
+
+// usageError marks command-line mistakes.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
+
+func formatError(err error) string {
+	code := errdefs.Code(err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		code = errdefs.CodeBadRequest
+	}
+	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	if code == errdefs.CodeInternal {
+		return "banger: error: " + msg
+	}
+	return "banger: " + code + ": " + msg
+}
+
+func newRoot(e *env) *cobra.Command {
+	root := &cobra.Command{
+		Use:           "banger",
+		Short:         "One-command development sandboxes on microVMs",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version.String(),
+	}
+	root.SetOut(e.stdout)
+	root.SetErr(e.stderr)
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newVMCommand(e), newPsCommand(e), newImageCommand(e), newKernelCommand(e),
+		newDoctorCommand(e), newVersionCommand(e))
+	return root
+}
+
+func newVersionCommand(e *env) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "version",
+		Short: "Print the banger version (and the daemon's, if it runs)",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			out := map[string]string{"banger": version.String()}
+			if p, err := e.cl.Ping(cmd.Context()); err == nil {
+				out["bangerd"] = p.Version
+			}
+			if asJSON {
+				return printJSON(e.stdout, out)
+			}
+			fmt.Fprintln(e.stdout, "banger", out["banger"])
+			if v, ok := out["bangerd"]; ok {
+				fmt.Fprintln(e.stdout, "bangerd", v)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Errorf("%s takes no arguments, got %q", cmd.CommandPath(), args)}
+	}
+	return nil
+}
+
+func exactArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError{fmt.Errorf("%s takes %d argument(s), got %d", cmd.CommandPath(), n, len(args))}
+		}
+		return nil
+	}
+}
+
+func minArgs(n int) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usageError{fmt.Errorf("%s needs at least %d argument(s)", cmd.CommandPath(), n)}
+		}
+		return nil
+	}
+}

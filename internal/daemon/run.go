@@ -1,0 +1,170 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"banger/internal/config"
+	"banger/internal/image"
+	"banger/internal/kernel"
+	"banger/internal/paths"
+	"banger/internal/privop"
+	"banger/internal/store"
+	"banger/internal/version"
+	"banger/internal/vm"
+	"banger/internal/vmm/qemu"
+)
+
+// RunOptions configures Run.
+type RunOptions struct {
+	Layout   paths.Layout
+	AgentBin string // "" = banger-agent next to this executable
+	Stderr   *os.File
+}
+
+// ErrAlreadyRunning is returned when another bangerd holds the lock.
+var ErrAlreadyRunning = errors.New("bangerd is already running")
+
+// Run is bangerd's main: it takes the single-instance lock, opens the
+// state, adopts running VMs, serves the socket until SIGTERM/SIGINT and then
+// shuts down gracefully, leaving VMs running.
+func Run(o RunOptions) error {
+	l := o.Layout
+	if err := l.EnsureDaemonDirs(); err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(l.LockPath, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return fmt.Errorf("open lock: %w", err)
+	}
+	defer lock.Close()
+	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return ErrAlreadyRunning
+	}
+
+	cfg, err := config.Load(l.ConfigFile)
+	if err != nil {
+		return err
+	}
+	logf, err := os.OpenFile(l.DaemonLog, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return fmt.Errorf("open log: %w", err)
+	}
+	defer logf.Close()
+	level := slog.LevelInfo
+	if v := os.Getenv("BANGER_LOG_LEVEL"); v != "" {
+		cfg.LogLevel = v
+	}
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	log := slog.New(slog.NewTextHandler(logf, &slog.HandlerOptions{Level: level}))
+	log.Info("bangerd starting", "version", version.String(), "pid", os.Getpid())
+
+	agentBin := o.AgentBin
+	if agentBin == "" {
+		agentBin = siblingBinary("banger-agent")
+	}
+	st, err := store.Open(l.DBPath)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	_ = kernel.CleanStale(l.KernelsDir)
+	_ = cleanTmp(l.TmpDir)
+
+	driver := &qemu.Driver{Bin: cfg.QEMUBin, ProbeKernel: func() string {
+		k, err := st.GetKernel(context.Background(), cfg.DefaultKernelName)
+		if err != nil {
+			return ""
+		}
+		a, err := kernel.Load(l.KernelsDir, k.ID)
+		if err != nil {
+			return ""
+		}
+		return a.Vmlinux
+	}}
+	svc := vm.New(vm.Options{
+		Log: log, Store: st, Layout: l, Config: cfg, Host: config.ProbeHost(),
+		Driver:   driver,
+		AgentBin: agentBin,
+		Priv:     privop.InProcess{Run: runPrivOp},
+		Version:  version.Version,
+	})
+	defer svc.Close()
+	if err := svc.Reconcile(context.Background()); err != nil {
+		return fmt.Errorf("reconcile: %w", err)
+	}
+
+	// We hold the lock, so a socket file left behind is stale.
+	_ = os.Remove(l.SocketPath)
+	ln, err := net.Listen("unix", l.SocketPath)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	if err := os.Chmod(l.SocketPath, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("listen: %w", err)
+	}
+	srv := New(svc, log, version.Version)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("bangerd serving", "socket", l.SocketPath)
+	select {
+	case sig := <-sigs:
+		log.Info("bangerd shutting down", "signal", sig.String())
+	case err := <-errc:
+		if err != nil {
+			return err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(ctx)
+	_ = os.Remove(l.SocketPath)
+	log.Info("bangerd stopped; running VMs keep running")
+	return nil
+}
+
+func runPrivOp(ctx context.Context, op privop.Op, progress func(string)) error {
+	switch o := op.(type) {
+	case privop.BuildDebootstrapImage:
+		_, err := image.BuildDebootstrap(ctx, o.Suite, o.Out, image.BuildOptions{WorkDir: o.WorkDir, Mirror: o.Mirror, Progress: progress})
+		return err
+	default:
+		return fmt.Errorf("unknown privileged op %s", op.Name())
+	}
+}
+
+// siblingBinary finds name next to the running executable (./bin layout and
+// installs), falling back to PATH-style lookup by the caller.
+func siblingBinary(name string) string {
+	exe, err := os.Executable()
+	if err != nil {
+		return name
+	}
+	return filepath.Join(filepath.Dir(exe), name)
+}
+
+// cleanTmp removes staging left by a crash.
+func cleanTmp(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		_ = os.RemoveAll(filepath.Join(dir, e.Name()))
+	}
+	return nil
+}

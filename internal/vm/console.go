@@ -1,0 +1,101 @@
+package vm
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+)
+
+// consoleLogMax bounds console.log; at the limit it becomes console.log.1
+// (replacing the previous one), so a chatty or hostile guest can use at most
+// twice this much of the owner's disk.
+const consoleLogMax = 4 << 20
+
+// consoleLog copies a VM's serial console into a bounded log file.
+type consoleLog struct {
+	path string
+	conn net.Conn
+
+	mu   sync.Mutex
+	f    *os.File
+	size int64
+	done chan struct{}
+}
+
+func startConsoleLog(conn net.Conn, path string) (*consoleLog, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	st, _ := f.Stat()
+	c := &consoleLog{path: path, conn: conn, f: f, size: st.Size(), done: make(chan struct{})}
+	go c.pump()
+	return c, nil
+}
+
+func (c *consoleLog) pump() {
+	defer close(c.done)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := c.conn.Read(buf)
+		if n > 0 {
+			c.write(buf[:n])
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (c *consoleLog) write(b []byte) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.f == nil {
+		return
+	}
+	if c.size+int64(len(b)) > consoleLogMax {
+		c.f.Close()
+		_ = os.Rename(c.path, c.path+".1")
+		f, err := os.OpenFile(c.path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+		if err != nil {
+			c.f = nil
+			return
+		}
+		c.f, c.size = f, 0
+	}
+	n, _ := c.f.Write(b)
+	c.size += int64(n)
+}
+
+// Close stops copying (the VM keeps running) and waits for the pump.
+func (c *consoleLog) Close() {
+	if c == nil {
+		return
+	}
+	c.conn.Close()
+	<-c.done
+	c.mu.Lock()
+	if c.f != nil {
+		c.f.Close()
+		c.f = nil
+	}
+	c.mu.Unlock()
+}
+
+// readConsole returns the retained console output, oldest first.
+func readConsole(path string) ([]byte, error) {
+	old, err := os.ReadFile(path + ".1")
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	cur, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	return append(old, cur...), nil
+}
+
+var _ io.Closer = (*net.UnixConn)(nil)

@@ -1,0 +1,101 @@
+package vm
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"banger/internal/api"
+	"banger/internal/config"
+	"banger/internal/execx"
+	"banger/internal/sizes"
+)
+
+// Doctor checks the host and the stores and says which VMM will be used.
+func (s *Service) Doctor(ctx context.Context) api.Doctor {
+	var d api.Doctor
+	add := func(name, status, format string, a ...any) {
+		d.Checks = append(d.Checks, api.Check{Name: name, Status: status, Detail: fmt.Sprintf(format, a...)})
+	}
+	probe := s.driver.Probe(ctx)
+	d.VMM, d.Accel, d.VMMReason = s.driver.Name(), probe.Accel, probe.Reason
+	if probe.Available {
+		add("vmm", "ok", "%s with %s: %s", s.driver.Name(), probe.Accel, probe.Reason)
+	} else {
+		add("vmm", "fail", "%s unavailable: %s", s.driver.Name(), probe.Reason)
+	}
+	if st, err := os.Stat("/dev/kvm"); err != nil {
+		add("kvm", "warn", "/dev/kvm missing: guests run under slow software emulation")
+	} else if probe.Accel != "kvm" {
+		add("kvm", "warn", "/dev/kvm exists (%v) but cannot run guests here: using TCG (slower boots)", st.Mode())
+	} else {
+		add("kvm", "ok", "usable")
+	}
+	add("firecracker", "warn", "not supported yet; when it is, distro kernels will need Firecracker >= 1.8.0 (ACPI device discovery)")
+	for _, tool := range []string{"mkfs.ext4", "debugfs", "e2fsck", "resize2fs"} {
+		if p, err := execx.LookPath(tool); err != nil {
+			add(tool, "fail", "not found: apt-get install e2fsprogs")
+		} else {
+			add(tool, "ok", "%s", p)
+		}
+	}
+	if p, err := execx.LookPath("busybox"); err != nil {
+		add("busybox", "warn", "not found: the built-in minimal image needs busybox-static")
+	} else {
+		add("busybox", "ok", "%s", p)
+	}
+	if _, err := os.Stat(s.agentBin); err != nil {
+		add("agent", "fail", "guest agent binary %s: %v", s.agentBin, err)
+	} else {
+		add("agent", "ok", "%s", s.agentBin)
+	}
+	ks, _ := s.st.ListKernels(ctx)
+	if len(ks) == 0 {
+		add("kernels", "fail", "no kernel: 'apt-get download linux-image-cloud-amd64' dependency, then 'banger kernel import-deb FILE.deb'")
+	} else {
+		names := make([]string, 0, len(ks))
+		found := false
+		for _, k := range ks {
+			names = append(names, k.Name)
+			found = found || k.Name == s.cfg.DefaultKernelName
+		}
+		if found {
+			add("kernels", "ok", "%s (default %q present)", strings.Join(names, ", "), s.cfg.DefaultKernelName)
+		} else {
+			add("kernels", "fail", "%s; default kernel %q missing", strings.Join(names, ", "), s.cfg.DefaultKernelName)
+		}
+	}
+	if _, err := s.st.GetImage(ctx, s.cfg.DefaultImageName); err == nil {
+		add("images", "ok", "default image %q present", s.cfg.DefaultImageName)
+	} else {
+		add("images", "warn", "default image %q missing: VMs use the built-in minimal image", s.cfg.DefaultImageName)
+	}
+	var fs unix.Statfs_t
+	if err := unix.Statfs(s.layout.StateDir, &fs); err == nil {
+		free := int64(fs.Bavail) * fs.Bsize
+		status := "ok"
+		if free < 2<<30 {
+			status = "warn"
+		}
+		add("disk", status, "%s free in %s", sizes.Format(free&^(1<<20-1)), s.layout.StateDir)
+	}
+	def := s.defaults
+	d.Defaults = []api.Default{
+		{Key: "vcpu", Value: fmt.Sprint(def.VCPU.Value), Source: string(def.VCPU.Source), Why: def.VCPU.Why},
+		{Key: "memory_mib", Value: fmt.Sprint(def.MemoryMiB.Value), Source: string(def.MemoryMiB.Source), Why: def.MemoryMiB.Why},
+		{Key: "disk_size", Value: sizes.Format(def.DiskSize.Value), Source: string(def.DiskSize.Source), Why: def.DiskSize.Why},
+		{Key: "default_image_name", Value: s.cfg.DefaultImageName, Source: sourceOf(s.cfg.DefaultImageName, config.DefaultImageName), Why: ""},
+		{Key: "default_kernel_name", Value: s.cfg.DefaultKernelName, Source: sourceOf(s.cfg.DefaultKernelName, config.DefaultKernelName), Why: ""},
+	}
+	return d
+}
+
+func sourceOf(v, builtin string) string {
+	if v == builtin {
+		return string(config.FromBuiltin)
+	}
+	return string(config.FromConfig)
+}

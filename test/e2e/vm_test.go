@@ -1,0 +1,95 @@
+package e2e
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestRunRmCommand(t *testing.T) {
+	t.Parallel()
+	defer group(t)()
+	before := h.qemuPIDs()
+	r := h.run("vm", "run", "--rm", "--name", "runrm", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+	if r.code != 7 {
+		t.Fatalf("exit code = %d, want 7 (stderr %q)", r.code, r.stderr)
+	}
+	if r.stdout != "out\n" {
+		t.Errorf("stdout = %q, want %q", r.stdout, "out\n")
+	}
+	if !strings.Contains(r.stderr, "err\n") || strings.Contains(r.stderr, "out") {
+		t.Errorf("stderr = %q, want err and not out", r.stderr)
+	}
+	if _, ok := h.vms(t)["runrm"]; ok {
+		t.Error("vm runrm still listed after --rm")
+	}
+	if got := h.qemuPIDs(); len(got) > len(before) {
+		t.Errorf("VMM processes grew from %v to %v", before, got)
+	}
+	matches, _ := filepath.Glob(filepath.Join(h.root, "state", "banger", "vms", "*", "root.ext4"))
+	for _, m := range matches {
+		if strings.Contains(m, "runrm") {
+			t.Errorf("disk left: %s", m)
+		}
+	}
+}
+
+func TestPersistentVM(t *testing.T) {
+	t.Parallel()
+	defer group(t)()
+	h.must(t, "vm", "create", "--name", "persist")
+	defer h.run("vm", "delete", "persist")
+	if got := strings.TrimSpace(h.must(t, "vm", "exec", "persist", "--", "uname", "-r")); got != h.kernel {
+		t.Fatalf("guest uname -r = %q, want %q", got, h.kernel)
+	}
+	h.must(t, "vm", "exec", "persist", "--", "sh", "-c", "echo kept > /root/marker; echo rootfs > /etc/marker; sync")
+	dir := h.vms(t)["persist"].Dir
+	h.must(t, "vm", "stop", "persist")
+	if st := h.vms(t)["persist"].State; st != "stopped" {
+		t.Fatalf("state after stop = %q", st)
+	}
+	h.must(t, "vm", "start", "persist")
+	out := h.must(t, "vm", "exec", "persist", "--", "cat", "/root/marker", "/etc/marker")
+	if out != "kept\nrootfs\n" {
+		t.Fatalf("files after restart = %q", out)
+	}
+	h.must(t, "vm", "delete", "persist")
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("vm dir %s still exists after delete (%v)", dir, err)
+	}
+	if _, ok := h.vms(t)["persist"]; ok {
+		t.Fatal("vm still listed after delete")
+	}
+}
+
+// TestDaemonCrashAdopt kills bangerd with SIGKILL while a VM runs: the next
+// CLI command restarts it, and it adopts the VM.
+func TestDaemonCrashAdopt(t *testing.T) {
+	defer group(t)()
+	h.must(t, "vm", "create", "--name", "survivor")
+	defer h.run("vm", "delete", "survivor")
+	vmPID := h.vms(t)["survivor"].PID
+	pid := h.daemonPID()
+	if pid == 0 {
+		t.Fatal("cannot find bangerd")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	v := h.vms(t)["survivor"] // restarts the daemon
+	if v.State != "running" || v.PID != vmPID {
+		t.Fatalf("after daemon crash: state %q pid %d, want running pid %d", v.State, v.PID, vmPID)
+	}
+	if np := h.daemonPID(); np == pid || np == 0 {
+		t.Fatalf("daemon pid %d after restart (was %d)", np, pid)
+	}
+	if out := h.must(t, "vm", "exec", "survivor", "--", "echo", "alive"); out != "alive\n" {
+		t.Fatalf("exec after adopt = %q", out)
+	}
+}
