@@ -52,12 +52,21 @@ func (d *Driver) bin() (string, error) {
 
 // Args builds the QEMU argv (without the binary) for spec. It is a pure
 // function so the command line can be tested without running anything.
-func Args(spec vmm.Spec, accel, agentSock, consoleSock string) []string {
+func Args(spec vmm.Spec, accel string, tscKHz int, agentSock, consoleSock string) []string {
 	machine := "microvm,acpi=on,pit=off,pic=off,rtc=on"
 	if accel == "tcg" {
 		// The PIT and PIC are cheap to keep under TCG and make early boot
 		// timer calibration quicker; under KVM the in-kernel ones are used.
 		machine = "microvm,acpi=on,rtc=on"
+	}
+	cmdline := spec.Cmdline
+	if accel == "tcg" && tscKHz > 0 {
+		// Under TCG the kernel's TSC calibration against the PIT often fails
+		// (host scheduling jitter), and microvm has no HPET or PM timer to
+		// fall back on: the kernel then waits forever for a timer tick that
+		// never arrives. The guest's TSC is the host's, so tell it the
+		// frequency instead of letting it measure.
+		cmdline += " tsc_early_khz=" + strconv.Itoa(tscKHz) + " tsc=reliable"
 	}
 	args := []string{
 		"-name", "banger-" + spec.ID + ",process=banger-" + spec.ID,
@@ -74,7 +83,7 @@ func Args(spec vmm.Spec, accel, agentSock, consoleSock string) []string {
 	if spec.Initrd != "" {
 		args = append(args, "-initrd", spec.Initrd)
 	}
-	args = append(args, "-append", spec.Cmdline)
+	args = append(args, "-append", cmdline)
 	for _, d := range spec.Drives {
 		opt := "id=" + d.ID + ",file=" + escapeOpt(d.Path) + ",format=raw,if=none,cache=unsafe,discard=unmap"
 		if d.ReadOnly {
@@ -93,6 +102,36 @@ func Args(spec vmm.Spec, accel, agentSock, consoleSock string) []string {
 		"-nic", "none",
 	)
 	return args
+}
+
+// HostTSCKHz returns the host's TSC frequency in kHz, or 0 when unknown.
+func HostTSCKHz() int {
+	if b, err := os.ReadFile("/sys/devices/system/cpu/cpu0/tsc_freq_khz"); err == nil {
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > 0 {
+			return n
+		}
+	}
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	return parseCPUInfoKHz(string(b))
+}
+
+// parseCPUInfoKHz reads the first "cpu MHz" line of /proc/cpuinfo.
+func parseCPUInfoKHz(cpuinfo string) int {
+	for _, line := range strings.Split(cpuinfo, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(k) != "cpu MHz" {
+			continue
+		}
+		mhz, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil || mhz <= 0 {
+			return 0
+		}
+		return int(mhz*1000 + 0.5)
+	}
+	return 0
 }
 
 // escapeOpt doubles commas, QEMU's escape inside option values.
@@ -176,7 +215,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (*vmm.Process, error)
 
 	// The VMM must outlive bangerd (restarts, crashes), so it is not tied to
 	// the request context and runs in its own session.
-	cmd := execx.Default.Command(context.Background(), bin, Args(spec, probe.Accel, agentSock, consoleSock)...)
+	cmd := execx.Default.Command(context.Background(), bin, Args(spec, probe.Accel, HostTSCKHz(), agentSock, consoleSock)...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
