@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,7 +13,6 @@ import (
 func TestRunRmCommand(t *testing.T) {
 	t.Parallel()
 	defer group(t)()
-	before := h.qemuPIDs()
 	r := h.run("vm", "run", "--rm", "--name", "runrm", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
 	if r.code != 7 {
 		t.Fatalf("exit code = %d, want 7 (stderr %q)", r.code, r.stderr)
@@ -26,8 +26,24 @@ func TestRunRmCommand(t *testing.T) {
 	if _, ok := h.vms(t)["runrm"]; ok {
 		t.Error("vm runrm still listed after --rm")
 	}
-	if got := h.qemuPIDs(); len(got) > len(before) {
-		t.Errorf("VMM processes grew from %v to %v", before, got)
+	// Other tests run VMs in parallel: every VMM left must belong to a VM
+	// that is still listed.
+	listed := map[string]bool{}
+	for _, v := range h.vms(t) {
+		listed[v.ID] = true
+	}
+	for _, pid := range h.qemuPIDs() {
+		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		id := ""
+		for _, arg := range strings.Split(string(cmdline), "\x00") {
+			if rest, ok := strings.CutPrefix(arg, "banger-"); ok {
+				id, _, _ = strings.Cut(rest, ",")
+				break
+			}
+		}
+		if !listed[id] {
+			t.Errorf("VMM pid %d (vm id %q) belongs to no listed VM", pid, id)
+		}
 	}
 	matches, _ := filepath.Glob(filepath.Join(h.root, "state", "banger", "vms", "*", "root.ext4"))
 	for _, m := range matches {
