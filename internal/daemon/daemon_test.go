@@ -1,0 +1,117 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"banger/internal/api"
+	"banger/internal/errdefs"
+)
+
+func TestStatus(t *testing.T) {
+	tests := []struct {
+		err  error
+		code int
+		wire string
+	}{
+		{errdefs.NotFound("vm %q not found", "x"), http.StatusNotFound, errdefs.CodeNotFound},
+		{errdefs.Exists("dup"), http.StatusConflict, errdefs.CodeExists},
+		{errdefs.Conflict("busy"), http.StatusConflict, errdefs.CodeConflict},
+		{errdefs.Invalid("bad"), http.StatusBadRequest, errdefs.CodeBadRequest},
+		{errdefs.Unavailable("later"), http.StatusServiceUnavailable, errdefs.CodeUnavailable},
+		{errors.New("disk on fire"), http.StatusInternalServerError, errdefs.CodeInternal},
+		{fmt.Errorf("start: %w", errdefs.NotFound("kernel")), http.StatusNotFound, errdefs.CodeNotFound},
+	}
+	for _, tc := range tests {
+		code, e := status(tc.err)
+		if code != tc.code || e.Code != tc.wire || e.Message != tc.err.Error() {
+			t.Errorf("status(%v) = %d, %+v; want %d, code %q", tc.err, code, e, tc.code, tc.wire)
+		}
+	}
+}
+
+func TestPeerUIDRejectsNonUnix(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	if _, err := peerUID(a); err == nil {
+		t.Fatal("peerUID of a pipe succeeded")
+	}
+}
+
+// TestServeOverUnixSocket runs the real server on a unix socket and checks
+// that a connection from our own uid gets through the SO_PEERCRED gate.
+func TestServeOverUnixSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "d.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), "test-version")
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(l) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("Serve returned %v after Shutdown, want nil", err)
+		}
+	})
+
+	// The peer credentials the server sees are ours.
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid, err := peerUID(c); err != nil || uid != os.Getuid() {
+		t.Errorf("peerUID(client side) = %d, %v; want %d", uid, err, os.Getuid())
+	}
+	_ = c.Close()
+
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		},
+	}}
+	defer hc.CloseIdleConnections()
+
+	resp, err := hc.Get("http://banger/v1/ping")
+	if err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("ping status %d", resp.StatusCode)
+	}
+	var p api.Ping
+	if err := json.NewDecoder(resp.Body).Decode(&p); err != nil {
+		t.Fatal(err)
+	}
+	if p.APIVersion != api.Version || p.Version != "test-version" || p.PID != os.Getpid() {
+		t.Fatalf("ping = %+v", p)
+	}
+
+	// An unknown route is a plain 404 from the mux, not a crash.
+	resp2, err := hc.Get("http://banger/v1/nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = resp2.Body.Close()
+	if resp2.StatusCode != http.StatusNotFound {
+		t.Fatalf("unknown route status %d, want 404", resp2.StatusCode)
+	}
+}

@@ -1,0 +1,219 @@
+// Package layering has no code of its own: its tests enforce banger's import
+// rules (which binary may depend on which internal package) and that every
+// package documents what it owns.
+package layering
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+)
+
+const module = "banger"
+
+// listedPackage is the part of `go list -json` output these tests read.
+type listedPackage struct {
+	ImportPath string
+	Name       string
+	Dir        string
+	Standard   bool
+	Imports    []string
+	GoFiles    []string
+	CgoFiles   []string
+}
+
+// depGraph is the dependency closure of one root package.
+type depGraph struct {
+	root string
+	pkgs map[string]listedPackage
+}
+
+var (
+	graphMu    sync.Mutex
+	graphCache = map[string]*depGraph{}
+)
+
+func goTool(t *testing.T) string {
+	t.Helper()
+	p, err := exec.LookPath("go")
+	if err != nil {
+		t.Skip("go tool not on PATH")
+	}
+	return p
+}
+
+// goList runs `go list -json args...` and decodes its stream of packages.
+func goList(t *testing.T, args ...string) []listedPackage {
+	t.Helper()
+	gobin := goTool(t)
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(gobin, append([]string{"list", "-json"}, args...)...)
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("go list %s: %v\n%s", strings.Join(args, " "), err, stderr.String())
+	}
+	var out []listedPackage
+	dec := json.NewDecoder(&stdout)
+	for {
+		var p listedPackage
+		err := dec.Decode(&p)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("decode go list output: %v", err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// deps returns the (cached) non-test dependency closure of root.
+func deps(t *testing.T, root string) *depGraph {
+	t.Helper()
+	graphMu.Lock()
+	defer graphMu.Unlock()
+	if g, ok := graphCache[root]; ok {
+		return g
+	}
+	g := &depGraph{root: root, pkgs: map[string]listedPackage{}}
+	for _, p := range goList(t, "-deps", root) {
+		g.pkgs[p.ImportPath] = p
+	}
+	if _, ok := g.pkgs[root]; !ok {
+		t.Fatalf("go list -deps %s did not list %s itself", root, root)
+	}
+	graphCache[root] = g
+	return g
+}
+
+// chain returns the shortest import chain root -> ... -> target, or nil
+// when root does not depend on target.
+func (g *depGraph) chain(target string) []string {
+	if _, ok := g.pkgs[target]; !ok {
+		return nil
+	}
+	prev := map[string]string{g.root: ""}
+	queue := []string{g.root}
+	for len(queue) > 0 {
+		cur := queue[0]
+		queue = queue[1:]
+		if cur == target {
+			var path []string
+			for p := cur; p != ""; p = prev[p] {
+				path = append([]string{p}, path...)
+			}
+			return path
+		}
+		for _, imp := range g.pkgs[cur].Imports {
+			if _, seen := prev[imp]; seen {
+				continue
+			}
+			prev[imp] = cur
+			queue = append(queue, imp)
+		}
+	}
+	// Listed but unreachable through Imports (should not happen): still
+	// report it, without a chain.
+	return []string{g.root, "...", target}
+}
+
+func internalPkgs(names ...string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = module + "/internal/" + n
+	}
+	return out
+}
+
+// TestBinariesDoNotDependOnForbiddenPackages keeps each binary to its own
+// side of the socket: the CLI talks to bangerd only through the API client,
+// and the static guest agent carries nothing of the host side.
+func TestBinariesDoNotDependOnForbiddenPackages(t *testing.T) {
+	tests := []struct {
+		root      string
+		forbidden []string
+	}{
+		{
+			root: module + "/cmd/banger",
+			forbidden: internalPkgs("daemon", "vm", "vmm", "vmm/qemu", "store", "image", "kernel",
+				"agent", "privop", "agentclient", "testutil"),
+		},
+		{
+			root: module + "/cmd/banger-agent",
+			forbidden: internalPkgs("daemon", "vm", "vmm", "store", "image", "kernel", "cli",
+				"api", "api/client", "privop", "agentclient", "testutil"),
+		},
+		{
+			root:      module + "/cmd/bangerd",
+			forbidden: internalPkgs("cli", "testutil"),
+		},
+	}
+	for _, tc := range tests {
+		t.Run(strings.TrimPrefix(tc.root, module+"/"), func(t *testing.T) {
+			g := deps(t, tc.root)
+			for _, f := range tc.forbidden {
+				if c := g.chain(f); c != nil {
+					t.Errorf("%s must not depend on %s; import chain: %s", tc.root, f, strings.Join(c, " -> "))
+				}
+			}
+		})
+	}
+}
+
+// TestLeafPackagesImportOnlyStdlib keeps the shared wire and error packages
+// free of third-party and other banger code, so every binary (including the
+// static agent) can import them without dragging anything else in.
+func TestLeafPackagesImportOnlyStdlib(t *testing.T) {
+	for _, root := range internalPkgs("api", "agentproto", "errdefs") {
+		t.Run(strings.TrimPrefix(root, module+"/"), func(t *testing.T) {
+			g := deps(t, root)
+			for path, p := range g.pkgs {
+				if path == root {
+					continue
+				}
+				first, _, _ := strings.Cut(path, "/")
+				if !p.Standard || strings.Contains(first, ".") || path == module || strings.HasPrefix(path, module+"/") {
+					t.Errorf("%s must import only the standard library; import chain: %s", root, strings.Join(g.chain(path), " -> "))
+				}
+			}
+		})
+	}
+}
+
+// TestTestutilOnlyInTests: testutil is for _test.go files only; no
+// package of the module may import it from non-test code.
+func TestTestutilOnlyInTests(t *testing.T) {
+	testutil := module + "/internal/testutil"
+	for _, p := range goList(t, module+"/...") {
+		for _, imp := range p.Imports {
+			if imp == testutil {
+				t.Errorf("%s imports %s from non-test code", p.ImportPath, testutil)
+			}
+		}
+	}
+}
+
+// TestChainFindsShortestPath checks the helper on a hand-made graph, so a
+// failure message of the rules above can be trusted.
+func TestChainFindsShortestPath(t *testing.T) {
+	g := &depGraph{root: "a", pkgs: map[string]listedPackage{
+		"a": {ImportPath: "a", Imports: []string{"b", "c"}},
+		"b": {ImportPath: "b", Imports: []string{"d"}},
+		"c": {ImportPath: "c", Imports: []string{"e"}},
+		"d": {ImportPath: "d", Imports: []string{"e"}},
+		"e": {ImportPath: "e"},
+	}}
+	if got, want := strings.Join(g.chain("e"), " -> "), "a -> c -> e"; got != want {
+		t.Errorf("chain(e) = %q, want %q", got, want)
+	}
+	if got := g.chain("zzz"); got != nil {
+		t.Errorf("chain(zzz) = %v, want nil", got)
+	}
+}

@@ -1,0 +1,196 @@
+package qemu
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"banger/internal/vmm"
+)
+
+func testSpec() vmm.Spec {
+	return vmm.Spec{
+		ID: "abc123", Name: "dev", VCPU: 2, MemoryMiB: 1024,
+		Kernel: "/k/vmlinux", Initrd: "/k/initrd.img", Cmdline: "console=ttyS0 root=/dev/vda",
+		Drives: []vmm.Drive{
+			{ID: "root", Path: "/s/root,1.ext4", ReadOnly: false},
+			{ID: "work", Path: "/s/work.ext4", ReadOnly: true},
+		},
+	}
+}
+
+// flagValues returns the values following each occurrence of flag in argv.
+func flagValues(argv []string, flag string) []string {
+	var out []string
+	for i := 0; i < len(argv)-1; i++ {
+		if argv[i] == flag {
+			out = append(out, argv[i+1])
+		}
+	}
+	return out
+}
+
+func one(t *testing.T, argv []string, flag string) string {
+	t.Helper()
+	v := flagValues(argv, flag)
+	if len(v) != 1 {
+		t.Fatalf("%s appears %d times in %q, want once", flag, len(v), argv)
+	}
+	return v[0]
+}
+
+func TestArgs(t *testing.T) {
+	tests := []struct {
+		name       string
+		accel      string
+		tscKHz     int
+		wantCPU    bool
+		wantAppend string
+	}{
+		{"kvm", "kvm", 0, true, "console=ttyS0 root=/dev/vda"},
+		{"kvm ignores tsc", "kvm", 2500000, true, "console=ttyS0 root=/dev/vda"},
+		{"tcg without tsc", "tcg", 0, false, "console=ttyS0 root=/dev/vda"},
+		{"tcg with tsc", "tcg", 2500000, false, "console=ttyS0 root=/dev/vda tsc_early_khz=2500000 tsc=reliable"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			argv := Args(testSpec(), tc.accel, tc.tscKHz, "/run/a,gent.sock", "/run/console.sock")
+			if got := one(t, argv, "-accel"); got != tc.accel {
+				t.Errorf("-accel %q, want %q", got, tc.accel)
+			}
+			cpu := flagValues(argv, "-cpu")
+			if tc.wantCPU && !slices.Equal(cpu, []string{"host"}) {
+				t.Errorf("-cpu = %q, want [host]", cpu)
+			}
+			if !tc.wantCPU && len(cpu) != 0 {
+				t.Errorf("-cpu = %q under %s, want none", cpu, tc.accel)
+			}
+			if got := one(t, argv, "-append"); got != tc.wantAppend {
+				t.Errorf("-append %q, want %q", got, tc.wantAppend)
+			}
+			if got := one(t, argv, "-m"); got != "1024" {
+				t.Errorf("-m %q", got)
+			}
+			if got := one(t, argv, "-smp"); got != "2" {
+				t.Errorf("-smp %q", got)
+			}
+			if got := one(t, argv, "-kernel"); got != "/k/vmlinux" {
+				t.Errorf("-kernel %q", got)
+			}
+			if got := one(t, argv, "-initrd"); got != "/k/initrd.img" {
+				t.Errorf("-initrd %q", got)
+			}
+			if got := one(t, argv, "-name"); !strings.Contains(got, "banger-abc123") {
+				t.Errorf("-name %q does not carry the VM id", got)
+			}
+
+			drives := flagValues(argv, "-drive")
+			if len(drives) != 2 {
+				t.Fatalf("-drive = %q, want 2", drives)
+			}
+			if !strings.HasPrefix(drives[0], "id=root,file=/s/root,,1.ext4,") || strings.Contains(drives[0], "readonly") {
+				t.Errorf("first drive %q: want root, comma doubled, writable", drives[0])
+			}
+			if !strings.HasPrefix(drives[1], "id=work,file=/s/work.ext4,") || !strings.HasSuffix(drives[1], ",readonly=on") {
+				t.Errorf("second drive %q: want work, read-only", drives[1])
+			}
+			var blk []string
+			for _, d := range flagValues(argv, "-device") {
+				if strings.HasPrefix(d, "virtio-blk-device,") {
+					blk = append(blk, d)
+				}
+			}
+			if !slices.Equal(blk, []string{"virtio-blk-device,drive=root", "virtio-blk-device,drive=work"}) {
+				t.Errorf("block devices %q, want root then work", blk)
+			}
+
+			chardevs := flagValues(argv, "-chardev")
+			if len(chardevs) != 2 {
+				t.Fatalf("-chardev = %q, want 2", chardevs)
+			}
+			for _, c := range chardevs {
+				if !strings.HasPrefix(c, "socket,") || !strings.Contains(c, ",server=on") {
+					t.Errorf("chardev %q: want a listening socket", c)
+				}
+			}
+			agent, console := chardevs[0], chardevs[1]
+			if !strings.Contains(agent, "id=agent,path=/run/a,,gent.sock,") || !strings.HasSuffix(agent, ",wait=off") {
+				t.Errorf("agent chardev %q: want escaped path and wait=off", agent)
+			}
+			if !strings.Contains(console, "id=console,path=/run/console.sock,") || !strings.HasSuffix(console, ",wait=on") {
+				t.Errorf("console chardev %q: want wait=on", console)
+			}
+			if got := one(t, argv, "-serial"); got != "chardev:console" {
+				t.Errorf("-serial %q", got)
+			}
+			for _, f := range []string{"-nodefaults", "-no-user-config", "-no-reboot"} {
+				if !slices.Contains(argv, f) {
+					t.Errorf("argv lacks %s", f)
+				}
+			}
+		})
+	}
+}
+
+func TestArgsWithoutInitrd(t *testing.T) {
+	s := testSpec()
+	s.Initrd = ""
+	argv := Args(s, "kvm", 0, "/a", "/c")
+	if slices.Contains(argv, "-initrd") {
+		t.Fatalf("argv has -initrd without an initrd: %q", argv)
+	}
+}
+
+func TestParseCPUInfoKHz(t *testing.T) {
+	tests := []struct {
+		name string
+		in   string
+		want int
+	}{
+		{"typical", "processor\t: 0\nmodel name\t: X\ncpu MHz\t\t: 2494.140\ncache size\t: 1 KB\n", 2494140},
+		{"first wins", "cpu MHz : 1000.000\ncpu MHz : 3000.000\n", 1000000},
+		{"rounds", "cpu MHz\t: 2399.9996\n", 2400000},
+		{"missing", "processor : 0\nbogomips : 4000\n", 0},
+		{"empty", "", 0},
+		{"garbage", "cpu MHz : fast\n", 0},
+		{"zero", "cpu MHz : 0\n", 0},
+		{"negative", "cpu MHz : -5\n", 0},
+		{"other key with prefix", "cpu MHz max : 5000\ncpu MHz : 2000\n", 2000000},
+	}
+	for _, tc := range tests {
+		if got := parseCPUInfoKHz(tc.in); got != tc.want {
+			t.Errorf("%s: parseCPUInfoKHz = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestIsOurs(t *testing.T) {
+	h := vmm.Handle{AgentSock: "/run/banger/vm/abc/agent,x.sock"}
+	ours := Args(testSpec(), "kvm", 0, h.AgentSock, "/run/banger/vm/abc/console.sock")
+	tests := []struct {
+		name string
+		argv []string
+		want bool
+	}{
+		{"our qemu", append([]string{"/usr/bin/qemu-system-x86_64"}, ours...), true},
+		{"empty", nil, false},
+		{"not qemu", append([]string{"/usr/bin/sleep"}, ours...), false},
+		{"qemu for another vm", append([]string{"qemu-system-x86_64"},
+			Args(testSpec(), "kvm", 0, "/run/banger/vm/other/agent.sock", "/c")...), false},
+		{"unescaped path does not match", []string{"qemu-system-x86_64", "-chardev", "socket,id=agent,path=/run/banger/vm/abc/agent,x.sock,server=on"}, false},
+		{"path prefix of another", []string{"qemu-system-x86_64", "-chardev", "socket,id=agent,path=/run/banger/vm/abc/agent,,x.sock.old,server=on"}, false},
+	}
+	for _, tc := range tests {
+		if got := isOurs(tc.argv, h); got != tc.want {
+			t.Errorf("%s: isOurs = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestEscapeOpt(t *testing.T) {
+	for in, want := range map[string]string{"": "", "a": "a", "a,b": "a,,b", ",,": ",,,,"} {
+		if got := escapeOpt(in); got != want {
+			t.Errorf("escapeOpt(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
