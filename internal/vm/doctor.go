@@ -80,7 +80,7 @@ func (s *Service) Doctor(ctx context.Context) api.Doctor {
 		if free < 2<<30 {
 			status = "warn"
 		}
-		add("disk", status, "%s free in %s", sizes.Format(free&^(1<<20-1)), s.layout.StateDir)
+		add("disk", status, "%.1f GiB free in %s", float64(free)/(1<<30), s.layout.StateDir)
 	}
 	def := s.defaults
 	d.Defaults = []api.Default{
