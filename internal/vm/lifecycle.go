@@ -190,15 +190,11 @@ func (s *Service) makeDisks(ctx context.Context, v *store.VM, progress Progress)
 
 // Start boots a created or stopped VM and waits until its agent answers.
 func (s *Service) Start(ctx context.Context, ref string, progress Progress) (api.VM, error) {
-	v, err := s.st.GetVM(ctx, ref)
+	v, unlock, err := s.lockVM(ctx, ref)
 	if err != nil {
 		return api.VM{}, err
 	}
-	unlock := s.lock(v.ID)
 	defer unlock()
-	if v, err = s.st.GetVM(ctx, v.ID); err != nil {
-		return api.VM{}, err
-	}
 	switch v.State {
 	case api.StateRunning, api.StateStarting:
 		return s.View(v), errdefs.Conflict("vm %q is already %s", v.Name, v.State)
@@ -207,6 +203,21 @@ func (s *Service) Start(ctx context.Context, ref string, progress Progress) (api
 		return s.View(v), err
 	}
 	return s.View(v), nil
+}
+
+// lockVM finds ref, takes its operation lock and re-reads the record under
+// the lock, since another operation may have changed it meanwhile.
+func (s *Service) lockVM(ctx context.Context, ref string) (store.VM, func(), error) {
+	v, err := s.st.GetVM(ctx, ref)
+	if err != nil {
+		return v, nil, err
+	}
+	unlock := s.lock(v.ID)
+	if v, err = s.st.GetVM(ctx, v.ID); err != nil {
+		unlock()
+		return v, nil, err
+	}
+	return v, unlock, nil
 }
 
 func (s *Service) cmdline(v store.VM) string {
@@ -474,15 +485,11 @@ func (s *Service) Kill(ctx context.Context, ref string) (api.VM, error) {
 }
 
 func (s *Service) halt(ctx context.Context, ref string, force bool) (api.VM, error) {
-	v, err := s.st.GetVM(ctx, ref)
+	v, unlock, err := s.lockVM(ctx, ref)
 	if err != nil {
 		return api.VM{}, err
 	}
-	unlock := s.lock(v.ID)
 	defer unlock()
-	if v, err = s.st.GetVM(ctx, v.ID); err != nil {
-		return api.VM{}, err
-	}
 	if err := s.haltLocked(ctx, &v, force); err != nil {
 		return s.View(v), err
 	}
@@ -612,15 +619,11 @@ func (s *Service) Prune(ctx context.Context) ([]string, error) {
 
 // Set changes a stopped VM's vcpu, memory or (growing only) work disk size.
 func (s *Service) Set(ctx context.Context, ref string, req api.SetVMRequest) (api.VM, error) {
-	v, err := s.st.GetVM(ctx, ref)
+	v, unlock, err := s.lockVM(ctx, ref)
 	if err != nil {
 		return api.VM{}, err
 	}
-	unlock := s.lock(v.ID)
 	defer unlock()
-	if v, err = s.st.GetVM(ctx, v.ID); err != nil {
-		return api.VM{}, err
-	}
 	if v.State == api.StateRunning || v.State == api.StateStarting || v.State == api.StateStopping {
 		return s.View(v), errdefs.Conflict("vm %q is %s: stop it before changing its resources", v.Name, v.State)
 	}
