@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -103,6 +104,21 @@ func TestServeOverUnixSocket(t *testing.T) {
 	}
 	if p.APIVersion != api.Version || p.Version != "test-version" || p.PID != os.Getpid() {
 		t.Fatalf("ping = %+v", p)
+	}
+
+	// A malformed body is refused before reaching the service, with the
+	// bad_request code in the error body.
+	resp3, err := hc.Post("http://banger/v1/vms", "application/json", strings.NewReader(`{"bogus_field": 1}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp3.Body.Close()
+	var eb api.ErrorBody
+	if err := json.NewDecoder(resp3.Body).Decode(&eb); err != nil {
+		t.Fatal(err)
+	}
+	if resp3.StatusCode != http.StatusBadRequest || eb.Error.Code != errdefs.CodeBadRequest || !strings.Contains(eb.Error.Message, "bogus_field") {
+		t.Fatalf("bad body: status %d, error %+v", resp3.StatusCode, eb.Error)
 	}
 
 	// An unknown route is a plain 404 from the mux, not a crash.

@@ -54,7 +54,7 @@ func TestCategories(t *testing.T) {
 			}
 			// No other category matches.
 			for _, other := range tests {
-				if other.cat != tc.cat && (errors.Is(err, other.cat) || errors.Is(back, other.cat)) {
+				if other.name != tc.name && (errors.Is(err, other.cat) || errors.Is(back, other.cat)) {
 					t.Errorf("%s error also matches %s", tc.name, other.name)
 				}
 			}

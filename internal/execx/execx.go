@@ -79,7 +79,7 @@ func (r *Runner) RunStdin(ctx context.Context, stdin io.Reader, bin string, args
 // Command builds an *exec.Cmd with banger's conventions for callers that
 // must manage the process themselves (long-lived VMMs).
 func (r *Runner) Command(ctx context.Context, bin string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, bin, args...) //nolint:gosec // argv only, by design
+	cmd := exec.CommandContext(ctx, bin, args...) // argv only, by design: never a shell
 	cmd.Env = append(os.Environ(), "LC_ALL=C")
 	cmd.Env = append(cmd.Env, r.Env...)
 	cmd.Dir = r.Dir

@@ -67,9 +67,16 @@ func TestCloneFileSparse(t *testing.T) {
 
 func TestSparseCopyFallback(t *testing.T) {
 	dir := t.TempDir()
-	src, _ := os.Create(filepath.Join(dir, "s"))
-	src.WriteAt([]byte("data"), 10<<20)
-	src.Close()
+	src, err := os.Create(filepath.Join(dir, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := src.WriteAt([]byte("data"), 10<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
 	in, _ := os.Open(filepath.Join(dir, "s"))
 	defer in.Close()
 	out, _ := os.Create(filepath.Join(dir, "d"))

@@ -216,22 +216,28 @@ func TestImportTarCompressed(t *testing.T) {
 		"gzip": func(b []byte) []byte {
 			var buf bytes.Buffer
 			w := gzip.NewWriter(&buf)
-			w.Write(b)
-			w.Close()
+			_, _ = w.Write(b) // an in-memory buffer: Close reports any error
+			if err := w.Close(); err != nil {
+				panic(err)
+			}
 			return buf.Bytes()
 		},
 		"zstd": func(b []byte) []byte {
 			var buf bytes.Buffer
 			w, _ := zstd.NewWriter(&buf)
-			w.Write(b)
-			w.Close()
+			_, _ = w.Write(b) // an in-memory buffer: Close reports any error
+			if err := w.Close(); err != nil {
+				panic(err)
+			}
 			return buf.Bytes()
 		},
 		"xz": func(b []byte) []byte {
 			var buf bytes.Buffer
 			w, _ := xz.NewWriter(&buf)
-			w.Write(b)
-			w.Close()
+			_, _ = w.Write(b) // an in-memory buffer: Close reports any error
+			if err := w.Close(); err != nil {
+				panic(err)
+			}
 			return buf.Bytes()
 		},
 	}

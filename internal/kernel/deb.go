@@ -173,7 +173,7 @@ func readControl(f io.ReaderAt, m arMember) ([]byte, error) {
 	tr := tar.NewReader(r)
 	for {
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return nil, errors.New("no control file")
 		}
 		if err != nil {
@@ -253,7 +253,7 @@ func scanData(ctx context.Context, r io.Reader, modRoot string) (*dataContents, 
 			return nil, err
 		}
 		h, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

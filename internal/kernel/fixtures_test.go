@@ -150,7 +150,9 @@ func gzipBytes(t testing.TB, data []byte) []byte {
 	t.Helper()
 	var b bytes.Buffer
 	w := gzip.NewWriter(&b)
-	w.Write(data)
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +166,9 @@ func xzBytes(t testing.TB, data []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Write(data)
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +192,9 @@ func lzmaBytes(t testing.TB, data []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Write(data)
+	if _, err := w.Write(data); err != nil {
+		t.Fatal(err)
+	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +212,9 @@ func xzBCJBytes(t testing.TB, data []byte) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Write(filtered)
+	if _, err := w.Write(filtered); err != nil {
+		t.Fatal(err)
+	}
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +282,9 @@ func tarBytes(t testing.TB, entries ...tarEntry) []byte {
 			t.Fatal(err)
 		}
 		if h.Size > 0 {
-			tw.Write(e.data)
+			if _, err := tw.Write(e.data); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if err := tw.Close(); err != nil {

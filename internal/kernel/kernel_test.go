@@ -295,7 +295,7 @@ func readCpio(t *testing.T, data []byte) (names []string, files map[string][]byt
 	r := cpio.NewReader(bytes.NewReader(data))
 	for {
 		h, err := r.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			return
 		}
 		if err != nil {
@@ -562,9 +562,9 @@ func TestImportFiles(t *testing.T) {
 	elfPath := filepath.Join(src, "vmlinux")
 	bzPath := filepath.Join(src, "bzImage")
 	initrd := filepath.Join(src, "initrd.img")
-	os.WriteFile(elfPath, vm, 0o644)
-	os.WriteFile(bzPath, makeBzImage(sizeTrailer(zstdBytes(t, vm), len(vm)), 0x1b), 0o644)
-	os.WriteFile(initrd, []byte("initrd-bytes"), 0o644)
+	mustWrite(t, elfPath, vm, 0o644)
+	mustWrite(t, bzPath, makeBzImage(sizeTrailer(zstdBytes(t, vm), len(vm)), 0x1b), 0o644)
+	mustWrite(t, initrd, []byte("initrd-bytes"), 0o644)
 	kdir := t.TempDir()
 
 	a, err := ImportFiles(context.Background(), elfPath, "", kdir, nil)
@@ -644,14 +644,16 @@ func TestBootInitrd(t *testing.T) {
 	kdir := t.TempDir()
 	cache := filepath.Join(t.TempDir(), "cache")
 	agent := filepath.Join(src, "agent")
-	os.WriteFile(agent, []byte("agent-v1"), 0o755)
+	mustWrite(t, agent, []byte("agent-v1"), 0o755)
 	var agentCpio bytes.Buffer
-	AgentCpio(&agentCpio, []byte("agent-v1"))
+	if err := AgentCpio(&agentCpio, []byte("agent-v1")); err != nil {
+		t.Fatal(err)
+	}
 
 	vmPath := filepath.Join(src, "vmlinux")
-	os.WriteFile(vmPath, fakeVmlinux("6.6.6"), 0o644)
+	mustWrite(t, vmPath, fakeVmlinux("6.6.6"), 0o644)
 	initrd := filepath.Join(src, "initrd")
-	os.WriteFile(initrd, []byte("odd"), 0o644) // 3 bytes: needs padding
+	mustWrite(t, initrd, []byte("odd"), 0o644) // 3 bytes: needs padding
 	deb, _ := buildKernelDeb(t, src, kernelDebOpts{})
 
 	bare, err := ImportFiles(context.Background(), vmPath, "", kdir, nil)
@@ -708,7 +710,7 @@ func TestBootInitrd(t *testing.T) {
 	}
 
 	// A new agent gives a new image; no temp files are left behind.
-	os.WriteFile(agent, []byte("agent-v2"), 0o755)
+	mustWrite(t, agent, []byte("agent-v2"), 0o755)
 	p2, err := BootInitrd(bare, agent, cache)
 	if err != nil || seen[p2] {
 		t.Fatalf("new agent: %s %v", p2, err)
@@ -726,8 +728,11 @@ func TestBootInitrd(t *testing.T) {
 
 func TestCleanStale(t *testing.T) {
 	kdir := t.TempDir()
-	os.MkdirAll(filepath.Join(kdir, ".tmp-import-123", "modules"), 0o755)
-	os.MkdirAll(filepath.Join(kdir, strings.Repeat("a", 64)), 0o755)
+	for _, d := range []string{filepath.Join(kdir, ".tmp-import-123", "modules"), filepath.Join(kdir, strings.Repeat("a", 64))} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := CleanStale(kdir); err != nil {
 		t.Fatal(err)
 	}
@@ -736,6 +741,13 @@ func TestCleanStale(t *testing.T) {
 		t.Fatalf("entries %v", entries)
 	}
 	if err := CleanStale(filepath.Join(kdir, "missing")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func mustWrite(t *testing.T, path string, data []byte, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, data, mode); err != nil {
 		t.Fatal(err)
 	}
 }

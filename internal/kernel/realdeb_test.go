@@ -51,7 +51,9 @@ func TestImportRealDeb(t *testing.T) {
 		}
 		if h.Name == bangerListPath {
 			var b bytes.Buffer
-			b.ReadFrom(r)
+			if _, err := b.ReadFrom(r); err != nil {
+				t.Fatal(err)
+			}
 			list = b.String()
 		}
 	}

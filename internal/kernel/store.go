@@ -68,7 +68,7 @@ type Artifact struct {
 func artifactID(vmlinuxSum, modulesCpioSum, initrdSum []byte) string {
 	empty := sha256.Sum256(nil)
 	h := sha256.New()
-	io.WriteString(h, "banger-kernel-v1\x00")
+	_, _ = io.WriteString(h, "banger-kernel-v1\x00") // hashes never fail to write
 	for _, s := range [][]byte{vmlinuxSum, modulesCpioSum, initrdSum} {
 		if s == nil {
 			s = empty[:]

@@ -320,4 +320,3 @@ func TestKernels(t *testing.T) {
 		t.Errorf("KernelIDInUse(k1) after VM delete = %v, %v; want false", got, err)
 	}
 }
-

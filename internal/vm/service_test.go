@@ -20,7 +20,6 @@ import (
 // fakeDriver records what the service asks of a VMM; no process runs.
 type fakeDriver struct {
 	adopted []int
-	gone    bool
 }
 
 func (f *fakeDriver) Name() string { return "fake" }

@@ -10,7 +10,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -61,7 +60,7 @@ func run(n int) error {
 		var se bytes.Buffer
 		cmd.Stderr = &se
 		if err := cmd.Run(); err != nil {
-			return fmt.Errorf("banger %s: %v: %s", strings.Join(args, " "), err, se.String())
+			return fmt.Errorf("banger %s: %w: %s", strings.Join(args, " "), err, se.String())
 		}
 		return nil
 	}
@@ -69,7 +68,9 @@ func run(n int) error {
 		if out, err := exec.Command("pgrep", "-f", filepath.Join(bin, "bangerd")).Output(); err == nil {
 			for _, f := range strings.Fields(string(out)) {
 				var pid int
-				fmt.Sscan(f, &pid)
+				if _, err := fmt.Sscan(f, &pid); err != nil {
+					continue
+				}
 				if e, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid)); bytes.Contains(e, []byte(root)) {
 					_ = syscall.Kill(pid, syscall.SIGTERM)
 				}
@@ -162,7 +163,7 @@ func bareBoot(root, vmlinux, initrd, rootfs, accel string) (time.Duration, error
 	if err != nil {
 		return 0, err
 	}
-	sess, err := agentclient.Handshake(ctx, conn.(net.Conn))
+	sess, err := agentclient.Handshake(ctx, conn)
 	if err != nil {
 		return 0, err
 	}

@@ -10,6 +10,7 @@ package e2e
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -79,7 +80,7 @@ func run(m *testing.M) (int, error) {
 	t0 := time.Now()
 	out, err := h.cmd("kernel", "import-deb", deb, "--name", "default")
 	if err != nil {
-		return 1, fmt.Errorf("import kernel: %v\n%s", err, out)
+		return 1, fmt.Errorf("import kernel: %w\n%s", err, out)
 	}
 	fields := strings.Fields(out)
 	if len(fields) < 2 {
@@ -130,7 +131,8 @@ func (h *harness) run(args ...string) result {
 	code := 0
 	if err != nil {
 		code = -1
-		if ee, ok := err.(*exec.ExitError); ok {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
 			code = ee.ExitCode()
 		}
 	}

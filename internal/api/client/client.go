@@ -80,7 +80,7 @@ func (c *Client) spawn() error {
 			defer f.Close()
 		}
 	}
-	cmd := exec.Command(c.Bangerd) //nolint:gosec // our own daemon binary
+	cmd := exec.Command(c.Bangerd) // our own daemon binary
 	cmd.Stdin = nil
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr
