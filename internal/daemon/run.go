@@ -81,7 +81,7 @@ func Run(o RunOptions) error {
 	_ = kernel.CleanStale(l.KernelsDir)
 	_ = cleanTmp(l.TmpDir)
 
-	driver := &qemu.Driver{Bin: cfg.QEMUBin, ProbeKernel: func() string {
+	driver := &qemu.Driver{Bin: cfg.QEMUBin, ProbeCache: filepath.Join(l.CacheDir, "kvm-probe.json"), ProbeKernel: func() string {
 		k, err := st.GetKernel(context.Background(), cfg.DefaultKernelName)
 		if err != nil {
 			return ""

@@ -6,6 +6,7 @@ package qemu
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -34,8 +35,13 @@ type Driver struct {
 	// being started (doctor); it may return "".
 	ProbeKernel func() string
 
+	// ProbeCache, when set, is a file that keeps KVM verdicts across
+	// bangerd restarts: on a host where KVM cannot run guests the kernel
+	// probe costs its full timeout, which no VM start should pay twice.
+	ProbeCache string
+
 	mu     sync.Mutex
-	probes map[string]vmm.Probe // by kernel path
+	probes map[string]vmm.Probe // by probe key
 }
 
 var _ vmm.Driver = (*Driver)(nil)
@@ -154,17 +160,69 @@ func (d *Driver) Probe(ctx context.Context) vmm.Probe {
 func (d *Driver) probeFor(ctx context.Context, kernel string) vmm.Probe {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if p, ok := d.probes[kernel]; ok {
+	key := d.probeKey(kernel)
+	if p, ok := d.probes[key]; ok {
 		return p
+	}
+	if d.probes == nil {
+		d.probes = loadProbeCache(d.ProbeCache)
+		if p, ok := d.probes[key]; ok {
+			return p
+		}
 	}
 	p := d.doProbe(ctx, kernel)
 	if p.Available {
-		if d.probes == nil {
-			d.probes = map[string]vmm.Probe{}
-		}
-		d.probes[kernel] = p
+		d.probes[key] = p
+		saveProbeCache(d.ProbeCache, d.probes)
 	}
 	return p
+}
+
+// probeKey names everything a KVM verdict depends on: the qemu binary, the
+// guest kernel, the host kernel and the KVM device.
+func (d *Driver) probeKey(kernel string) string {
+	bin, _ := d.bin()
+	parts := []string{d.ForceAccel, statKey(bin), statKey(kernel), statKey("/dev/kvm")}
+	if rel, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		parts = append(parts, strings.TrimSpace(string(rel)))
+	}
+	return strings.Join(parts, "|")
+}
+
+func statKey(p string) string {
+	if p == "" {
+		return ""
+	}
+	st, err := os.Stat(p)
+	if err != nil {
+		return p + ":missing"
+	}
+	return fmt.Sprintf("%s:%d:%d", p, st.Size(), st.ModTime().UnixNano())
+}
+
+func loadProbeCache(path string) map[string]vmm.Probe {
+	m := map[string]vmm.Probe{}
+	if path == "" {
+		return m
+	}
+	if b, err := os.ReadFile(path); err == nil {
+		_ = json.Unmarshal(b, &m)
+	}
+	return m
+}
+
+func saveProbeCache(path string, m map[string]vmm.Probe) {
+	if path == "" {
+		return
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return
+	}
+	tmp := path + ".tmp"
+	if os.WriteFile(tmp, b, 0o600) == nil {
+		_ = os.Rename(tmp, path)
+	}
 }
 
 func (d *Driver) doProbe(ctx context.Context, kernel string) vmm.Probe {

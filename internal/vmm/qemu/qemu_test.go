@@ -1,6 +1,9 @@
 package qemu
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -192,5 +195,29 @@ func TestEscapeOpt(t *testing.T) {
 		if got := escapeOpt(in); got != want {
 			t.Errorf("escapeOpt(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestProbeCacheSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "probe.json")
+	// A pinned accelerator probes without running anything.
+	d1 := &Driver{Bin: "/bin/true", ForceAccel: "tcg", ProbeCache: cache}
+	p1 := d1.Probe(context.Background())
+	if !p1.Available || p1.Accel != "tcg" {
+		t.Fatalf("probe = %+v", p1)
+	}
+	b, err := os.ReadFile(cache)
+	if err != nil || !strings.Contains(string(b), "tcg") {
+		t.Fatalf("cache file = %q, %v", b, err)
+	}
+	// A new driver (a restarted bangerd) answers from the file: make the
+	// cached verdict distinguishable to prove it was not recomputed.
+	if err := os.WriteFile(cache, []byte(strings.Replace(string(b), "accelerator pinned", "from cache", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d2 := &Driver{Bin: "/bin/true", ForceAccel: "tcg", ProbeCache: cache}
+	if p2 := d2.Probe(context.Background()); !strings.Contains(p2.Reason, "from cache") {
+		t.Fatalf("second driver re-probed: %+v", p2)
 	}
 }

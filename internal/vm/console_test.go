@@ -1,0 +1,54 @@
+package vm
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestConsoleLogIsBounded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "console.log")
+	host, guest := net.Pipe()
+	c, err := startConsoleLog(host, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A guest that prints far more than the bound: three limits' worth.
+	line := bytes.Repeat([]byte("x"), 1023)
+	line = append(line, '\n')
+	total := 3 * consoleLogMax
+	for written := 0; written < total; written += len(line) {
+		if _, err := guest.Write(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := guest.Write([]byte("last words\n")); err != nil {
+		t.Fatal(err)
+	}
+	guest.Close()
+	c.Close()
+
+	var kept int64
+	for _, p := range []string{path, path + ".1"} {
+		st, err := os.Stat(p)
+		if err != nil {
+			t.Fatalf("stat %s: %v", p, err)
+		}
+		if st.Size() > consoleLogMax {
+			t.Errorf("%s is %d bytes, over the %d bound", p, st.Size(), consoleLogMax)
+		}
+		kept += st.Size()
+	}
+	if kept > 2*consoleLogMax {
+		t.Errorf("console keeps %d bytes, over twice the bound", kept)
+	}
+	all, err := readConsole(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasSuffix(all, []byte("last words\n")) {
+		t.Errorf("newest output lost: tail %q", all[max(0, len(all)-20):])
+	}
+}
