@@ -72,6 +72,9 @@ func TestPersistentVM(t *testing.T) {
 	if out != "kept\nrootfs\n" {
 		t.Fatalf("files after restart = %q", out)
 	}
+	if logs := h.must(t, "vm", "logs", "persist"); !strings.Contains(logs, "banger-agent: ready") {
+		t.Errorf("vm logs lacks the agent's ready line: %q", logs)
+	}
 	h.must(t, "vm", "delete", "persist")
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Fatalf("vm dir %s still exists after delete (%v)", dir, err)
@@ -107,5 +110,37 @@ func TestDaemonCrashAdopt(t *testing.T) {
 	}
 	if out := h.must(t, "vm", "exec", "survivor", "--", "echo", "alive"); out != "alive\n" {
 		t.Fatalf("exec after adopt = %q", out)
+	}
+}
+
+// TestSeveralNames drives two VMs with one command per lifecycle step.
+func TestSeveralNames(t *testing.T) {
+	t.Parallel()
+	defer group(t)()
+	h.must(t, "vm", "create", "--no-start", "--name", "multi-a")
+	h.must(t, "vm", "create", "--no-start", "--name", "multi-b")
+	defer h.run("vm", "delete", "multi-a", "multi-b")
+	if out := h.must(t, "vm", "start", "multi-a", "multi-b", "multi-a"); out != "multi-a\nmulti-b\n" {
+		t.Fatalf("start output = %q (names deduplicated, in order)", out)
+	}
+	for _, n := range []string{"multi-a", "multi-b"} {
+		if got := h.must(t, "vm", "exec", n, "--", "hostname"); got != n+"\n" {
+			t.Errorf("hostname in %s = %q", n, got)
+		}
+	}
+	r := h.run("vm", "kill", "multi-a", "ghost")
+	if r.code == 0 || !strings.Contains(r.stderr, "not_found") || r.stdout != "multi-a\n" {
+		t.Errorf("kill with one unknown name: code %d stdout %q stderr %q", r.code, r.stdout, r.stderr)
+	}
+	if st := h.vms(t)["multi-a"].State; st != "stopped" {
+		t.Errorf("multi-a after kill: %s", st)
+	}
+	h.must(t, "vm", "delete", "multi-a", "multi-b")
+	if vms := h.vms(t); len(vms) > 0 {
+		for n := range vms {
+			if strings.HasPrefix(n, "multi-") {
+				t.Errorf("%s still listed after delete", n)
+			}
+		}
 	}
 }
