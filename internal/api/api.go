@@ -16,6 +16,7 @@ const Version = 1
 
 // VM states.
 const (
+	StateCreating = "creating" // disks being made; rolled back if bangerd dies meanwhile
 	StateCreated  = "created"
 	StateStarting = "starting"
 	StateRunning  = "running"

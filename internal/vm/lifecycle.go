@@ -165,6 +165,9 @@ func (s *Service) plan(ctx context.Context, req api.CreateVMRequest, progress Pr
 
 // makeDisks records the VM and creates its disks, rolling both back on error.
 func (s *Service) makeDisks(ctx context.Context, v *store.VM, progress Progress) (err error) {
+	// Record intent first: a bangerd that dies while the disks are made
+	// finds a "creating" VM at start-up and rolls it back.
+	v.State = api.StateCreating
 	if err := s.st.CreateVM(ctx, *v); err != nil {
 		return err
 	}
@@ -185,7 +188,8 @@ func (s *Service) makeDisks(ctx context.Context, v *store.VM, progress Progress)
 	if err := image.MakeWorkDisk(ctx, filepath.Join(dir, paths.WorkDisk), v.DiskSize); err != nil {
 		return fmt.Errorf("create work disk: %w", err)
 	}
-	return nil
+	v.State = api.StateCreated
+	return s.st.UpdateVM(ctx, *v)
 }
 
 // Start boots a created or stopped VM and waits until its agent answers.
@@ -198,6 +202,8 @@ func (s *Service) Start(ctx context.Context, ref string, progress Progress) (api
 	switch v.State {
 	case api.StateRunning, api.StateStarting:
 		return s.View(v), errdefs.Conflict("vm %q is already %s", v.Name, v.State)
+	case api.StateCreating:
+		return s.View(v), errdefs.Conflict("vm %q is still being created", v.Name)
 	}
 	if err := s.boot(ctx, &v, progress); err != nil {
 		return s.View(v), err
@@ -718,6 +724,15 @@ func (s *Service) Reconcile(ctx context.Context) error {
 	for _, v := range vms {
 		switch v.State {
 		case api.StateRunning, api.StateStarting, api.StateStopping:
+		case api.StateCreating:
+			s.log.Info("rolling back a vm whose creation was interrupted", "vm", v.Name)
+			if err := removeAll(s.layout.VMDir(v.ID)); err != nil {
+				return err
+			}
+			if err := s.st.DeleteVM(ctx, v.ID); err != nil {
+				return err
+			}
+			continue
 		default:
 			continue
 		}

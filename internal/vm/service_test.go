@@ -109,12 +109,17 @@ func TestReconcileMarksVanishedVMsStopped(t *testing.T) {
 	running.Runtime = store.Runtime{VMM: "fake", PID: 424242, PIDStart: 7, RunDir: l.VMRun("r1")}
 	stopped := base
 	stopped.ID, stopped.Name, stopped.State = "s1", "idle", api.StateStopped
-	for _, v := range []store.VM{running, stopped} {
+	half := base
+	half.ID, half.Name, half.State = "c1", "half", api.StateCreating
+	for _, v := range []store.VM{running, stopped, half} {
 		if err := st.CreateVM(ctx, v); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := os.MkdirAll(l.VMRun("r1"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(l.VMDir("c1"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if err := svc.Reconcile(ctx); err != nil {
@@ -132,6 +137,12 @@ func TestReconcileMarksVanishedVMsStopped(t *testing.T) {
 	}
 	if f := svc.driver.(*fakeDriver); len(f.adopted) != 1 || f.adopted[0] != 424242 {
 		t.Fatalf("adopt calls = %v, want exactly the running vm's pid", f.adopted)
+	}
+	if _, err := st.GetVM(ctx, "half"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("interrupted create still recorded: %v", err)
+	}
+	if _, err := os.Stat(l.VMDir("c1")); !os.IsNotExist(err) {
+		t.Fatalf("interrupted create left its dir: %v", err)
 	}
 	if idle, _ := st.GetVM(ctx, "idle"); idle.State != api.StateStopped {
 		t.Fatalf("stopped vm changed to %q", idle.State)
