@@ -23,6 +23,7 @@ type Params struct {
 	Hostname   string // banger.hostname=
 	Init       string // banger.init=: explicit init path in the new root
 	Transport  string // banger.transport= (default virtio-serial)
+	Net        string // banger.net=ADDR/LEN,gw=GW,dns=DNS,mtu=N: static guest addressing
 }
 
 // Parse extracts Params from the text of /proc/cmdline. Later occurrences
@@ -47,6 +48,8 @@ func Parse(s string) Params {
 			p.Init = v
 		case "banger.transport":
 			p.Transport = v
+		case "banger.net":
+			p.Net = v
 		}
 	}
 	return p

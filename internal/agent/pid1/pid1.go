@@ -34,6 +34,13 @@ func Run(version string) {
 	if err := sys.LoopbackUp(); err != nil {
 		agent.Logger.Print(err)
 	}
+	if params.Net != "" {
+		if c, err := sys.ParseNetConfig(params.Net); err != nil {
+			agent.Logger.Print(err)
+		} else if err := sys.ConfigureNet(c); err != nil {
+			agent.Logger.Printf("configure network: %v", err)
+		}
+	}
 	reaper.Default() // reap orphans from the start
 	handleSignals()
 	err = agent.Run(agent.ModePID1, version, params.Transport, Shutdown)

@@ -10,6 +10,7 @@ import (
 
 	"banger/internal/agent"
 	"banger/internal/agent/cmdline"
+	"banger/internal/agent/sys"
 )
 
 // systemd's poweroff and reboot requests (SIGRTMIN+4, SIGRTMIN+5); the
@@ -30,6 +31,13 @@ func Run(version string) error {
 	if params.Hostname != "" {
 		if err := agent.SetHostname(params.Hostname, false); err != nil {
 			agent.Logger.Print(err)
+		}
+	}
+	if params.Net != "" {
+		if c, err := sys.ParseNetConfig(params.Net); err != nil {
+			agent.Logger.Print(err)
+		} else if err := sys.ConfigureNet(c); err != nil {
+			agent.Logger.Printf("configure network: %v", err)
 		}
 	}
 	return agent.Run(agent.ModeService, version, params.Transport, shutdown)
