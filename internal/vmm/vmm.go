@@ -39,6 +39,15 @@ type Spec struct {
 	Drives    []Drive
 	RunDir    string // private dir for sockets (short path: sun_path is 108 bytes)
 	LogPath   string // where the VMM's own stderr goes
+	Net       *Net   // nil: no network device
+}
+
+// Net is the guest's network device: a tap opened by the root helper and
+// handed over as a file, since an unprivileged VMM may not be able to open
+// /dev/net/tun itself.
+type Net struct {
+	Tap *os.File
+	MAC string
 }
 
 // Handle identifies a running VMM process across bangerd restarts.

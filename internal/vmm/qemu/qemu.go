@@ -105,8 +105,15 @@ func Args(spec vmm.Spec, accel string, tscKHz int, agentSock, consoleSock string
 		// console, so no boot output is lost.
 		"-chardev", "socket,id=console,path="+escapeOpt(consoleSock)+",server=on,wait=on",
 		"-serial", "chardev:console",
-		"-nic", "none",
 	)
+	if spec.Net != nil {
+		// The tap arrives as the child's first extra file: fd 3.
+		args = append(args,
+			"-netdev", "tap,id=net0,fd=3,vhost=off",
+			"-device", "virtio-net-device,netdev=net0,mac="+spec.Net.MAC)
+	} else {
+		args = append(args, "-nic", "none")
+	}
 	return args
 }
 
@@ -277,6 +284,9 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (*vmm.Process, error)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if spec.Net != nil {
+		cmd.ExtraFiles = []*os.File{spec.Net.Tap}
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start qemu: %w", err)
 	}

@@ -221,3 +221,23 @@ func TestProbeCacheSurvivesRestart(t *testing.T) {
 		t.Fatalf("second driver re-probed: %+v", p2)
 	}
 }
+
+func TestArgsNetwork(t *testing.T) {
+	spec := testSpec()
+	without := Args(spec, "tcg", 0, "/r/a.sock", "/r/c.sock")
+	if !slices.Contains(without, "-nic") || slices.Contains(without, "-netdev") {
+		t.Fatalf("no-network argv = %q", without)
+	}
+	spec.Net = &vmm.Net{MAC: "02:fc:ac:10:00:02"}
+	with := Args(spec, "tcg", 0, "/r/a.sock", "/r/c.sock")
+	if slices.Contains(with, "-nic") {
+		t.Fatalf("network argv still has -nic none: %q", with)
+	}
+	i := slices.Index(with, "-netdev")
+	if i < 0 || with[i+1] != "tap,id=net0,fd=3,vhost=off" {
+		t.Fatalf("netdev = %q", with)
+	}
+	if !slices.Contains(with, "virtio-net-device,netdev=net0,mac=02:fc:ac:10:00:02") {
+		t.Fatalf("net device missing: %q", with)
+	}
+}
