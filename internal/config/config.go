@@ -6,7 +6,9 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
+	"regexp"
 	"runtime"
 	"sort"
 	"strings"
@@ -34,7 +36,30 @@ type Config struct {
 	QEMUBin           string     `toml:"qemu_bin"`
 	KernelArgs        string     `toml:"kernel_args"` // appended to every guest kernel command line
 	VMDefaults        VMDefaults `toml:"vm_defaults"`
+	Network           Network    `toml:"network"`
 }
+
+// Network is the [network] table.
+type Network struct {
+	// Enabled turns guest networking on; it needs the root helper.
+	Enabled      *bool  `toml:"enabled"`
+	BridgeName   string `toml:"bridge_name"`
+	Subnet       string `toml:"subnet"`
+	MTU          int    `toml:"mtu"`
+	DNSListen    string `toml:"dns_listen"`
+	HelperSocket string `toml:"helper_socket"`
+	// VMToVM lets guests reach each other across the bridge.
+	VMToVM *bool `toml:"vm_to_vm"`
+}
+
+// Network defaults.
+const (
+	DefaultBridge       = "br-fc"
+	DefaultSubnet       = "172.16.0.0/24"
+	DefaultMTU          = 1500
+	DefaultDNSListen    = "127.0.0.1:42069"
+	DefaultHelperSocket = "/run/banger-root/helper.sock"
+)
 
 // VMDefaults is the [vm_defaults] table.
 type VMDefaults struct {
@@ -99,8 +124,31 @@ func (c Config) validate() error {
 			return fmt.Errorf("vm_defaults.disk_size: %w", err)
 		}
 	}
+	n := c.Network
+	if n.BridgeName != "" && !bridgeRe.MatchString(n.BridgeName) {
+		return fmt.Errorf("network.bridge_name %q: want br-fc or br-fc-<1-9 of a-z0-9>", n.BridgeName)
+	}
+	if n.Subnet != "" {
+		p, err := netip.ParsePrefix(n.Subnet)
+		if err != nil || !p.Addr().Is4() || p.Bits() < 8 || p.Bits() > 29 {
+			return fmt.Errorf("network.subnet %q: want an IPv4 CIDR with a prefix length from 8 to 29", n.Subnet)
+		}
+	}
+	if n.MTU != 0 && (n.MTU < 576 || n.MTU > 9000) {
+		return fmt.Errorf("network.mtu %d: want 576 to 9000", n.MTU)
+	}
+	if n.DNSListen != "" {
+		if _, err := netip.ParseAddrPort(n.DNSListen); err != nil {
+			return fmt.Errorf("network.dns_listen %q: want IP:PORT", n.DNSListen)
+		}
+	}
+	if n.HelperSocket != "" && !strings.HasPrefix(n.HelperSocket, "/") {
+		return fmt.Errorf("network.helper_socket %q: want an absolute path", n.HelperSocket)
+	}
 	return nil
 }
+
+var bridgeRe = regexp.MustCompile(`^br-fc(-[a-z0-9]{1,9})?$`)
 
 func (c Config) withDefaults() Config {
 	if c.LogLevel == "" {
@@ -114,6 +162,26 @@ func (c Config) withDefaults() Config {
 	}
 	if c.VMM == "" {
 		c.VMM = "auto"
+	}
+	n := &c.Network
+	if n.BridgeName == "" {
+		n.BridgeName = DefaultBridge
+	}
+	if n.Subnet == "" {
+		n.Subnet = DefaultSubnet
+	}
+	if n.MTU == 0 {
+		n.MTU = DefaultMTU
+	}
+	if n.DNSListen == "" {
+		n.DNSListen = DefaultDNSListen
+	}
+	if n.HelperSocket == "" {
+		n.HelperSocket = DefaultHelperSocket
+	}
+	if n.VMToVM == nil {
+		yes := true
+		n.VMToVM = &yes
 	}
 	return c
 }

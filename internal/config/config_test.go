@@ -74,9 +74,17 @@ func TestLoadMissingFileIsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load(missing): %v", err)
 	}
-	want := Config{LogLevel: DefaultLogLevel, DefaultImageName: DefaultImageName, DefaultKernelName: DefaultKernelName, VMM: "auto"}
-	if c != want {
-		t.Fatalf("Load(missing) = %+v, want %+v", c, want)
+	empty, err := Parse("empty", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LogLevel != DefaultLogLevel || c.DefaultImageName != DefaultImageName || c.DefaultKernelName != DefaultKernelName ||
+		c.VMM != "auto" || c.Network.BridgeName != DefaultBridge || c.Network.Subnet != DefaultSubnet ||
+		c.Network.MTU != DefaultMTU || c.Network.DNSListen != DefaultDNSListen || c.Network.HelperSocket != DefaultHelperSocket {
+		t.Fatalf("Load(missing) = %+v, want the built-in defaults", c)
+	}
+	if c.LogLevel != empty.LogLevel || c.Network.Subnet != empty.Network.Subnet {
+		t.Fatalf("Load(missing) %+v differs from an empty file %+v", c, empty)
 	}
 }
 
@@ -140,5 +148,30 @@ func TestProbeHost(t *testing.T) {
 	}
 	if _, err := os.Stat("/proc/meminfo"); err == nil && h.MemoryMiB <= 0 {
 		t.Errorf("ProbeHost MemoryMiB = %d with /proc/meminfo present", h.MemoryMiB)
+	}
+}
+
+func TestNetworkConfig(t *testing.T) {
+	c, err := Parse("t", []byte("[network]\nbridge_name = \"br-fc-dev\"\nsubnet = \"10.77.0.0/16\"\nmtu = 1400\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Network.BridgeName != "br-fc-dev" || c.Network.Subnet != "10.77.0.0/16" || c.Network.MTU != 1400 ||
+		c.Network.DNSListen != DefaultDNSListen || !*c.Network.VMToVM {
+		t.Fatalf("network = %+v", c.Network)
+	}
+	for _, bad := range []string{
+		"[network]\nbridge_name = \"eth0\"\n",
+		"[network]\nbridge_name = \"br-fc-waytoolongname\"\n",
+		"[network]\nsubnet = \"10.0.0.0/30\"\n",
+		"[network]\nsubnet = \"fd00::/64\"\n",
+		"[network]\nmtu = 100\n",
+		"[network]\ndns_listen = \"localhost\"\n",
+		"[network]\nhelper_socket = \"rel/path\"\n",
+		"[network]\ncolour = \"blue\"\n",
+	} {
+		if _, err := Parse("t", []byte(bad)); err == nil {
+			t.Errorf("Parse(%q) accepted bad network config", bad)
+		}
 	}
 }
