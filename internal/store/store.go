@@ -57,6 +57,9 @@ var migrations = []string{
 		source_name TEXT NOT NULL,
 		created_at TEXT NOT NULL
 	);`,
+	// 2: guest networking
+	`ALTER TABLE vms ADD COLUMN guest_ip TEXT NOT NULL DEFAULT '';
+	ALTER TABLE vms ADD COLUMN nat INTEGER NOT NULL DEFAULT 0;`,
 }
 
 // Open opens (creating if needed) the database at path and migrates it.
@@ -146,6 +149,7 @@ type Runtime struct {
 	AgentSock   string `json:"agent_sock,omitempty"`
 	ConsoleSock string `json:"console_sock,omitempty"`
 	Accel       string `json:"accel,omitempty"`
+	Tap         string `json:"tap,omitempty"`
 }
 
 // VM is a stored VM record.
@@ -164,16 +168,18 @@ type VM struct {
 	StartedAt  time.Time
 	LastError  string
 	Runtime    Runtime
+	GuestIP    string // allocated at create, kept across restarts
+	NAT        bool
 }
 
-const vmCols = `id, name, state, image_name, image_id, kernel_name, kernel_id, vcpu, memory_mib, disk_size, created_at, started_at, last_error, runtime_json`
+const vmCols = `id, name, state, image_name, image_id, kernel_name, kernel_id, vcpu, memory_mib, disk_size, created_at, started_at, last_error, runtime_json, guest_ip, nat`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanVM(r scanner) (VM, error) {
 	var v VM
 	var created, started, rt string
-	if err := r.Scan(&v.ID, &v.Name, &v.State, &v.ImageName, &v.ImageID, &v.KernelName, &v.KernelID, &v.VCPU, &v.MemoryMiB, &v.DiskSize, &created, &started, &v.LastError, &rt); err != nil {
+	if err := r.Scan(&v.ID, &v.Name, &v.State, &v.ImageName, &v.ImageID, &v.KernelName, &v.KernelID, &v.VCPU, &v.MemoryMiB, &v.DiskSize, &created, &started, &v.LastError, &rt, &v.GuestIP, &v.NAT); err != nil {
 		return v, err
 	}
 	v.CreatedAt = parseTime(created)
@@ -190,9 +196,9 @@ func scanVM(r scanner) (VM, error) {
 // CreateVM inserts v; the name must be unused.
 func (s *Store) CreateVM(ctx context.Context, v VM) error {
 	rt, _ := json.Marshal(v.Runtime)
-	_, err := s.db.ExecContext(ctx, `INSERT INTO vms(`+vmCols+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := s.db.ExecContext(ctx, `INSERT INTO vms(`+vmCols+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		v.ID, v.Name, v.State, v.ImageName, v.ImageID, v.KernelName, v.KernelID, v.VCPU, v.MemoryMiB, v.DiskSize,
-		fmtTime(v.CreatedAt), fmtTime(v.StartedAt), v.LastError, string(rt))
+		fmtTime(v.CreatedAt), fmtTime(v.StartedAt), v.LastError, string(rt), v.GuestIP, v.NAT)
 	if isUnique(err) {
 		return errdefs.Exists("vm %q already exists", v.Name)
 	}
@@ -205,8 +211,8 @@ func (s *Store) CreateVM(ctx context.Context, v VM) error {
 // UpdateVM writes every mutable field of v.
 func (s *Store) UpdateVM(ctx context.Context, v VM) error {
 	rt, _ := json.Marshal(v.Runtime)
-	res, err := s.db.ExecContext(ctx, `UPDATE vms SET state=?, vcpu=?, memory_mib=?, disk_size=?, started_at=?, last_error=?, runtime_json=? WHERE id=?`,
-		v.State, v.VCPU, v.MemoryMiB, v.DiskSize, fmtTime(v.StartedAt), v.LastError, string(rt), v.ID)
+	res, err := s.db.ExecContext(ctx, `UPDATE vms SET state=?, vcpu=?, memory_mib=?, disk_size=?, started_at=?, last_error=?, runtime_json=?, guest_ip=?, nat=? WHERE id=?`,
+		v.State, v.VCPU, v.MemoryMiB, v.DiskSize, fmtTime(v.StartedAt), v.LastError, string(rt), v.GuestIP, v.NAT, v.ID)
 	if err != nil {
 		return fmt.Errorf("update vm: %w", err)
 	}
