@@ -1,7 +1,7 @@
 // Package agent is the guest agent's request server: it accepts host
 // connections from a transport, runs the sync handshake and a yamux server
 // session on each, and serves the ops of the agentproto contract (ping, exec,
-// put, get, hostname, shutdown) one stream per request.
+// put, get, hostname, shutdown, ports, connect) one stream per request.
 //
 // Boot roles live in subpackages: initramfs (stage one, /init), pid1 (the
 // agent as the real root's init) and the transport and reaper plumbing shared
@@ -131,6 +131,10 @@ func (s *Server) handleStream(st net.Conn) {
 		reply(st, SetHostname(req.Hostname, true))
 	case agentproto.OpShutdown:
 		s.shutdown(st, req.Reboot)
+	case agentproto.OpPorts:
+		ports(st)
+	case agentproto.OpConnect:
+		connect(st, br, &req)
 	default:
 		_ = agentproto.WriteJSONLine(st, agentproto.Reply{Error: fmt.Sprintf("unknown op %q", req.Op)})
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -164,4 +165,74 @@ func (s *Session) Get(ctx context.Context, path string) ([]byte, error) {
 		return nil, fmt.Errorf("get %s: %w", path, err)
 	}
 	return buf, nil
+}
+
+// Ports lists the guest's listening TCP sockets and bound UDP sockets.
+// The list holds at most agentproto.MaxPorts entries.
+func (s *Session) Ports(ctx context.Context) ([]agentproto.Port, error) {
+	st, rep, err := s.Open(ctx, agentproto.Request{Op: agentproto.OpPorts})
+	if err != nil {
+		return nil, err
+	}
+	st.Close()
+	return rep.Ports, nil
+}
+
+// Connect asks the guest to open a TCP connection to addr ("host:port",
+// ":port" or "port"; host defaults to 127.0.0.1) in its own network
+// namespace. ctx bounds the dial; the returned connection is a raw byte
+// pipe to the guest's peer, not bound by ctx. It is a *Conn, so it has
+// CloseWrite for a half-close.
+func (s *Session) Connect(ctx context.Context, addr string) (net.Conn, error) {
+	st, _, err := s.Open(ctx, agentproto.Request{Op: agentproto.OpConnect, Addr: addr})
+	if err != nil {
+		return nil, err
+	}
+	return &Conn{Conn: st}, nil
+}
+
+// Conn is the host end of a connect pipe. CloseWrite half-closes it: the
+// guest shuts down the write side of its TCP connection and bytes keep
+// flowing back. Close ends it: reads stop, and the guest's connection is
+// shut as soon as the guest notices (at once for a peer that closes in turn,
+// after a bounded stall otherwise).
+type Conn struct {
+	net.Conn // the agent stream
+	closed   atomic.Bool
+}
+
+// CloseWrite sends EOF to the guest's peer.
+func (c *Conn) CloseWrite() error {
+	// A yamux stream's Close only ends our direction; reads go on.
+	return c.Conn.Close()
+}
+
+// Close closes both directions. Blocked and later reads return
+// net.ErrClosed.
+func (c *Conn) Close() error {
+	if c.closed.Swap(true) {
+		return nil
+	}
+	_ = c.SetReadDeadline(time.Unix(1, 0))
+	return c.Conn.Close()
+}
+
+// Read reads from the guest's peer.
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	n, err := c.Conn.Read(p)
+	if err != nil && c.closed.Load() {
+		err = net.ErrClosed
+	}
+	return n, err
+}
+
+// Write writes to the guest's peer.
+func (c *Conn) Write(p []byte) (int, error) {
+	if c.closed.Load() {
+		return 0, net.ErrClosed
+	}
+	return c.Conn.Write(p)
 }

@@ -16,6 +16,18 @@
 //	get       exactly Reply.Size raw bytes from the guest.
 //	hostname  nothing.
 //	shutdown  nothing; the guest powers off after replying.
+//	ports     nothing; Reply.Ports lists the guest's listening TCP sockets
+//	          and bound UDP sockets (at most MaxPorts; Reply.Truncated says
+//	          when more were cut).
+//	connect   the guest dials TCP Request.Addr in its own network namespace
+//	          (host defaults to 127.0.0.1, the dial is bounded) and replies;
+//	          after an OK reply the stream is a raw byte pipe in both
+//	          directions. Closing one direction (a yamux FIN) half-closes
+//	          the TCP connection's write side; EOF from the guest's peer
+//	          closes the guest's direction of the stream.
+//
+// Ops are only ever added: an agent that predates an op answers it with an
+// "unknown op" error.
 package agentproto
 
 import (
@@ -47,7 +59,21 @@ const (
 	OpGet      = "get"
 	OpHostname = "hostname"
 	OpShutdown = "shutdown"
+	OpPorts    = "ports"
+	OpConnect  = "connect"
 )
+
+// MaxPorts bounds the ports reply so that it fits in one line.
+const MaxPorts = 256
+
+// Port is one listening socket in the guest.
+type Port struct {
+	Proto   string `json:"proto"`             // "tcp" or "udp"
+	Addr    string `json:"addr"`              // local address: "0.0.0.0", "::", "127.0.0.1", ...
+	Port    uint16 `json:"port"`              // local port
+	PID     int    `json:"pid,omitempty"`     // owning process, best effort
+	Process string `json:"process,omitempty"` // its command name, best effort
+}
 
 // Request is the first line of every stream.
 type Request struct {
@@ -74,6 +100,9 @@ type Request struct {
 
 	// shutdown
 	Reboot bool `json:"reboot,omitempty"`
+
+	// connect: "host:port", ":port" or "port"; host defaults to 127.0.0.1.
+	Addr string `json:"addr,omitempty"`
 }
 
 // Reply is the guest's answer line.
@@ -91,6 +120,10 @@ type Reply struct {
 	// get
 	Size     int64  `json:"size,omitempty"`
 	FileMode uint32 `json:"file_mode,omitempty"`
+
+	// ports
+	Ports     []Port `json:"ports,omitempty"`
+	Truncated bool   `json:"truncated,omitempty"`
 }
 
 // WriteJSONLine writes v as one JSON line.
