@@ -134,7 +134,8 @@ func internalPkgs(names ...string) []string {
 
 // TestBinariesDoNotDependOnForbiddenPackages keeps each binary to its own
 // side of the socket: the CLI talks to bangerd only through the API client,
-// and the static guest agent carries nothing of the host side.
+// the static guest agent carries nothing of the host side, and the root
+// helper carries nothing of the daemon.
 func TestBinariesDoNotDependOnForbiddenPackages(t *testing.T) {
 	tests := []struct {
 		root      string
@@ -154,6 +155,13 @@ func TestBinariesDoNotDependOnForbiddenPackages(t *testing.T) {
 			root:      module + "/cmd/bangerd",
 			forbidden: internalPkgs("cli", "testutil"),
 		},
+		{
+			// The root helper carries none of the daemon: a bug there
+			// must not become a root bug.
+			root: module + "/cmd/banger-helper",
+			forbidden: internalPkgs("daemon", "vm", "store", "image", "kernel", "cli", "api", "api/client",
+				"agentclient", "agent", "vmm", "vmm/qemu", "privop/client", "testutil"),
+		},
 	}
 	for _, tc := range tests {
 		t.Run(strings.TrimPrefix(tc.root, module+"/"), func(t *testing.T) {
@@ -171,7 +179,7 @@ func TestBinariesDoNotDependOnForbiddenPackages(t *testing.T) {
 // free of third-party and other banger code, so every binary (including the
 // static agent) can import them without dragging anything else in.
 func TestLeafPackagesImportOnlyStdlib(t *testing.T) {
-	for _, root := range internalPkgs("api", "agentproto", "errdefs") {
+	for _, root := range internalPkgs("api", "agentproto", "errdefs", "privop") {
 		t.Run(strings.TrimPrefix(root, module+"/"), func(t *testing.T) {
 			g := deps(t, root)
 			for path, p := range g.pkgs {

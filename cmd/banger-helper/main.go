@@ -1,0 +1,101 @@
+// Command banger-helper is banger's root helper: it runs as root, listens
+// on a unix socket in a root-owned directory and performs the closed list
+// of typed privileged ops in internal/privop (bridge, taps, tap fds,
+// firewall) for root and the owner registered in the install metadata.
+//
+//	banger-helper [--socket PATH] [--install-meta PATH] [--state-dir DIR] [--netns PATH]
+//
+// It refuses to start unless its effective uid is 0. It logs to stderr
+// (slog text) and stops on SIGTERM or SIGINT once the requests in progress
+// are answered.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"banger/internal/helper"
+	"banger/internal/installmeta"
+	"banger/internal/netdev"
+	"banger/internal/version"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "banger-helper:", err)
+		os.Exit(1)
+	}
+}
+
+// run serves until ctx is done.
+func run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("banger-helper", flag.ContinueOnError)
+	socket := fs.String("socket", helper.DefaultSocket, "unix socket to serve on (its directory is made root-owned 0711)")
+	metaPath := fs.String("install-meta", installmeta.DefaultPath, "install metadata naming the owner")
+	stateDir := fs.String("state-dir", helper.DefaultStateDir, "root-owned directory for the helper's ledger")
+	netnsPath := fs.String("netns", "", "run every network op inside this network namespace (e.g. /run/netns/NAME)")
+	debug := fs.Bool("debug", false, "log debug messages")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if os.Geteuid() != 0 {
+		return errors.New("must run as root (euid 0); start it with sudo or as a system service")
+	}
+	syscall.Umask(0o077)
+
+	level := slog.LevelInfo
+	if *debug {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+
+	meta, err := installmeta.ReadTrusted(*metaPath)
+	if err != nil {
+		return err
+	}
+	if err := helper.PrepareStateDir(*stateDir); err != nil {
+		return err
+	}
+	ledger, err := helper.OpenLedger(*stateDir)
+	if err != nil {
+		return err
+	}
+
+	host := netdev.New()
+	if *netnsPath != "" {
+		if host, err = netdev.NewInNetns(*netnsPath); err != nil {
+			return err
+		}
+	}
+	defer host.Close()
+
+	srv, err := helper.NewServer(helper.Config{
+		Net: host, Ledger: ledger, OwnerUID: meta.OwnerUID, OwnerGID: meta.OwnerGID,
+		Version: version.Version, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	ln, err := helper.Listen(*socket, meta.OwnerGID)
+	if err != nil {
+		return err
+	}
+	bridges, taps := ledger.Names()
+	log.Info("banger-helper serving", "socket", *socket, "owner", meta.OwnerUser, "owner_uid", meta.OwnerUID,
+		"version", version.Version, "bridges", bridges, "taps", taps, "netns", *netnsPath)
+	err = srv.Serve(ctx, ln)
+	log.Info("banger-helper stopped")
+	return err
+}

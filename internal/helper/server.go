@@ -1,0 +1,334 @@
+// Package helper is banger's root helper: a unix-socket server, run as
+// root, that performs a closed list of typed, validated privileged ops
+// (internal/privop) for one registered owner.
+//
+// Every connection carries one request. The server reads the peer's kernel
+// credentials (SO_PEERCRED) first and serves only uid 0 and the owner uid
+// from the install metadata; anyone else gets a forbidden answer and no op
+// runs. A request must arrive whole within ReadTimeout (per connection, so
+// a stalled client delays no one else) and be at most privop.MaxRequest
+// bytes; a larger declared length is refused before the body is read.
+// Bridges and taps are acted on only if the helper's ledger says it created
+// them. The network work itself is done by a Net (internal/netdev).
+//
+// Socket permissions (see Listen): the socket lives in a directory owned by
+// root with mode 0711, so only root can create, replace or remove entries
+// in it; the socket is mode 0660, owner root, group the owner's primary
+// group. The peer-credential check is what authorizes; the file mode only
+// narrows who can reach it.
+package helper
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"banger/internal/peercred"
+	"banger/internal/privop"
+
+	"golang.org/x/sys/unix"
+)
+
+// Defaults.
+const (
+	DefaultSocket      = "/run/banger-root/helper.sock"
+	DefaultStateDir    = "/var/lib/banger-root"
+	DefaultReadTimeout = 5 * time.Second
+	DefaultOpTimeout   = 60 * time.Second
+	DefaultMaxConns    = 128
+)
+
+// Config configures a Server.
+type Config struct {
+	Net    Net
+	Ledger *Ledger
+	// OwnerUID and OwnerGID are the registered owner (install metadata);
+	// taps are created owned by them.
+	OwnerUID int
+	OwnerGID int
+	Version  string
+	Log      *slog.Logger
+	// ReadTimeout bounds the time from accept to the last byte of the
+	// request. Default DefaultReadTimeout.
+	ReadTimeout time.Duration
+	// OpTimeout bounds one op. Default DefaultOpTimeout.
+	OpTimeout time.Duration
+	// MaxConns bounds connections handled at once; past it, new ones get
+	// an internal "busy" answer. Default DefaultMaxConns.
+	MaxConns int
+}
+
+// Server serves the helper protocol.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	slots chan struct{}
+	// opMu serializes ops that change state, so the ledger and the host
+	// move together.
+	opMu sync.Mutex
+	wg   sync.WaitGroup
+}
+
+// NewServer checks cfg and returns a Server.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Net == nil || cfg.Ledger == nil {
+		return nil, errors.New("new helper server: Net and Ledger are required")
+	}
+	if cfg.OwnerUID <= 0 {
+		return nil, fmt.Errorf("new helper server: owner uid %d: want a non-root uid", cfg.OwnerUID)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = DefaultReadTimeout
+	}
+	if cfg.OpTimeout <= 0 {
+		cfg.OpTimeout = DefaultOpTimeout
+	}
+	if cfg.MaxConns <= 0 {
+		cfg.MaxConns = DefaultMaxConns
+	}
+	return &Server{cfg: cfg, log: cfg.Log, slots: make(chan struct{}, cfg.MaxConns)}, nil
+}
+
+// Serve accepts connections on ln until ctx is done, then closes ln and
+// waits for the connections in progress (each bounded by ReadTimeout and
+// OpTimeout). Ops already running are not cancelled by ctx: a half-made
+// tap is worse than a slow shutdown.
+func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
+	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	defer stop()
+	opCtx := context.WithoutCancel(ctx)
+	var err error
+	for {
+		conn, aerr := ln.AcceptUnix()
+		if aerr != nil {
+			if ctx.Err() == nil {
+				err = fmt.Errorf("accept: %w", aerr)
+			}
+			break
+		}
+		select {
+		case s.slots <- struct{}{}:
+		default:
+			s.log.Warn("refused connection: too many in progress", "max", s.cfg.MaxConns)
+			s.reply(conn, nil, nil, privop.Errorf(privop.CodeInternal, "helper busy: %d connections in progress", s.cfg.MaxConns))
+			conn.Close()
+			continue
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() { <-s.slots }()
+			defer conn.Close()
+			s.handle(opCtx, conn)
+		}()
+	}
+	ln.Close()
+	s.wg.Wait()
+	return err
+}
+
+// handle serves one connection: check the peer, read one request, run it,
+// answer.
+func (s *Server) handle(ctx context.Context, conn *net.UnixConn) {
+	start := time.Now()
+	cred, err := peercred.Get(conn)
+	if err != nil {
+		s.log.Error("dropped connection", "err", err)
+		return
+	}
+	log := s.log.With("peer_uid", cred.UID, "peer_pid", cred.PID)
+	if cred.UID != 0 && int64(cred.UID) != int64(s.cfg.OwnerUID) {
+		log.Warn("refused connection: uid not served")
+		s.reply(conn, nil, nil, privop.Errorf(privop.CodeForbidden, "uid %d may not use the banger helper (only root and banger's owner)", cred.UID))
+		return
+	}
+	_ = conn.SetReadDeadline(start.Add(s.cfg.ReadTimeout))
+	body, err := privop.ReadFrame(conn, privop.MaxRequest)
+	if err != nil {
+		var ne net.Error
+		switch {
+		case errors.Is(err, privop.ErrFrameTooLarge):
+			log.Warn("refused request", "err", err)
+			s.reply(conn, nil, nil, privop.Errorf(privop.CodeBadRequest, "%v", err))
+		case errors.As(err, &ne) && ne.Timeout():
+			log.Warn("refused request: not received in time", "timeout", s.cfg.ReadTimeout)
+			s.reply(conn, nil, nil, privop.Errorf(privop.CodeBadRequest, "request not received within %s", s.cfg.ReadTimeout))
+		default:
+			log.Warn("dropped connection", "err", err)
+		}
+		return
+	}
+	op, err := privop.DecodeRequest(body)
+	if err != nil {
+		log.Warn("refused request", "err", err)
+		s.reply(conn, nil, nil, err)
+		return
+	}
+	log = log.With("op", op.Name())
+	octx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
+	defer cancel()
+	result, file, err := s.dispatch(octx, cred, op)
+	if file != nil {
+		defer file.Close()
+	}
+	if err != nil {
+		log.Warn("op failed", "err", err, "code", privop.CodeOf(err), "took", time.Since(start))
+	} else {
+		log.Info("op done", "took", time.Since(start))
+	}
+	s.reply(conn, result, file, err)
+}
+
+// reply writes one answer frame, with file's fd attached when not nil.
+func (s *Server) reply(conn *net.UnixConn, result any, file *os.File, opErr error) {
+	frame := privop.Frame(privop.EncodeAnswer(result, opErr))
+	_ = conn.SetWriteDeadline(time.Now().Add(s.cfg.ReadTimeout))
+	var err error
+	if file != nil {
+		var n int
+		n, _, err = conn.WriteMsgUnix(frame, unix.UnixRights(int(file.Fd())), nil)
+		if err == nil && n < len(frame) {
+			_, err = conn.Write(frame[n:])
+		}
+	} else {
+		_, err = conn.Write(frame)
+	}
+	if err != nil {
+		s.log.Debug("answer not delivered", "err", err)
+	}
+}
+
+// errNotOurs is the refusal for a device missing from the ledger.
+func errNotOurs(kind, name string) error {
+	return privop.Errorf(privop.CodeForbidden, "%s %s was not created by banger", kind, name)
+}
+
+// dispatch runs a validated op. Errors from Net are internal (not_found
+// when they wrap fs.ErrNotExist).
+func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op) (any, *os.File, error) {
+	switch o := op.(type) {
+	case privop.Ping:
+		return privop.PingResult{Version: s.cfg.Version, OwnerUID: s.cfg.OwnerUID, PeerUID: int(cred.UID), Ops: privop.HelperOps()}, nil, nil
+	case privop.EnsureBridge:
+		s.opMu.Lock()
+		defer s.opMu.Unlock()
+		return nil, nil, s.ensureBridge(ctx, o)
+	case privop.DeleteBridge:
+		s.opMu.Lock()
+		defer s.opMu.Unlock()
+		return nil, nil, s.deleteBridge(ctx, o)
+	case privop.CreateTap:
+		s.opMu.Lock()
+		defer s.opMu.Unlock()
+		return nil, nil, s.createTap(ctx, o)
+	case privop.DeleteTap:
+		s.opMu.Lock()
+		defer s.opMu.Unlock()
+		if _, ok := s.cfg.Ledger.Tap(o.Tap); !ok {
+			return nil, nil, errNotOurs("tap", o.Tap)
+		}
+		if err := s.cfg.Net.DeleteTap(ctx, o.Tap); err != nil {
+			return nil, nil, netErr("delete tap", err)
+		}
+		return nil, nil, s.cfg.Ledger.RemoveTap(o.Tap)
+	case privop.OpenTap:
+		s.opMu.Lock()
+		defer s.opMu.Unlock()
+		if _, ok := s.cfg.Ledger.Tap(o.Tap); !ok {
+			return nil, nil, errNotOurs("tap", o.Tap)
+		}
+		f, err := s.cfg.Net.OpenTap(ctx, o.Tap)
+		if err != nil {
+			return nil, nil, netErr("open tap", err)
+		}
+		return privop.OpenTapResult(o), f, nil
+	case privop.ApplyFirewall:
+		spec, err := o.Parse()
+		if err != nil {
+			return nil, nil, privop.Errorf(privop.CodeBadRequest, "%v", err)
+		}
+		s.opMu.Lock()
+		defer s.opMu.Unlock()
+		if !s.cfg.Ledger.HasBridge(spec.Bridge) {
+			return nil, nil, errNotOurs("bridge", spec.Bridge)
+		}
+		fw := Firewall{
+			Bridge: spec.Bridge, Subnet: spec.Subnet, Gateway: spec.Gateway, DNSPorts: spec.DNSPorts,
+			AllowHost: spec.AllowHost, VMToVM: spec.VMToVM, NAT: spec.NAT,
+		}
+		return nil, nil, netErr("apply firewall", s.cfg.Net.ApplyFirewall(ctx, fw))
+	case privop.ClearFirewall:
+		s.opMu.Lock()
+		defer s.opMu.Unlock()
+		return nil, nil, netErr("clear firewall", s.cfg.Net.ClearFirewall(ctx))
+	default:
+		return nil, nil, privop.Errorf(privop.CodeBadRequest, "op %s is not served by the helper", op.Name())
+	}
+}
+
+func (s *Server) ensureBridge(ctx context.Context, o privop.EnsureBridge) error {
+	isNew, err := s.cfg.Ledger.AddBridge(o.Bridge)
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.Net.EnsureBridge(ctx, o.Bridge, o.GatewayPrefix(), o.MTU); err != nil {
+		if isNew {
+			_ = s.cfg.Ledger.RemoveBridge(o.Bridge)
+		}
+		return netErr("ensure bridge", err)
+	}
+	return nil
+}
+
+func (s *Server) deleteBridge(ctx context.Context, o privop.DeleteBridge) error {
+	if !s.cfg.Ledger.HasBridge(o.Bridge) {
+		return errNotOurs("bridge", o.Bridge)
+	}
+	if taps := s.cfg.Ledger.TapsOn(o.Bridge); len(taps) > 0 {
+		return privop.Errorf(privop.CodeBadRequest, "bridge %s still has taps %v: delete them first", o.Bridge, taps)
+	}
+	if err := s.cfg.Net.DeleteBridge(ctx, o.Bridge); err != nil {
+		return netErr("delete bridge", err)
+	}
+	return s.cfg.Ledger.RemoveBridge(o.Bridge)
+}
+
+func (s *Server) createTap(ctx context.Context, o privop.CreateTap) error {
+	if !s.cfg.Ledger.HasBridge(o.Bridge) {
+		return errNotOurs("bridge", o.Bridge)
+	}
+	if e, ok := s.cfg.Ledger.Tap(o.Tap); ok && e.Bridge != o.Bridge {
+		return privop.Errorf(privop.CodeBadRequest, "tap %s already exists on bridge %s", o.Tap, e.Bridge)
+	}
+	isNew, err := s.cfg.Ledger.AddTap(o.Tap, TapEntry{Bridge: o.Bridge, UID: s.cfg.OwnerUID, GID: s.cfg.OwnerGID})
+	if err != nil {
+		return err
+	}
+	if err := s.cfg.Net.CreateTap(ctx, o.Tap, o.Bridge, s.cfg.OwnerUID, s.cfg.OwnerGID, o.MTU); err != nil {
+		if isNew {
+			_ = s.cfg.Ledger.RemoveTap(o.Tap)
+		}
+		return netErr("create tap", err)
+	}
+	return nil
+}
+
+// netErr wraps a Net failure with its code; nil stays nil.
+func netErr(what string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return &privop.Error{Code: privop.CodeNotFound, Message: what + ": " + err.Error()}
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}

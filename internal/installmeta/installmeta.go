@@ -1,0 +1,172 @@
+// Package installmeta reads and writes banger's install metadata
+// (/etc/banger/install.toml): who the owner is and which build installed
+// banger. The root helper serves only root and the owner named here.
+package installmeta
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// DefaultPath is where `banger system install` and `system run` write the
+// metadata.
+const DefaultPath = "/etc/banger/install.toml"
+
+// Meta is the content of install.toml.
+type Meta struct {
+	OwnerUser   string    `toml:"owner_user"`
+	OwnerUID    int       `toml:"owner_uid"`
+	OwnerGID    int       `toml:"owner_gid"`
+	OwnerHome   string    `toml:"owner_home"`
+	Version     string    `toml:"version"`
+	Commit      string    `toml:"commit"`
+	InstalledAt time.Time `toml:"installed_at"`
+}
+
+// Validate checks the owner fields: a named, non-root owner with an
+// absolute home.
+func (m Meta) Validate() error {
+	switch {
+	case m.OwnerUser == "" || strings.ContainsAny(m.OwnerUser, "/\x00\n:"):
+		return fmt.Errorf("owner_user %q: want a user name", m.OwnerUser)
+	case m.OwnerUID <= 0 || m.OwnerUID >= 1<<31:
+		return fmt.Errorf("owner_uid %d: want a non-root uid", m.OwnerUID)
+	case m.OwnerGID < 0 || m.OwnerGID >= 1<<31:
+		return fmt.Errorf("owner_gid %d: out of range", m.OwnerGID)
+	case !filepath.IsAbs(m.OwnerHome) || filepath.Clean(m.OwnerHome) != m.OwnerHome:
+		return fmt.Errorf("owner_home %q: want a clean absolute path", m.OwnerHome)
+	}
+	return nil
+}
+
+// Parse decodes and validates install metadata; unknown keys are refused.
+func Parse(data []byte) (Meta, error) {
+	var m Meta
+	md, err := toml.Decode(string(data), &m)
+	if err != nil {
+		return Meta{}, fmt.Errorf("parse install metadata: %w", err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		keys := make([]string, len(und))
+		for i, k := range und {
+			keys[i] = k.String()
+		}
+		slices.Sort(keys)
+		return Meta{}, fmt.Errorf("parse install metadata: unknown keys %v", keys)
+	}
+	for _, k := range []string{"owner_user", "owner_uid", "owner_gid", "owner_home"} {
+		if !md.IsDefined(k) {
+			return Meta{}, fmt.Errorf("parse install metadata: missing %s", k)
+		}
+	}
+	if err := m.Validate(); err != nil {
+		return Meta{}, fmt.Errorf("parse install metadata: %w", err)
+	}
+	return m, nil
+}
+
+// Read reads and parses the file at path.
+func Read(path string) (Meta, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Meta{}, fmt.Errorf("read install metadata: %w", err)
+	}
+	m, err := Parse(data)
+	if err != nil {
+		return Meta{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return m, nil
+}
+
+// Marshal encodes m as TOML.
+func Marshal(m Meta) ([]byte, error) {
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("encode install metadata: %w", err)
+	}
+	var buf bytes.Buffer
+	buf.WriteString("# Written by banger; read by the root helper and `banger system status`.\n")
+	if err := toml.NewEncoder(&buf).Encode(m); err != nil {
+		return nil, fmt.Errorf("encode install metadata: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Write writes m to path atomically (temporary file, fsync, rename), mode
+// 0644, creating the parent directory (0755) if needed.
+func Write(path string, m Meta) error {
+	data, err := Marshal(m)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("write install metadata: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".install-*.toml")
+	if err != nil {
+		return fmt.Errorf("write install metadata: %w", err)
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			_ = os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write install metadata: %w", err)
+	}
+	if err := f.Chmod(0o644); err != nil {
+		f.Close()
+		return fmt.Errorf("write install metadata: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("write install metadata: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write install metadata: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write install metadata: %w", err)
+	}
+	ok = true
+	if d, err := os.Open(dir); err == nil {
+		_ = d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// ErrUntrusted is wrapped by ReadTrusted when the file could have been
+// written by someone other than the reader.
+var ErrUntrusted = errors.New("install metadata not trusted")
+
+// ReadTrusted is Read for the root helper: path must be a regular file (not
+// a symlink) owned by the calling euid and writable by no one else, since
+// whoever can write it chooses who the helper serves.
+func ReadTrusted(path string) (Meta, error) {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return Meta{}, fmt.Errorf("read install metadata: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return Meta{}, fmt.Errorf("%s: not a regular file: %w", path, ErrUntrusted)
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return Meta{}, fmt.Errorf("%s: mode %v is group or world writable: %w", path, fi.Mode().Perm(), ErrUntrusted)
+	}
+	if uid, ok := fileUID(fi); ok && uid != os.Geteuid() {
+		return Meta{}, fmt.Errorf("%s: owned by uid %d, not %d: %w", path, uid, os.Geteuid(), ErrUntrusted)
+	}
+	return Read(path)
+}

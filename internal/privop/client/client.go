@@ -1,0 +1,210 @@
+// Package client is bangerd's side of the root helper protocol
+// (internal/privop): it dials the helper's socket, checks through
+// SO_PEERCRED that the process serving it is root before sending anything,
+// sends one typed op per connection and returns the result, a typed
+// *privop.Error, or a file descriptor passed with SCM_RIGHTS (open_tap).
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"banger/internal/peercred"
+	"banger/internal/privop"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNotRoot is wrapped when the socket is served by a process that is not
+// root: it may be a squatter posing as the helper.
+var ErrNotRoot = errors.New("helper socket is not served by root")
+
+// DefaultTimeout bounds a call whose ctx has no deadline.
+const DefaultTimeout = 90 * time.Second
+
+// Client calls the helper. The zero value is not usable; set Socket.
+type Client struct {
+	// Socket is the helper's socket path.
+	Socket string
+	// HelperUID is the uid the serving process must have. It is 0 (root)
+	// in production; only tests that run an unprivileged helper change it.
+	HelperUID uint32
+}
+
+// New returns a Client for the helper at socket.
+func New(socket string) *Client { return &Client{Socket: socket} }
+
+// Call sends op and returns the raw result and the fd that came with it,
+// if any (the caller owns the file). A refusal or failure of the helper is
+// a *privop.Error.
+func (c *Client) Call(ctx context.Context, op privop.Op) (json.RawMessage, *os.File, error) {
+	body, err := privop.EncodeRequest(op)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, DefaultTimeout)
+		defer cancel()
+	}
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial helper: %w", err)
+	}
+	conn, ok := nc.(*net.UnixConn)
+	if !ok {
+		nc.Close()
+		return nil, nil, fmt.Errorf("dial helper: %T is not a unix connection", nc)
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Now()) })
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+
+	cred, err := peercred.Get(conn)
+	if err != nil {
+		return nil, nil, fmt.Errorf("check helper: %w", err)
+	}
+	if cred.UID != c.HelperUID {
+		return nil, nil, fmt.Errorf("%s is served by uid %d (pid %d), want uid %d: %w", c.Socket, cred.UID, cred.PID, c.HelperUID, ErrNotRoot)
+	}
+
+	_, werr := conn.Write(privop.Frame(body))
+	answer, file, rerr := readAnswer(conn)
+	if rerr != nil {
+		if ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("%s: %w", op.Name(), ctx.Err())
+		}
+		if werr != nil {
+			// The helper closed before reading, and said nothing.
+			return nil, nil, fmt.Errorf("send %s: %w", op.Name(), werr)
+		}
+		return nil, nil, fmt.Errorf("%s: %w", op.Name(), rerr)
+	}
+	result, err := privop.DecodeAnswer(answer)
+	if err != nil {
+		if file != nil {
+			file.Close()
+		}
+		return nil, nil, err
+	}
+	return result, file, nil
+}
+
+// readAnswer reads one answer frame, collecting any fds passed with it.
+// At most one fd is kept; extras are closed.
+func readAnswer(conn *net.UnixConn) ([]byte, *os.File, error) {
+	var (
+		buf   []byte
+		fds   []int
+		chunk = make([]byte, 4096)
+		oob   = make([]byte, unix.CmsgSpace(4*4))
+	)
+	closeFDs := func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	for {
+		n, oobn, _, _, err := conn.ReadMsgUnix(chunk, oob)
+		if oobn > 0 {
+			got, perr := parseRights(oob[:oobn])
+			fds = append(fds, got...)
+			if perr != nil {
+				closeFDs()
+				return nil, nil, perr
+			}
+		}
+		buf = append(buf, chunk[:n]...)
+		if len(buf) >= 4 {
+			size := int(uint32(buf[0])<<24 | uint32(buf[1])<<16 | uint32(buf[2])<<8 | uint32(buf[3]))
+			if size > privop.MaxAnswer {
+				closeFDs()
+				return nil, nil, fmt.Errorf("read answer: %d bytes exceeds %d: %w", size, privop.MaxAnswer, privop.ErrFrameTooLarge)
+			}
+			if len(buf) >= 4+size {
+				var f *os.File
+				for i, fd := range fds {
+					if i == 0 {
+						f = os.NewFile(uintptr(fd), "helper-fd")
+						continue
+					}
+					unix.Close(fd)
+				}
+				return buf[4 : 4+size], f, nil
+			}
+		}
+		if err != nil {
+			closeFDs()
+			return nil, nil, fmt.Errorf("read answer: %w", err)
+		}
+		if n == 0 && oobn == 0 {
+			closeFDs()
+			return nil, nil, errors.New("read answer: connection closed early")
+		}
+	}
+}
+
+func parseRights(oob []byte) ([]int, error) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("parse control message: %w", err)
+	}
+	var fds []int
+	for _, m := range msgs {
+		if m.Header.Level != unix.SOL_SOCKET || m.Header.Type != unix.SCM_RIGHTS {
+			continue
+		}
+		got, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			return fds, fmt.Errorf("parse rights: %w", err)
+		}
+		fds = append(fds, got...)
+	}
+	return fds, nil
+}
+
+// Do implements privop.Host for ops without a result.
+func (c *Client) Do(ctx context.Context, op privop.Op, _ func(string)) error {
+	_, f, err := c.Call(ctx, op)
+	if f != nil {
+		f.Close()
+	}
+	return err
+}
+
+// Ping asks the helper for its version, owner and ops.
+func (c *Client) Ping(ctx context.Context) (privop.PingResult, error) {
+	var r privop.PingResult
+	raw, f, err := c.Call(ctx, privop.Ping{})
+	if f != nil {
+		f.Close()
+	}
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return r, fmt.Errorf("decode ping result: %w", err)
+	}
+	return r, nil
+}
+
+// OpenTap returns an open queue of tap, for a VMM (QEMU -netdev tap,fd=N).
+func (c *Client) OpenTap(ctx context.Context, tap string) (*os.File, error) {
+	_, f, err := c.Call(ctx, privop.OpenTap{Tap: tap})
+	if err != nil {
+		return nil, err
+	}
+	if f == nil {
+		return nil, fmt.Errorf("open tap %s: helper sent no file descriptor", tap)
+	}
+	return f, nil
+}

@@ -1,0 +1,109 @@
+package privop
+
+import (
+	"bytes"
+	"errors"
+	"net/netip"
+	"regexp"
+	"testing"
+)
+
+var (
+	acceptedBridge = regexp.MustCompile(`^br-fc(-[a-z0-9]{1,9})?$`)
+	acceptedTap    = regexp.MustCompile(`^tap-fc-[a-z0-9]{1,8}$`)
+)
+
+// FuzzDecodeRequest feeds arbitrary bytes to the frame reader and the
+// request decoder. Neither may panic; an oversize frame is refused; and
+// every request that decodes is valid, names only banger devices, uses
+// private prefixes and re-encodes to something that decodes to the same op.
+// The seed corpus lives in testdata/fuzz/FuzzDecodeRequest.
+func FuzzDecodeRequest(f *testing.F) {
+	f.Add([]byte(`{"op":"ping"}`))
+	f.Add([]byte(`{"op":"create_tap","args":{"tap":"tap-fc-a","bridge":"br-fc","mtu":1500}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if _, err := ReadFrame(bytes.NewReader(data), MaxRequest); err == nil {
+			if len(data) < 4 {
+				t.Fatalf("ReadFrame accepted %d bytes", len(data))
+			}
+		} else if errors.Is(err, ErrFrameTooLarge) && len(data) >= 4 {
+			if n := int(data[0])<<24 | int(data[1])<<16 | int(data[2])<<8 | int(data[3]); n <= MaxRequest {
+				t.Fatalf("ReadFrame refused %d bytes as too large", n)
+			}
+		}
+		op, err := DecodeRequest(data)
+		if err != nil {
+			if CodeOf(err) != CodeBadRequest {
+				t.Fatalf("decode error with code %s: %v", CodeOf(err), err)
+			}
+			return
+		}
+		if err := op.Validate(); err != nil {
+			t.Fatalf("decoded op fails Validate: %v", err)
+		}
+		checkAccepted(t, op)
+		body, err := EncodeRequest(op)
+		if err != nil {
+			t.Fatalf("re-encode %#v: %v", op, err)
+		}
+		again, err := DecodeRequest(body)
+		if err != nil {
+			t.Fatalf("re-decode %s: %v", body, err)
+		}
+		if b2, _ := EncodeRequest(again); !bytes.Equal(b2, body) {
+			t.Fatalf("round trip differs: %s vs %s", b2, body)
+		}
+	})
+}
+
+func checkAccepted(t *testing.T, op Op) {
+	t.Helper()
+	bridge := func(n string) {
+		if !acceptedBridge.MatchString(n) || len(n) > 15 {
+			t.Fatalf("accepted bridge name %q", n)
+		}
+	}
+	tap := func(n string) {
+		if !acceptedTap.MatchString(n) || len(n) > 15 {
+			t.Fatalf("accepted tap name %q", n)
+		}
+	}
+	private := func(p netip.Prefix) {
+		ok := false
+		for _, r := range privateRanges {
+			ok = ok || (r.Bits() <= p.Bits() && r.Contains(p.Addr()))
+		}
+		if !ok || p.Bits() < MinPrefixLen || p.Bits() > MaxPrefixLen || !p.Addr().Is4() {
+			t.Fatalf("accepted prefix %s", p)
+		}
+	}
+	switch o := op.(type) {
+	case EnsureBridge:
+		bridge(o.Bridge)
+		private(o.GatewayPrefix())
+	case DeleteBridge:
+		bridge(o.Bridge)
+	case CreateTap:
+		tap(o.Tap)
+		bridge(o.Bridge)
+	case DeleteTap:
+		tap(o.Tap)
+	case OpenTap:
+		tap(o.Tap)
+	case ApplyFirewall:
+		bridge(o.Bridge)
+		s, err := o.Parse()
+		if err != nil {
+			t.Fatal(err)
+		}
+		private(s.Subnet)
+		for _, p := range s.DNSPorts {
+			if p == 0 {
+				t.Fatal("accepted port 0")
+			}
+		}
+	case Ping, ClearFirewall:
+	default:
+		t.Fatalf("decoded an op outside the closed list: %T", op)
+	}
+}

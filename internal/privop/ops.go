@@ -1,0 +1,262 @@
+package privop
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// The helper's ops. Each is a plain struct whose JSON form is the "args" of
+// a request; Name is the "op". None carries an owner, a uid or an argv: the
+// helper takes identity from the kernel and owner from its install metadata.
+
+// Ping asks the helper who it is. It changes nothing.
+type Ping struct{}
+
+// PingResult is Ping's answer.
+type PingResult struct {
+	Version  string   `json:"version"`
+	OwnerUID int      `json:"owner_uid"`
+	PeerUID  int      `json:"peer_uid"` // the caller, as the kernel reported it
+	Ops      []string `json:"ops"`
+}
+
+// Name implements Op.
+func (Ping) Name() string { return "ping" }
+
+// Validate implements Op.
+func (Ping) Validate() error { return nil }
+
+// EnsureBridge creates banger's bridge if missing, with gateway as its
+// address (e.g. "172.16.0.1/24") and mtu, and records it in the ledger.
+type EnsureBridge struct {
+	Bridge  string `json:"bridge"`
+	Gateway string `json:"gateway"`
+	MTU     int    `json:"mtu"`
+}
+
+// Name implements Op.
+func (EnsureBridge) Name() string { return "ensure_bridge" }
+
+// Validate implements Op.
+func (o EnsureBridge) Validate() error {
+	if err := ValidBridgeName(o.Bridge); err != nil {
+		return err
+	}
+	p, err := ParsePrivatePrefix(o.Gateway)
+	if err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	if err := hostInPrefix(p.Addr(), p); err != nil {
+		return fmt.Errorf("gateway: %w", err)
+	}
+	return ValidMTU(o.MTU)
+}
+
+// GatewayPrefix returns the parsed gateway; call it after Validate.
+func (o EnsureBridge) GatewayPrefix() netip.Prefix {
+	p, _ := netip.ParsePrefix(o.Gateway)
+	return p
+}
+
+// DeleteBridge removes a bridge the helper created.
+type DeleteBridge struct {
+	Bridge string `json:"bridge"`
+}
+
+// Name implements Op.
+func (DeleteBridge) Name() string { return "delete_bridge" }
+
+// Validate implements Op.
+func (o DeleteBridge) Validate() error { return ValidBridgeName(o.Bridge) }
+
+// CreateTap creates a tap enslaved to bridge, owned by the helper's
+// registered owner.
+type CreateTap struct {
+	Tap    string `json:"tap"`
+	Bridge string `json:"bridge"`
+	MTU    int    `json:"mtu"`
+}
+
+// Name implements Op.
+func (CreateTap) Name() string { return "create_tap" }
+
+// Validate implements Op.
+func (o CreateTap) Validate() error {
+	if err := ValidTapName(o.Tap); err != nil {
+		return err
+	}
+	if err := ValidBridgeName(o.Bridge); err != nil {
+		return err
+	}
+	return ValidMTU(o.MTU)
+}
+
+// DeleteTap removes a tap the helper created.
+type DeleteTap struct {
+	Tap string `json:"tap"`
+}
+
+// Name implements Op.
+func (DeleteTap) Name() string { return "delete_tap" }
+
+// Validate implements Op.
+func (o DeleteTap) Validate() error { return ValidTapName(o.Tap) }
+
+// OpenTap opens a tap the helper created; the answer carries the queue's fd
+// (SCM_RIGHTS), for an unprivileged VMM (QEMU's -netdev tap,fd=N).
+type OpenTap struct {
+	Tap string `json:"tap"`
+}
+
+// OpenTapResult is OpenTap's answer; the fd travels beside it.
+type OpenTapResult struct {
+	Tap string `json:"tap"`
+}
+
+// Name implements Op.
+func (OpenTap) Name() string { return "open_tap" }
+
+// Validate implements Op.
+func (o OpenTap) Validate() error { return ValidTapName(o.Tap) }
+
+// ApplyFirewall replaces banger's nftables table. It mirrors
+// helper.Firewall with textual addresses.
+type ApplyFirewall struct {
+	Bridge    string   `json:"bridge"`
+	Subnet    string   `json:"subnet"`     // e.g. "172.16.0.0/24"
+	Gateway   string   `json:"gateway"`    // the bridge address, inside Subnet
+	DNSPorts  []int    `json:"dns_ports"`  // ports on Gateway guests may reach
+	AllowHost []string `json:"allow_host"` // "addr:port" host services guests may reach
+	VMToVM    bool     `json:"vm_to_vm"`
+	NAT       []string `json:"nat"` // guest addresses (inside Subnet) to masquerade
+}
+
+// FirewallSpec is ApplyFirewall parsed; produced by Parse.
+type FirewallSpec struct {
+	Bridge    string
+	Subnet    netip.Prefix
+	Gateway   netip.Addr
+	DNSPorts  []uint16
+	AllowHost []netip.AddrPort
+	VMToVM    bool
+	NAT       []netip.Addr
+}
+
+// Name implements Op.
+func (ApplyFirewall) Name() string { return "apply_firewall" }
+
+// Validate implements Op.
+func (o ApplyFirewall) Validate() error {
+	_, err := o.Parse()
+	return err
+}
+
+// Parse validates every field and returns the typed spec.
+func (o ApplyFirewall) Parse() (FirewallSpec, error) {
+	var s FirewallSpec
+	if err := ValidBridgeName(o.Bridge); err != nil {
+		return s, err
+	}
+	s.Bridge = o.Bridge
+	subnet, err := ParsePrivatePrefix(o.Subnet)
+	if err != nil {
+		return s, fmt.Errorf("subnet: %w", err)
+	}
+	if subnet != subnet.Masked() {
+		return s, fmt.Errorf("subnet %q: host bits set (want %s)", o.Subnet, subnet.Masked())
+	}
+	s.Subnet = subnet
+	if s.Gateway, err = parseAddr4(o.Gateway); err != nil {
+		return s, fmt.Errorf("gateway: %w", err)
+	}
+	if err := hostInPrefix(s.Gateway, subnet); err != nil {
+		return s, fmt.Errorf("gateway: %w", err)
+	}
+	if len(o.DNSPorts) > 8 || len(o.AllowHost) > 64 || len(o.NAT) > maxListLen {
+		return s, errors.New("too many entries (at most 8 dns_ports, 64 allow_host, 4096 nat)")
+	}
+	for _, p := range o.DNSPorts {
+		if err := ValidPort(p); err != nil {
+			return s, fmt.Errorf("dns_ports: %w", err)
+		}
+		s.DNSPorts = append(s.DNSPorts, uint16(p))
+	}
+	for _, h := range o.AllowHost {
+		ap, err := netip.ParseAddrPort(h)
+		if err != nil {
+			return s, fmt.Errorf("allow_host %q: %w", h, err)
+		}
+		a := ap.Addr()
+		if !a.Is4() || ap.String() != h {
+			return s, fmt.Errorf("allow_host %q: want a canonical IPv4 addr:port", h)
+		}
+		if a.IsUnspecified() || a.IsMulticast() || a.IsLinkLocalUnicast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}) {
+			return s, fmt.Errorf("allow_host %q: unspecified, multicast, broadcast and link-local (metadata) addresses are never allowed", h)
+		}
+		if ap.Port() == 0 {
+			return s, fmt.Errorf("allow_host %q: port 0: want 1..65535", h)
+		}
+		s.AllowHost = append(s.AllowHost, ap)
+	}
+	s.VMToVM = o.VMToVM
+	for _, n := range o.NAT {
+		a, err := parseAddr4(n)
+		if err != nil {
+			return s, fmt.Errorf("nat: %w", err)
+		}
+		if err := hostInPrefix(a, subnet); err != nil {
+			return s, fmt.Errorf("nat: %w", err)
+		}
+		if a == s.Gateway {
+			return s, fmt.Errorf("nat: %s is the gateway", a)
+		}
+		s.NAT = append(s.NAT, a)
+	}
+	return s, nil
+}
+
+// ClearFirewall deletes banger's nftables table.
+type ClearFirewall struct{}
+
+// Name implements Op.
+func (ClearFirewall) Name() string { return "clear_firewall" }
+
+// Validate implements Op.
+func (ClearFirewall) Validate() error { return nil }
+
+// opDecoder decodes one op's args strictly.
+type opDecoder func(args []byte) (Op, error)
+
+func decoderFor[T Op]() opDecoder {
+	return func(args []byte) (Op, error) {
+		var v T
+		if err := decodeStrict(args, &v); err != nil {
+			return nil, err
+		}
+		return v, nil
+	}
+}
+
+// helperOps is the closed list of ops the helper serves, by wire name.
+var helperOps = map[string]opDecoder{
+	Ping{}.Name():          decoderFor[Ping](),
+	EnsureBridge{}.Name():  decoderFor[EnsureBridge](),
+	DeleteBridge{}.Name():  decoderFor[DeleteBridge](),
+	CreateTap{}.Name():     decoderFor[CreateTap](),
+	DeleteTap{}.Name():     decoderFor[DeleteTap](),
+	OpenTap{}.Name():       decoderFor[OpenTap](),
+	ApplyFirewall{}.Name(): decoderFor[ApplyFirewall](),
+	ClearFirewall{}.Name(): decoderFor[ClearFirewall](),
+}
+
+// HelperOps lists the wire names of the ops the helper serves, sorted.
+func HelperOps() []string {
+	out := make([]string, 0, len(helperOps))
+	for n := range helperOps {
+		out = append(out, n)
+	}
+	slices.Sort(out)
+	return out
+}
