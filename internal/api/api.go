@@ -96,8 +96,27 @@ type ExecRequest struct {
 	Cols uint16   `json:"cols,omitempty"`
 }
 
+// Port is a listening socket in a guest.
+type Port struct {
+	Proto    string `json:"proto"`
+	Addr     string `json:"addr"`
+	Port     uint16 `json:"port"`
+	PID      int    `json:"pid,omitempty"`
+	Process  string `json:"process,omitempty"`
+	Endpoint string `json:"endpoint"` // <name>.vm:PORT
+}
+
+// ConnectRequest opens a TCP connection inside a guest; the HTTP connection
+// upgrades to a raw byte stream to it.
+type ConnectRequest struct {
+	Addr string `json:"addr"` // host:port in the guest, default host 127.0.0.1
+}
+
 // ExecUpgrade is the Upgrade header value of an exec request.
 const ExecUpgrade = "banger-exec"
+
+// ConnectUpgrade is the Upgrade header value of a connect request.
+const ConnectUpgrade = "banger-connect"
 
 // Image is a stored root filesystem.
 type Image struct {

@@ -158,6 +158,10 @@ func (s *Server) routes(m *http.ServeMux) {
 	})
 	m.HandleFunc("GET /v1/vms/{name}/logs", s.handleLogs)
 	m.HandleFunc("POST /v1/vms/{name}/exec", s.handleExec)
+	m.HandleFunc("POST /v1/vms/{name}/connect", s.handleConnect)
+	m.HandleFunc("GET /v1/vms/{name}/ports", func(w http.ResponseWriter, r *http.Request) {
+		respond(w, func() (any, error) { return s.svc.Ports(r.Context(), r.PathValue("name")) })
+	})
 
 	m.HandleFunc("GET /v1/images", func(w http.ResponseWriter, r *http.Request) {
 		respond(w, func() (any, error) { return s.svc.ListImages(r.Context()) })
@@ -351,9 +355,30 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer st.Close()
+	s.upgrade(w, api.ExecUpgrade, st)
+}
+
+// handleConnect upgrades the connection to a raw TCP stream to a port in
+// the guest (vm forward).
+func (s *Server) handleConnect(w http.ResponseWriter, r *http.Request) {
+	var req api.ConnectRequest
+	if !decode(w, r, &req) {
+		return
+	}
+	st, err := s.svc.Connect(r.Context(), r.PathValue("name"), req.Addr)
+	if err != nil {
+		writeErr(w, err)
+		return
+	}
+	defer st.Close()
+	s.upgrade(w, api.ConnectUpgrade, st)
+}
+
+// upgrade hijacks the connection, answers 101 and splices it to guest.
+func (s *Server) upgrade(w http.ResponseWriter, proto string, guest net.Conn) {
 	hj, ok := w.(http.Hijacker)
 	if !ok {
-		writeErr(w, errors.New("exec: connection cannot be upgraded"))
+		writeErr(w, errors.New("connection cannot be upgraded"))
 		return
 	}
 	conn, brw, err := hj.Hijack()
@@ -361,11 +386,11 @@ func (s *Server) handleExec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer conn.Close()
-	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", api.ExecUpgrade)
+	fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: %s\r\nConnection: Upgrade\r\n\r\n", proto)
 	if err := brw.Flush(); err != nil {
 		return
 	}
-	splice(conn, brw.Reader, st)
+	splice(conn, brw.Reader, guest)
 }
 
 // splice copies client->guest and guest->client until the guest side ends

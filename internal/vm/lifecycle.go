@@ -480,6 +480,40 @@ func (s *Service) Exec(ctx context.Context, ref string, req api.ExecRequest) (ne
 	return st, nil
 }
 
+// Ports lists the guest's listening sockets.
+func (s *Service) Ports(ctx context.Context, ref string) ([]api.Port, error) {
+	sess, v, err := s.session(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	ps, err := sess.Ports(ctx)
+	if err != nil {
+		return nil, errdefs.Unavailable("list ports in %s: %v", v.Name, err)
+	}
+	out := make([]api.Port, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, api.Port{Proto: p.Proto, Addr: p.Addr, Port: p.Port, PID: p.PID, Process: p.Process,
+			Endpoint: fmt.Sprintf("%s.vm:%d", v.Name, p.Port)})
+	}
+	return out, nil
+}
+
+// Connect opens a TCP connection to addr inside a running VM.
+func (s *Service) Connect(ctx context.Context, ref, addr string) (net.Conn, error) {
+	sess, v, err := s.session(ctx, ref)
+	if err != nil {
+		return nil, err
+	}
+	c, err := sess.Connect(ctx, addr)
+	if err != nil {
+		if agentclient.IsGuestError(err) {
+			return nil, errdefs.Unavailable("connect to %s in %s: %v", addr, v.Name, err)
+		}
+		return nil, errdefs.Unavailable("connect in %s: %v", v.Name, err)
+	}
+	return c, nil
+}
+
 // Stop shuts a VM down: agent shutdown, then SIGTERM, then SIGKILL.
 func (s *Service) Stop(ctx context.Context, ref string) (api.VM, error) {
 	return s.halt(ctx, ref, false)

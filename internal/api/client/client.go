@@ -207,25 +207,35 @@ func (c *Client) Raw(ctx context.Context, method, path string) (io.ReadCloser, e
 // Exec starts a command and returns the upgraded connection carrying
 // agentproto exec frames.
 func (c *Client) Exec(ctx context.Context, vmName string, req api.ExecRequest) (net.Conn, *bufio.Reader, error) {
+	return c.upgrade(ctx, "/v1/vms/"+url.PathEscape(vmName)+"/exec", api.ExecUpgrade, req)
+}
+
+// Connect opens a TCP connection to addr inside a VM and returns it as a
+// raw stream.
+func (c *Client) Connect(ctx context.Context, vmName, addr string) (net.Conn, *bufio.Reader, error) {
+	return c.upgrade(ctx, "/v1/vms/"+url.PathEscape(vmName)+"/connect", api.ConnectUpgrade, api.ConnectRequest{Addr: addr})
+}
+
+func (c *Client) upgrade(ctx context.Context, path, proto string, body any) (net.Conn, *bufio.Reader, error) {
 	var d net.Dialer
 	conn, err := d.DialContext(ctx, "unix", c.Socket)
 	if err != nil {
 		return nil, nil, errdefs.Unavailable("talk to bangerd: %v", err)
 	}
-	b, _ := json.Marshal(req)
-	hreq, _ := http.NewRequest(http.MethodPost, "http://bangerd/v1/vms/"+url.PathEscape(vmName)+"/exec", bytes.NewReader(b))
+	b, _ := json.Marshal(body)
+	hreq, _ := http.NewRequest(http.MethodPost, "http://bangerd"+path, bytes.NewReader(b))
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Connection", "Upgrade")
-	hreq.Header.Set("Upgrade", api.ExecUpgrade)
+	hreq.Header.Set("Upgrade", proto)
 	if err := hreq.Write(conn); err != nil {
 		conn.Close()
-		return nil, nil, errdefs.Unavailable("send exec: %v", err)
+		return nil, nil, errdefs.Unavailable("send request: %v", err)
 	}
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, hreq)
 	if err != nil {
 		conn.Close()
-		return nil, nil, errdefs.Unavailable("read exec answer: %v", err)
+		return nil, nil, errdefs.Unavailable("read answer: %v", err)
 	}
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		defer conn.Close()
