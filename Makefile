@@ -15,6 +15,7 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger ./cmd/banger
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/bangerd ./cmd/bangerd
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger-helper ./cmd/banger-helper
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS) -X main.version=$(VERSION)' -o $(BIN)/banger-agent ./cmd/banger-agent
 
 # Host packages (idempotent: installs only what is missing).

@@ -124,3 +124,27 @@ func TestVersionWithoutDaemon(t *testing.T) {
 		t.Fatalf("version output %q: want only the CLI version when no daemon runs", out)
 	}
 }
+
+func TestParseForward(t *testing.T) {
+	for _, tc := range []struct {
+		in     string
+		listen string
+		guest  int
+		ok     bool
+	}{
+		{"8080:80", "127.0.0.1:8080", 80, true},
+		{"0.0.0.0:8080:80", "0.0.0.0:8080", 80, true},
+		{"[::1]:8080:80", "[::1]:8080", 80, true},
+		{"0:22", "127.0.0.1:0", 22, true},
+		{"8080", "", 0, false},
+		{"8080:0", "", 0, false},
+		{"8080:70000", "", 0, false},
+		{"host:8080:80", "", 0, false},
+		{"x:80", "", 0, false},
+	} {
+		l, g, err := parseForward(tc.in)
+		if (err == nil) != tc.ok || (tc.ok && (l != tc.listen || g != tc.guest)) {
+			t.Errorf("parseForward(%q) = %q, %d, %v; want %q, %d, ok=%v", tc.in, l, g, err, tc.listen, tc.guest, tc.ok)
+		}
+	}
+}
