@@ -42,6 +42,9 @@ type VM struct {
 	CreatedAt  time.Time `json:"created_at"`
 	StartedAt  time.Time `json:"started_at,omitzero"`
 	LastError  string    `json:"last_error,omitempty"`
+	GuestIP    string    `json:"guest_ip,omitempty"`
+	NAT        bool      `json:"nat,omitempty"`
+	DNSName    string    `json:"dns_name,omitempty"`
 	Dir        string    `json:"dir"`
 	ConsoleLog string    `json:"console_log"`
 }
@@ -55,6 +58,7 @@ type CreateVMRequest struct {
 	MemoryMiB int    `json:"memory_mib,omitempty"`
 	DiskSize  string `json:"disk_size,omitempty"`
 	NoStart   bool   `json:"no_start,omitempty"`
+	NAT       bool   `json:"nat,omitempty"` // masquerade the guest's egress`
 	// Set when the caller passed the value explicitly, so that 0 is an error
 	// rather than "use the default".
 	VCPUSet   bool `json:"vcpu_set,omitempty"`

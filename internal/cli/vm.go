@@ -46,6 +46,7 @@ func newPsCommand(e *env) *cobra.Command {
 type vmFlags struct {
 	name, image, kernel, disk string
 	vcpu, memory              int
+	nat                       bool
 }
 
 func (f *vmFlags) register(e *env, c *cobra.Command) {
@@ -55,6 +56,7 @@ func (f *vmFlags) register(e *env, c *cobra.Command) {
 	c.Flags().IntVar(&f.vcpu, "vcpu", 0, "virtual CPUs (default from config or host)")
 	c.Flags().IntVar(&f.memory, "memory", 0, "memory in MiB (default from config or host)")
 	c.Flags().StringVar(&f.disk, "disk-size", "", "work disk size, e.g. 8G (default from config)")
+	c.Flags().BoolVar(&f.nat, "nat", false, "let the guest reach outside networks (masqueraded); needs the root helper")
 	_ = c.RegisterFlagCompletionFunc("image", completeImages(e))
 	_ = c.RegisterFlagCompletionFunc("kernel", completeKernels(e))
 }
@@ -62,7 +64,7 @@ func (f *vmFlags) register(e *env, c *cobra.Command) {
 func (f *vmFlags) request(c *cobra.Command) api.CreateVMRequest {
 	return api.CreateVMRequest{
 		Name: f.name, Image: f.image, Kernel: f.kernel, VCPU: f.vcpu, MemoryMiB: f.memory, DiskSize: f.disk,
-		VCPUSet: c.Flags().Changed("vcpu"), MemorySet: c.Flags().Changed("memory"),
+		VCPUSet: c.Flags().Changed("vcpu"), MemorySet: c.Flags().Changed("memory"), NAT: f.nat,
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -19,9 +20,11 @@ import (
 	"banger/internal/kernel"
 	"banger/internal/paths"
 	"banger/internal/privop"
+	privclient "banger/internal/privop/client"
 	"banger/internal/store"
 	"banger/internal/version"
 	"banger/internal/vm"
+	"banger/internal/vmdns"
 	"banger/internal/vmm/qemu"
 )
 
@@ -92,13 +95,28 @@ func Run(o RunOptions) error {
 		}
 		return a.Vmlinux
 	}}
-	svc := vm.New(vm.Options{
+	netOpts, dns, err := setupNetwork(cfg, log)
+	if err != nil {
+		return err
+	}
+	if dns != nil {
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			_ = dns.Shutdown(ctx)
+		}()
+	}
+	svc, err := vm.New(vm.Options{
 		Log: log, Store: st, Layout: l, Config: cfg, Host: config.ProbeHost(),
 		Driver:   driver,
 		AgentBin: agentBin,
 		Priv:     privop.InProcess{Run: runPrivOp},
 		Version:  version.Version,
+		Network:  netOpts,
 	})
+	if err != nil {
+		return err
+	}
 	defer svc.Close()
 	if err := svc.Reconcile(context.Background()); err != nil {
 		return fmt.Errorf("reconcile: %w", err)
@@ -135,6 +153,50 @@ func Run(o RunOptions) error {
 	_ = os.Remove(l.SocketPath)
 	log.Info("bangerd stopped; running VMs keep running")
 	return nil
+}
+
+// setupNetwork turns guest networking on when the root helper answers (and
+// is really root). network.enabled = false turns it off; true makes a
+// missing helper an error instead of a quiet fallback to no network.
+func setupNetwork(cfg config.Config, log *slog.Logger) (*vm.NetworkOptions, *vmdns.Server, error) {
+	n := cfg.Network
+	if n.Enabled != nil && !*n.Enabled {
+		return nil, nil, nil
+	}
+	socket := n.HelperSocket
+	if v := os.Getenv("BANGER_HELPER_SOCKET"); v != "" {
+		socket = v
+	}
+	hc := privclient.New(socket)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	ping, err := hc.Ping(ctx)
+	if err != nil {
+		if n.Enabled != nil && *n.Enabled {
+			return nil, nil, fmt.Errorf("network.enabled is set but the root helper at %s does not answer: %w", socket, err)
+		}
+		log.Info("guest networking off: no root helper", "socket", socket, "err", err)
+		return nil, nil, nil
+	}
+	if int(ping.OwnerUID) != os.Getuid() {
+		return nil, nil, fmt.Errorf("root helper at %s serves uid %d, not this bangerd's uid %d", socket, ping.OwnerUID, os.Getuid())
+	}
+	listen, err := netip.ParseAddrPort(n.DNSListen)
+	if err != nil {
+		return nil, nil, fmt.Errorf("network.dns_listen: %w", err)
+	}
+	dns, err := vmdns.New(vmdns.Config{Listen: []string{n.DNSListen}, Logf: func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) }})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := dns.Start(); err != nil {
+		return nil, nil, fmt.Errorf("start dns: %w", err)
+	}
+	log.Info("guest networking on", "helper", socket, "bridge", n.BridgeName, "subnet", n.Subnet, "dns", n.DNSListen)
+	return &vm.NetworkOptions{
+		Helper: hc, DNS: dns, Bridge: n.BridgeName, Subnet: n.Subnet, MTU: n.MTU,
+		VMToVM: *n.VMToVM, DNSPort: listen.Port(),
+	}, dns, nil
 }
 
 func runPrivOp(ctx context.Context, op privop.Op, progress func(string)) error {

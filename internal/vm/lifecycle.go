@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,7 @@ import (
 	"banger/internal/errdefs"
 	"banger/internal/execx"
 	"banger/internal/image"
+	"banger/internal/ipam"
 	"banger/internal/kernel"
 	"banger/internal/namegen"
 	"banger/internal/paths"
@@ -52,6 +54,10 @@ func (s *Service) View(v store.VM) api.VM {
 		Kernel: v.KernelName, KernelID: v.KernelID, VCPU: v.VCPU, MemoryMiB: v.MemoryMiB, DiskSize: v.DiskSize,
 		VMM: v.Runtime.VMM, CreatedAt: v.CreatedAt, StartedAt: v.StartedAt, LastError: v.LastError,
 		Dir: s.layout.VMDir(v.ID), ConsoleLog: filepath.Join(s.layout.VMDir(v.ID), paths.ConsoleLog),
+		GuestIP: v.GuestIP, NAT: v.NAT,
+	}
+	if v.GuestIP != "" {
+		out.DNSName = v.Name + ".vm"
 	}
 	if v.State == api.StateRunning || v.State == api.StateStarting {
 		out.PID = v.Runtime.PID
@@ -132,6 +138,10 @@ func (s *Service) plan(ctx context.Context, req api.CreateVMRequest, progress Pr
 		}
 		v.DiskSize = n
 	}
+	if req.NAT && s.net == nil {
+		return v, errdefs.Invalid("--nat needs guest networking: run banger with its root helper (banger system run)")
+	}
+	v.NAT = req.NAT
 	im, err := s.resolveImage(ctx, req.Image, progress)
 	if err != nil {
 		return v, err
@@ -168,7 +178,7 @@ func (s *Service) makeDisks(ctx context.Context, v *store.VM, progress Progress)
 	// Record intent first: a bangerd that dies while the disks are made
 	// finds a "creating" VM at start-up and rolls it back.
 	v.State = api.StateCreating
-	if err := s.st.CreateVM(ctx, *v); err != nil {
+	if err := s.record(ctx, v); err != nil {
 		return err
 	}
 	dir := s.layout.VMDir(v.ID)
@@ -190,6 +200,27 @@ func (s *Service) makeDisks(ctx context.Context, v *store.VM, progress Progress)
 	}
 	v.State = api.StateCreated
 	return s.st.UpdateVM(ctx, *v)
+}
+
+// record inserts v, first allocating its guest address when networking is
+// on: allocation and insert happen under one lock so two creates never get
+// the same address.
+func (s *Service) record(ctx context.Context, v *store.VM) error {
+	if s.net == nil {
+		return s.st.CreateVM(ctx, *v)
+	}
+	s.net.mu.Lock()
+	defer s.net.mu.Unlock()
+	vms, err := s.st.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	ip, err := s.net.allocate(vms)
+	if err != nil {
+		return err
+	}
+	v.GuestIP = ip.String()
+	return s.st.CreateVM(ctx, *v)
 }
 
 // Start boots a created or stopped VM and waits until its agent answers.
@@ -259,6 +290,18 @@ func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) erro
 		RunDir:  s.layout.VMRun(v.ID),
 		LogPath: filepath.Join(dir, "vmm.log"),
 	}
+	tap := ""
+	if ip, ok := s.guestIP(*v); ok {
+		var f *os.File
+		tap, f, err = s.net.setupTap(ctx, v.ID)
+		if err != nil {
+			return s.fail(v, errdefs.Unavailable("set up network: %v", err))
+		}
+		defer f.Close() // the VMM holds its own copy once started
+		spec.Net = &vmm.Net{Tap: f, MAC: ipam.MAC(ip)}
+		spec.Cmdline += " " + s.net.cmdline(ip)
+		v.Runtime.Tap = tap
+	}
 	progress.say("booting %s (%d vcpu, %d MiB)", v.Name, v.VCPU, v.MemoryMiB)
 	proc, err := s.driver.Start(ctx, spec)
 	if err != nil {
@@ -269,6 +312,7 @@ func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) erro
 	v.State = api.StateStarting
 	v.LastError = ""
 	v.Runtime = runtimeOf(proc.Handle, spec.RunDir)
+	v.Runtime.Tap = tap
 	if err := s.st.UpdateVM(ctx, *v); err != nil {
 		_ = proc.Signal(syscall.SIGKILL)
 		return err
@@ -289,7 +333,62 @@ func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) erro
 	if err := s.st.UpdateVM(context.Background(), *v); err != nil {
 		return err
 	}
+	return s.netUp(ctx, *v)
+}
+
+// guestIP is the VM's address when networking is on.
+func (s *Service) guestIP(v store.VM) (netip.Addr, bool) {
+	if s.net == nil {
+		return netip.Addr{}, false
+	}
+	ip, err := netip.ParseAddr(v.GuestIP)
+	return ip, err == nil
+}
+
+// netUp publishes a running VM: its DNS name and, with NAT, its egress.
+func (s *Service) netUp(ctx context.Context, v store.VM) error {
+	ip, ok := s.guestIP(v)
+	if !ok {
+		return nil
+	}
+	if s.net.DNS != nil {
+		if err := s.net.DNS.Set(v.Name, ip); err != nil {
+			s.log.Warn("publish dns name", "vm", v.Name, "err", err)
+		}
+	}
+	if v.NAT {
+		return s.refreshFirewall(ctx)
+	}
 	return nil
+}
+
+// netDown releases what a stopped VM held: its tap, DNS name and NAT rule.
+// Errors are logged, not returned: a VM must always be able to stop.
+func (s *Service) netDown(v store.VM) {
+	if s.net == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if s.net.DNS != nil {
+		s.net.DNS.Remove(v.Name)
+	}
+	if err := s.net.deleteTap(ctx, v.Runtime.Tap); err != nil {
+		s.log.Warn("release tap", "vm", v.Name, "err", err)
+	}
+	if v.NAT {
+		if err := s.refreshFirewall(ctx); err != nil {
+			s.log.Warn("refresh firewall", "vm", v.Name, "err", err)
+		}
+	}
+}
+
+func (s *Service) refreshFirewall(ctx context.Context) error {
+	vms, err := s.st.ListVMs(ctx)
+	if err != nil {
+		return err
+	}
+	return s.net.applyFirewall(ctx, vms)
 }
 
 func vmmLogTail(path string) string {
@@ -318,6 +417,7 @@ func handleOf(rt store.Runtime) vmm.Handle {
 func (s *Service) fail(v *store.VM, err error) error {
 	v.State = api.StateError
 	v.LastError = err.Error()
+	s.netDown(*v)
 	v.Runtime = store.Runtime{}
 	if uerr := s.st.UpdateVM(context.Background(), *v); uerr != nil {
 		s.log.Error("record vm failure", "vm", v.Name, "err", uerr)
@@ -382,6 +482,7 @@ func (s *Service) watch(in *instance) {
 	}
 	s.log.Info("vm exited on its own", "vm", v.Name, "pid", in.proc.Handle.PID)
 	v.State = api.StateStopped
+	s.netDown(v)
 	v.Runtime = store.Runtime{}
 	_ = s.st.UpdateVM(context.Background(), v)
 	_ = removeAll(s.layout.VMRun(v.ID))
@@ -551,6 +652,7 @@ func (s *Service) haltLocked(ctx context.Context, v *store.VM, force bool) error
 		}
 	}
 	v.State = api.StateStopped
+	s.netDown(*v)
 	v.Runtime = store.Runtime{}
 	if err := s.st.UpdateVM(context.Background(), *v); err != nil {
 		return err
@@ -774,6 +876,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		if err != nil {
 			s.log.Info("vm is gone, marking stopped", "vm", v.Name, "pid", v.Runtime.PID, "reason", err)
 			v.State = api.StateStopped
+			s.netDown(v)
 			v.Runtime = store.Runtime{}
 			if uerr := s.st.UpdateVM(ctx, v); uerr != nil {
 				return uerr
@@ -800,6 +903,11 @@ func (s *Service) Reconcile(ctx context.Context) error {
 				v.State = api.StateRunning
 				_ = s.st.UpdateVM(s.ctx, v)
 			}(v)
+		}
+		if v.State == api.StateRunning {
+			if err := s.netUp(ctx, v); err != nil {
+				s.log.Warn("restore vm network", "vm", v.Name, "err", err)
+			}
 		}
 		s.log.Info("adopted running vm", "vm", v.Name, "pid", v.Runtime.PID)
 	}

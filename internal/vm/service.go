@@ -40,6 +40,8 @@ type Options struct {
 	AgentBin string // static guest agent binary
 	Priv     privop.Host
 	Version  string
+	// Network turns guest networking on; nil leaves guests without a NIC.
+	Network *NetworkOptions
 }
 
 // Service owns every VM of one owner.
@@ -53,6 +55,7 @@ type Service struct {
 	agentBin string
 	priv     privop.Host
 	version  string
+	net      *network
 
 	mu      sync.Mutex
 	running map[string]*instance   // by VM id
@@ -76,17 +79,25 @@ type instance struct {
 }
 
 // New builds a Service. Call Reconcile before serving requests.
-func New(o Options) *Service {
+func New(o Options) (*Service, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{
+	var nw *network
+	if o.Network != nil {
+		var err error
+		if nw, err = newNetwork(*o.Network); err != nil {
+			cancel()
+			return nil, err
+		}
+	}
+	return &Service{net: nw,
 		log: o.Log, st: o.Store, layout: o.Layout, cfg: o.Config, defaults: o.Config.ResolveDefaults(o.Host),
 		driver: o.Driver, agentBin: o.AgentBin, priv: o.Priv, version: o.Version,
 		running: map[string]*instance{}, locks: map[string]*sync.Mutex{},
 		ctx: ctx, cancel: cancel,
-	}
+	}, nil
 }
 
 // Close detaches from running VMs without stopping them: they keep running

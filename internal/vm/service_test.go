@@ -47,7 +47,10 @@ func newTestService(t *testing.T) (*Service, *store.Store, paths.Layout) {
 	}
 	t.Cleanup(func() { st.Close() })
 	cfg, _ := config.Parse("test", nil)
-	svc := New(Options{Store: st, Layout: l, Config: cfg, Host: config.Host{CPUs: 2, MemoryMiB: 4096}, Driver: &fakeDriver{}})
+	svc, err := New(Options{Store: st, Layout: l, Config: cfg, Host: config.Host{CPUs: 2, MemoryMiB: 4096}, Driver: &fakeDriver{}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(svc.Close)
 	// An image and a kernel that exist on disk, so planning can succeed.
 	if err := os.MkdirAll(filepath.Join(l.ImagesDir, "abc"), 0o700); err != nil {

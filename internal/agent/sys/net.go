@@ -20,6 +20,10 @@ type NetConfig struct {
 	Gateway netip.Addr
 	DNS     []netip.Addr
 	MTU     int
+	// DNSPort is the port of the DNS servers when it is not 53: banger's
+	// resolver runs unprivileged on the host, so the agent relays
+	// 127.0.0.1:53 in the guest to it.
+	DNSPort uint16
 }
 
 // ParseNetConfig parses "ADDR/LEN,gw=GW,dns=DNS[,dns=DNS2],mtu=N".
@@ -44,6 +48,12 @@ func ParseNetConfig(s string) (NetConfig, error) {
 				return c, fmt.Errorf("banger.net dns %q: %w", v, err)
 			}
 			c.DNS = append(c.DNS, a)
+		case "dnsport":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 65535 {
+				return c, fmt.Errorf("banger.net dnsport %q: want 1-65535", v)
+			}
+			c.DNSPort = uint16(n)
 		case "mtu":
 			if c.MTU, err = strconv.Atoi(v); err != nil || c.MTU < 576 || c.MTU > 65535 {
 				return c, fmt.Errorf("banger.net mtu %q: want 576-65535", v)
@@ -84,8 +94,16 @@ func ConfigureNet(c NetConfig) error {
 	if len(c.DNS) > 0 {
 		var b strings.Builder
 		b.WriteString("# written by banger-agent at boot\n")
-		for _, d := range c.DNS {
-			fmt.Fprintf(&b, "nameserver %s\n", d)
+		if c.DNSPort != 0 && c.DNSPort != 53 {
+			// The relay lives as long as the agent.
+			if _, err := StartDNSRelay("127.0.0.1:53", netip.AddrPortFrom(c.DNS[0], c.DNSPort).String()); err != nil {
+				return err
+			}
+			b.WriteString("nameserver 127.0.0.1\n")
+		} else {
+			for _, d := range c.DNS {
+				fmt.Fprintf(&b, "nameserver %s\n", d)
+			}
 		}
 		// A symlink (systemd-resolved's stub) is replaced: the VM's own copy of
 		// the root disk is ours to change, and banger's DNS is the resolver.

@@ -1,8 +1,11 @@
 package sys
 
 import (
+	"io"
+	"net"
 	"strconv"
 	"testing"
+	"time"
 )
 
 func TestParseNetConfig(t *testing.T) {
@@ -40,5 +43,88 @@ func TestParseNetConfig(t *testing.T) {
 		if got != tc.out {
 			t.Errorf("ParseNetConfig(%q) = %q, want %q", tc.in, got, tc.out)
 		}
+	}
+}
+
+func TestParseNetConfigDNSPort(t *testing.T) {
+	c, err := ParseNetConfig("172.16.0.2/24,gw=172.16.0.1,dns=172.16.0.1,dnsport=42069")
+	if err != nil || c.DNSPort != 42069 {
+		t.Fatalf("ParseNetConfig = %+v, %v", c, err)
+	}
+	if _, err := ParseNetConfig("172.16.0.2/24,dnsport=0"); err == nil {
+		t.Fatal("dnsport=0 accepted")
+	}
+}
+
+func TestDNSRelayUDPAndTCP(t *testing.T) {
+	// A fake upstream that echoes what it gets, on both protocols.
+	up, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			n, from, err := up.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = up.WriteTo(append([]byte("re:"), buf[:n]...), from)
+		}
+	}()
+	upAddr := up.LocalAddr().String()
+	tl, err := net.Listen("tcp", upAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tl.Close()
+	go func() {
+		for {
+			c, err := tl.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	// Pick a free port for the relay.
+	probe, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := probe.LocalAddr().String()
+	probe.Close()
+	r, err := StartDNSRelay(listen, upAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	c, err := net.Dial("udp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := c.Write([]byte("query")); err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 64)
+	n, err := c.Read(b)
+	if err != nil || string(b[:n]) != "re:query" {
+		t.Fatalf("udp relay answer = %q, %v", b[:n], err)
+	}
+	tc, err := net.Dial("tcp", listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	_ = tc.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := tc.Write([]byte("tcpq")); err != nil {
+		t.Fatal(err)
+	}
+	n, err = io.ReadFull(tc, b[:4])
+	if err != nil || string(b[:n]) != "tcpq" {
+		t.Fatalf("tcp relay answer = %q, %v", b[:n], err)
 	}
 }
