@@ -35,11 +35,11 @@ unit:
 root-test:
 	BANGER_TEST_ROOT=1 $(GO) test -count=1 ./internal/...
 
-# The Debian image test needs root for debootstrap: enabled when run as root.
+# The Debian image and network tests need root: enabled when run as root.
 E2E_DEBOOTSTRAP ?= $(shell [ "$$(id -u)" = 0 ] && echo 1 || echo 0)
 
 e2e: build
-	BANGER_TEST_VM=1 BANGER_E2E_DEBOOTSTRAP=$(E2E_DEBOOTSTRAP) BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
+	BANGER_TEST_VM=1 BANGER_E2E_DEBOOTSTRAP=$(E2E_DEBOOTSTRAP) BANGER_E2E_NETWORK=$(E2E_DEBOOTSTRAP) BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
 		$(GO) test -count=1 -timeout 40m -v ./test/e2e/ ./internal/vmm/...
 
 bench: build

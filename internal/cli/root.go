@@ -21,6 +21,7 @@ import (
 	"banger/internal/api/client"
 	"banger/internal/errdefs"
 	"banger/internal/paths"
+	"banger/internal/sysrun"
 	"banger/internal/version"
 )
 
@@ -141,7 +142,7 @@ func newRoot(e *env) *cobra.Command {
 	root.SetErr(e.stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newVMCommand(e), newPsCommand(e), newImageCommand(e), newKernelCommand(e),
-		newDoctorCommand(e), newVersionCommand(e))
+		newDoctorCommand(e), newVersionCommand(e), newSystemCommand(e, sysrun.Run))
 	return root
 }
 

@@ -33,26 +33,48 @@ type Layout struct {
 	VMRunDir   string // RuntimeDir/vm/<id>/ (short socket paths)
 }
 
+// envKeys are the variables that move banger's layout.
+var envKeys = []string{"XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "XDG_RUNTIME_DIR", "TMPDIR"}
+
 // FromEnv resolves the layout from the environment of the current user.
 func FromEnv() (Layout, error) {
 	home, err := os.UserHomeDir()
 	if err != nil {
 		return Layout{}, fmt.Errorf("resolve home: %w", err)
 	}
-	env := func(k, def string) string {
-		if v := os.Getenv(k); v != "" && filepath.IsAbs(v) {
+	env := make(map[string]string, len(envKeys))
+	for _, k := range envKeys {
+		if v, ok := os.LookupEnv(k); ok {
+			env[k] = v
+		}
+	}
+	return ForUser(home, os.Getuid(), env), nil
+}
+
+// ForUser resolves the layout a process of user uid with home directory
+// home and environment env (XDG_* and TMPDIR; other keys are ignored) would
+// use. FromEnv is ForUser for the current process; a supervisor running as
+// root uses it to find the socket of the bangerd it starts for the owner.
+// Relative XDG values are ignored, as the XDG specification asks.
+func ForUser(home string, uid int, env map[string]string) Layout {
+	get := func(k, def string) string {
+		if v := env[k]; v != "" && filepath.IsAbs(v) {
 			return v
 		}
 		return def
 	}
-	config := filepath.Join(env("XDG_CONFIG_HOME", filepath.Join(home, ".config")), "banger")
-	state := filepath.Join(env("XDG_STATE_HOME", filepath.Join(home, ".local", "state")), "banger")
-	cache := filepath.Join(env("XDG_CACHE_HOME", filepath.Join(home, ".cache")), "banger")
-	runtime := filepath.Join(os.TempDir(), "banger-"+strconv.Itoa(os.Getuid()))
-	if v := os.Getenv("XDG_RUNTIME_DIR"); v != "" && filepath.IsAbs(v) {
+	config := filepath.Join(get("XDG_CONFIG_HOME", filepath.Join(home, ".config")), "banger")
+	state := filepath.Join(get("XDG_STATE_HOME", filepath.Join(home, ".local", "state")), "banger")
+	cache := filepath.Join(get("XDG_CACHE_HOME", filepath.Join(home, ".cache")), "banger")
+	tmp := env["TMPDIR"] // as os.TempDir
+	if tmp == "" {
+		tmp = "/tmp"
+	}
+	runtime := filepath.Join(tmp, "banger-"+strconv.Itoa(uid))
+	if v := env["XDG_RUNTIME_DIR"]; v != "" && filepath.IsAbs(v) {
 		runtime = filepath.Join(v, "banger")
 	}
-	return New(config, state, cache, runtime), nil
+	return New(config, state, cache, runtime)
 }
 
 // New builds a layout from its four roots.

@@ -1,0 +1,64 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"banger/internal/installmeta"
+	"banger/internal/sysrun"
+)
+
+// runSupervisor is sysrun.Run; tests replace it to check the options the
+// flags produce without starting anything.
+type runSupervisor func(context.Context, sysrun.Options) error
+
+func newSystemCommand(e *env, run runSupervisor) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "system",
+		Short: "Run banger's root helper and daemon on this host",
+	}
+	c.AddCommand(newSystemRunCommand(e, run))
+	return c
+}
+
+func newSystemRunCommand(e *env, run runSupervisor) *cobra.Command {
+	var o sysrun.Options
+	c := &cobra.Command{
+		Use:   "run --owner USER",
+		Short: "Run the root helper and the owner's bangerd in the foreground (as root, without systemd)",
+		Long: `Run the root helper (as root) and bangerd (as the owner) in the foreground, for
+hosts without systemd such as containers and CI. Must run as root. It writes the
+install metadata naming the owner, starts banger-helper and bangerd from the
+directory of this banger binary, waits until both answer and prints one line
+saying so. Both log to stderr, prefixed "helper: " and "bangerd: ".
+
+SIGINT or SIGTERM stops bangerd, then the helper, and exits 0; VMs keep running
+and are adopted by the next bangerd. If either child dies, the other is stopped
+and the command fails naming the one that died.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Owner == "" {
+				return usageError{errors.New("--owner USER is required: the normal user bangerd runs as")}
+			}
+			if err := o.Validate(); err != nil {
+				return usageError{err}
+			}
+			o.Out, o.Log = e.stdout, e.stderr
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return run(ctx, o)
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&o.Owner, "owner", "", "the normal user bangerd runs as (required)")
+	f.StringVar(&o.Netns, "netns", "", "run the helper's network ops inside this network namespace (e.g. /run/netns/NAME)")
+	f.StringVar(&o.HelperSocket, "helper-socket", sysrun.DefaultHelperSocket, "the helper's unix socket (its directory is made root-owned)")
+	f.StringVar(&o.InstallMeta, "install-meta", installmeta.DefaultPath, "install metadata to write")
+	f.StringVar(&o.HelperStateDir, "state-dir", sysrun.DefaultHelperStateDir, "the helper's root-owned state directory")
+	return c
+}

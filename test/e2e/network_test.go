@@ -1,0 +1,324 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/vishvananda/netns"
+
+	"banger/internal/netdev/netdevtest"
+)
+
+// TestNetwork runs the privilege split for real: `banger system run` starts
+// the root helper and a bangerd dropped to a normal owner, inside a network
+// namespace this test creates, so the bridge, taps, firewall and every
+// packet stay inside it. The CLI runs as the owner. No NAT is enabled.
+func TestNetwork(t *testing.T) {
+	defer group(t)()
+	if os.Geteuid() != 0 || os.Getenv("BANGER_E2E_NETWORK") != "1" {
+		t.Skip("set BANGER_E2E_NETWORK=1 and run as root (make test does)")
+	}
+	ns := newNetns(t)
+	owner := ensureOwner(t, filepath.Join(h.root, "owner"))
+	sock := filepath.Join(h.root, "h", "helper.sock")
+	// The owner cannot be assumed to reach the build tree or root's cache:
+	// give it its own copies.
+	ownerBin = filepath.Join(h.root, "ownerbin")
+	for _, b := range []string{"banger", "bangerd", "banger-helper", "banger-agent"} {
+		copyFile(t, filepath.Join(h.bin, b), filepath.Join(ownerBin, b), 0o755)
+	}
+	deb := filepath.Join(h.root, "kernel.deb")
+	copyFile(t, os.Getenv("BANGER_E2E_KERNEL_DEB"), deb, 0o644)
+
+	// Helper and daemon, in the namespace.
+	sup := exec.Command("ip", "netns", "exec", ns.name, filepath.Join(ownerBin, "banger"), "system", "run",
+		"--owner", owner.Username, "--install-meta", filepath.Join(h.root, "install.toml"),
+		"--helper-socket", sock, "--state-dir", filepath.Join(h.root, "hs"))
+	sup.Env = append(os.Environ(), "NO_COLOR=1")
+	out, err := sup.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var supLog strings.Builder
+	sup.Stderr = &lockedWriter{w: &supLog}
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = sup.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- sup.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = sup.Process.Kill()
+			t.Errorf("banger system run did not stop on SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("system run log:\n%s", supLog.String())
+		}
+	})
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err == nil && line == "" {
+			err = io.EOF
+		}
+		ready <- err
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatalf("system run: %v\n%s", err, supLog.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("system run not up after 60s:\n%s", supLog.String())
+	}
+
+	as := func(args ...string) result { return ownerRun(ns.name, owner, args...) }
+	mustAs := func(args ...string) string {
+		t.Helper()
+		r := as(args...)
+		if r.code != 0 {
+			t.Fatalf("banger %s as %s: exit %d: %s", strings.Join(args, " "), owner.Username, r.code, r.stderr)
+		}
+		return r.stdout
+	}
+	mustAs("kernel", "import-deb", deb, "--name", "default")
+
+	// The allocated address shows up in the guest.
+	addrOut := mustAs("vm", "run", "--rm", "--image", "minimal", "--", "ip", "-4", "addr", "show", "eth0")
+	if !strings.Contains(addrOut, "inet 172.16.0.") {
+		t.Fatalf("guest eth0 = %q, want an address in 172.16.0.0/24", addrOut)
+	}
+
+	// A server in one VM.
+	mustAs("vm", "create", "--name", "web", "--image", "minimal")
+	defer as("vm", "delete", "web")
+	mustAs("vm", "exec", "web", "--", "sh", "-c", "echo hello-web > /root/index.html; httpd -p 8080 -h /root")
+
+	// DNS answers NAME.vm on 127.0.0.1:42069 (inside the namespace).
+	var webIP string
+	ns.do(t, func() {
+		c := &dns.Client{Timeout: 3 * time.Second}
+		m := new(dns.Msg)
+		m.SetQuestion("web.vm.", dns.TypeA)
+		r, _, err := c.Exchange(m, "127.0.0.1:42069")
+		if err != nil {
+			t.Fatalf("dns query: %v", err)
+		}
+		if len(r.Answer) != 1 {
+			t.Fatalf("dns answer = %v", r)
+		}
+		webIP = r.Answer[0].(*dns.A).A.String()
+	})
+
+	// Reachable from the host at that address...
+	ns.do(t, func() {
+		body, err := httpGet(net.JoinHostPort(webIP, "8080"))
+		if err != nil || body != "hello-web\n" {
+			t.Fatalf("host -> web.vm: %q, %v", body, err)
+		}
+	})
+	// ...and from a second VM by name.
+	if got := mustAs("vm", "run", "--rm", "--image", "minimal", "--", "wget", "-qO-", "http://web.vm:8080/index.html"); got != "hello-web\n" {
+		t.Fatalf("vm -> web.vm = %q", got)
+	}
+
+	// vm forward makes it reachable on 127.0.0.1.
+	fwd := ownerCmd(ns.name, owner, "vm", "forward", "web", "127.0.0.1:18080:8080")
+	fstderr, _ := fwd.StderrPipe()
+	if err := fwd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bufio.NewReader(fstderr).ReadString('\n'); err != nil {
+		t.Fatalf("vm forward: %v", err)
+	}
+	ns.do(t, func() {
+		body, err := httpGet("127.0.0.1:18080")
+		if err != nil || body != "hello-web\n" {
+			t.Errorf("forwarded: %q, %v", body, err)
+		}
+	})
+	_ = fwd.Process.Signal(syscall.SIGINT)
+	_ = fwd.Wait()
+
+	// After delete, no tap is left in the namespace.
+	mustAs("vm", "delete", "web")
+	leaks, err := netdevtest.LeaksIn(ns.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range leaks {
+		if strings.Contains(l, "tap-fc") {
+			t.Errorf("leaked after delete: %s", l)
+		}
+	}
+}
+
+// ownerBin holds the owner's copies of the binaries.
+var ownerBin string
+
+func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, data, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dst, mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func httpGet(hostport string) (string, error) {
+	c, err := net.DialTimeout("tcp", hostport, 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+	b, err := io.ReadAll(c)
+	if err != nil {
+		return "", err
+	}
+	_, body, _ := strings.Cut(string(b), "\r\n\r\n")
+	return body, nil
+}
+
+type testNetns struct {
+	name, path string
+	handle     netns.NsHandle
+}
+
+// newNetns creates a named namespace with lo up and deletes it (after
+// checking it holds no banger leftovers) when the test ends.
+func newNetns(t *testing.T) *testNetns {
+	t.Helper()
+	name := "bge-" + strconv.Itoa(os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add: %v: %s", err, out)
+	}
+	n := &testNetns{name: name, path: "/run/netns/" + name}
+	h, err := netns.GetFromPath(n.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.handle = h
+	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		n.handle.Close()
+		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+			t.Errorf("ip netns del: %v: %s", err, out)
+		}
+	})
+	return n
+}
+
+// do runs fn on a thread inside the namespace.
+func (n *testNetns) do(t *testing.T, fn func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		// The thread is not unlocked: if restoring failed it must die with
+		// the goroutine rather than serve others in the wrong namespace.
+		orig, err := netns.Get()
+		if err != nil {
+			t.Errorf("get netns: %v", err)
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(n.handle); err != nil {
+			t.Errorf("enter netns: %v", err)
+			return
+		}
+		defer func() {
+			if netns.Set(orig) == nil {
+				runtime.UnlockOSThread()
+			}
+		}()
+		fn()
+	}()
+	<-done
+}
+
+// ensureOwner makes (or reuses) the unprivileged owner account with its
+// home at home.
+func ensureOwner(t *testing.T, home string) *user.User {
+	t.Helper()
+	const name = "banger-e2e"
+	if _, err := user.Lookup(name); err != nil {
+		if out, err := exec.Command("useradd", "--system", "--shell", "/bin/sh", "--home-dir", home, name).CombinedOutput(); err != nil {
+			t.Fatalf("useradd: %v: %s", err, out)
+		}
+	} else if out, err := exec.Command("usermod", "--home", home, name).CombinedOutput(); err != nil {
+		t.Fatalf("usermod: %v: %s", err, out)
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	if err := os.MkdirAll(home, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(home, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	// The test root and the binaries must be reachable by the owner.
+	for _, d := range []string{h.root} {
+		_ = os.Chmod(d, 0o755)
+	}
+	return u
+}
+
+func ownerCmd(ns string, u *user.User, args ...string) *exec.Cmd {
+	argv := append([]string{"netns", "exec", ns, "setpriv", "--reuid=" + u.Uid, "--regid=" + u.Gid, "--init-groups",
+		"env", "-i", "HOME=" + u.HomeDir, "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "NO_COLOR=1",
+		"BANGER_HELPER_SOCKET=" + filepath.Join(h.root, "h", "helper.sock"),
+		filepath.Join(ownerBin, "banger")}, args...)
+	return exec.CommandContext(context.Background(), "ip", argv...)
+}
+
+func ownerRun(ns string, u *user.User, args ...string) result {
+	cmd := ownerCmd(ns, u, args...)
+	var so, se strings.Builder
+	cmd.Stdout, cmd.Stderr = &so, &se
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		code = -1
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		}
+	}
+	return result{so.String(), se.String(), code}
+}
