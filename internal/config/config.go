@@ -50,6 +50,9 @@ type Network struct {
 	HelperSocket string `toml:"helper_socket"`
 	// VMToVM lets guests reach each other across the bridge.
 	VMToVM *bool `toml:"vm_to_vm"`
+	// AllowHost lists host services ("IP:PORT") guests may reach besides
+	// banger's DNS; everything else on the host is closed to guests.
+	AllowHost []string `toml:"allow_host"`
 }
 
 // Network defaults.
@@ -140,6 +143,15 @@ func (c Config) validate() error {
 	if n.DNSListen != "" {
 		if _, err := netip.ParseAddrPort(n.DNSListen); err != nil {
 			return fmt.Errorf("network.dns_listen %q: want IP:PORT", n.DNSListen)
+		}
+	}
+	for _, a := range n.AllowHost {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil {
+			return fmt.Errorf("network.allow_host %q: want IP:PORT", a)
+		}
+		if ap.Addr().IsLinkLocalUnicast() {
+			return fmt.Errorf("network.allow_host %q: link-local (metadata) addresses stay blocked", a)
 		}
 	}
 	if n.HelperSocket != "" && !strings.HasPrefix(n.HelperSocket, "/") {

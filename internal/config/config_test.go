@@ -169,6 +169,8 @@ func TestNetworkConfig(t *testing.T) {
 		"[network]\ndns_listen = \"localhost\"\n",
 		"[network]\nhelper_socket = \"rel/path\"\n",
 		"[network]\ncolour = \"blue\"\n",
+		"[network]\nallow_host = [\"nonsense\"]\n",
+		"[network]\nallow_host = [\"169.254.169.254:80\"]\n",
 	} {
 		if _, err := Parse("t", []byte(bad)); err == nil {
 			t.Errorf("Parse(%q) accepted bad network config", bad)

@@ -2,6 +2,7 @@ package vm
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/config"
 	"banger/internal/execx"
+	"banger/internal/privop"
 	"banger/internal/sizes"
 )
 
@@ -52,6 +54,7 @@ func (s *Service) Doctor(ctx context.Context) api.Doctor {
 	} else {
 		add("agent", "ok", "%s", s.agentBin)
 	}
+	s.doctorNetwork(ctx, add)
 	ks, _ := s.st.ListKernels(ctx)
 	if len(ks) == 0 {
 		add("kernels", "fail", "no kernel: 'apt-get download linux-image-cloud-amd64' dependency, then 'banger kernel import-deb FILE.deb'")
@@ -98,4 +101,42 @@ func sourceOf(v, builtin string) string {
 		return string(config.FromBuiltin)
 	}
 	return string(config.FromConfig)
+}
+
+// doctorNetwork checks the root helper, the bridge, DNS and NAT.
+func (s *Service) doctorNetwork(ctx context.Context, add func(name, status, format string, a ...any)) {
+	if s.net == nil {
+		add("network", "warn", "off: no root helper answered; guests have no NIC (start one with 'sudo banger system run --owner $USER')")
+		return
+	}
+	raw, _, err := s.net.Helper.Call(ctx, privop.Ping{})
+	var ping privop.PingResult
+	if err == nil {
+		err = json.Unmarshal(raw, &ping)
+	}
+	switch {
+	case err != nil:
+		add("helper", "fail", "root helper does not answer: %v", err)
+	case ping.OwnerUID != os.Getuid():
+		add("helper", "fail", "root helper serves uid %d, not %d", ping.OwnerUID, os.Getuid())
+	default:
+		add("helper", "ok", "root helper %s serves uid %d (%d ops; verified root by peer credentials)", ping.Version, ping.OwnerUID, len(ping.Ops))
+	}
+	if _, err := os.Stat("/sys/class/net/" + s.net.Bridge); err == nil {
+		add("bridge", "ok", "%s up with %s (subnet %s)", s.net.Bridge, s.net.plan.GatewayPrefix(), s.net.plan.Subnet)
+	} else {
+		add("bridge", "warn", "%s not created yet (made when the first VM starts)", s.net.Bridge)
+	}
+	if s.net.DNSPort != 0 {
+		add("dns", "ok", "<name>.vm answered on %s (and on %s:%d for guests)", s.cfg.Network.DNSListen, s.net.plan.Gateway, s.net.DNSPort)
+	}
+	nat := 0
+	if vms, err := s.st.ListVMs(ctx); err == nil {
+		for _, v := range vms {
+			if v.NAT {
+				nat++
+			}
+		}
+	}
+	add("nat", "ok", "opt-in per VM with --nat (%d VM(s) have it); nothing is masqueraded otherwise", nat)
 }

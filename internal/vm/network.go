@@ -39,6 +39,8 @@ type NetworkOptions struct {
 	MTU     int
 	VMToVM  bool
 	DNSPort uint16 // bangerd's DNS port, reachable by guests on the gateway
+	// AllowHost lists extra host services guests may reach ("IP:PORT").
+	AllowHost []string
 }
 
 // network is the service's view of the bridge network.
@@ -147,7 +149,7 @@ func (n *network) applyFirewall(ctx context.Context, vms []store.VM) error {
 	}
 	op := privop.ApplyFirewall{
 		Bridge: n.Bridge, Subnet: n.plan.Subnet.String(), Gateway: n.plan.Gateway.String(),
-		VMToVM: n.VMToVM, AllowHost: []string{},
+		VMToVM: n.VMToVM, AllowHost: append([]string{}, n.AllowHost...),
 	}
 	if n.DNSPort != 0 {
 		op.DNSPorts = []int{int(n.DNSPort)}
