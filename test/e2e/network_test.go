@@ -35,6 +35,8 @@ func TestNetwork(t *testing.T) {
 	}
 	ns := newNetns(t)
 	owner := ensureOwner(t, filepath.Join(h.root, "owner"))
+	// The owner's bangerd keeps its runtime dir in /tmp (no XDG_RUNTIME_DIR).
+	t.Cleanup(func() { _ = os.RemoveAll("/tmp/banger-" + owner.Uid) })
 	sock := filepath.Join(h.root, "h", "helper.sock")
 	// The owner cannot be assumed to reach the build tree or root's cache:
 	// give it its own copies.
