@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"strconv"
 	"sync"
+	"time"
 
 	"banger/internal/api"
 	"banger/internal/errdefs"
@@ -163,4 +165,20 @@ func (n *network) applyFirewall(ctx context.Context, vms []store.VM) error {
 		return fmt.Errorf("apply firewall: %w", err)
 	}
 	return nil
+}
+
+// teardown removes banger's firewall table and the bridge (only when no VM
+// runs). Both ops are idempotent in the helper.
+func (n *network) teardown(log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, err := n.Helper.Call(ctx, privop.ClearFirewall{}); err != nil {
+		log.Warn("clear firewall", "err", err)
+	}
+	if _, _, err := n.Helper.Call(ctx, privop.DeleteBridge{Bridge: n.Bridge}); err != nil {
+		log.Warn("delete bridge", "bridge", n.Bridge, "err", err)
+	}
+	n.mu.Lock()
+	n.bridgeReady = false
+	n.mu.Unlock()
 }

@@ -105,6 +105,7 @@ func New(o Options) (*Service, error) {
 func (s *Service) Close() {
 	s.cancel()
 	s.mu.Lock()
+	idle := len(s.running) == 0
 	for _, in := range s.running {
 		in.sessMu.Lock()
 		if in.sess != nil {
@@ -115,6 +116,11 @@ func (s *Service) Close() {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	if idle && s.net != nil {
+		// Nothing runs: leave no bridge or rules behind. Running VMs keep
+		// theirs, for the next bangerd to adopt.
+		s.net.teardown(s.log)
+	}
 }
 
 // Defaults returns the resolved VM defaults.

@@ -71,6 +71,15 @@ func TestNetwork(t *testing.T) {
 			_ = sup.Process.Kill()
 			t.Errorf("banger system run did not stop on SIGTERM")
 		}
+		// With no VM left running, stopping banger leaves no bridge, tap
+		// or nftables table in the namespace.
+		leaks, err := netdevtest.LeaksIn(ns.path)
+		if err != nil {
+			t.Error(err)
+		}
+		if len(leaks) > 0 {
+			t.Errorf("left in the namespace after system run stopped: %v", leaks)
+		}
 		if t.Failed() {
 			t.Logf("system run log:\n%s", supLog.String())
 		}
