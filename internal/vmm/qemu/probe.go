@@ -51,13 +51,13 @@ func probeKVM(ctx context.Context, bin string) (bool, string) {
 // QEMU exit 0 within a second or two. An emulation failure leaves QEMU
 // stopped instead, which the timeout catches.
 func probeKVMKernel(ctx context.Context, bin, kernel string) (bool, string) {
-	ctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	out, err := execx.Default.Run(ctx, bin, "-M", "microvm,acpi=on", "-accel", "kvm", "-cpu", "host", "-m", "256",
 		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-serial", "stdio",
 		"-kernel", kernel, "-append", "console=ttyS0 panic=-1 loglevel=1 root=/dev/nonexistent rdinit=/nonexistent")
 	if ctx.Err() != nil {
-		return false, "the guest kernel did not run under KVM within 8s"
+		return false, "the guest kernel did not run under KVM within 5s"
 	}
 	if err != nil {
 		return false, fmt.Sprintf("the guest kernel failed under KVM: %v", err)
