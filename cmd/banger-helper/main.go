@@ -1,7 +1,9 @@
 // Command banger-helper is banger's root helper: it runs as root, listens
 // on a unix socket in a root-owned directory and performs the closed list
 // of typed privileged ops in internal/privop (bridge, taps, tap fds,
-// firewall) for root and the owner registered in the install metadata.
+// firewall, host DNS routing of .vm) for root and the owner registered in
+// the install metadata. With --netns, host DNS routing is off: it would
+// act on the host's namespace, not the one banger's bridge lives in.
 //
 //	banger-helper [--socket PATH] [--install-meta PATH] [--state-dir DIR] [--netns PATH]
 //
@@ -23,6 +25,7 @@ import (
 	"banger/internal/helper"
 	"banger/internal/installmeta"
 	"banger/internal/netdev"
+	"banger/internal/resolved"
 	"banger/internal/version"
 )
 
@@ -81,10 +84,17 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer host.Close()
 
-	srv, err := helper.NewServer(helper.Config{
+	cfg := helper.Config{
 		Net: host, Ledger: ledger, OwnerUID: meta.OwnerUID, OwnerGID: meta.OwnerGID,
 		Version: version.Version, Log: log,
-	})
+	}
+	if *netnsPath != "" {
+		// systemd-resolved serves the host's namespace; a bridge of the
+		// same name there would be someone else's.
+		cfg.Resolver = resolved.Disabled{Reason: "the helper runs banger's network in " + *netnsPath +
+			"; host DNS routing through systemd-resolved applies only to the host namespace; see docs/dns.md"}
+	}
+	srv, err := helper.NewServer(cfg)
 	if err != nil {
 		return err
 	}

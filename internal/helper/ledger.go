@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -37,6 +38,10 @@ type ledgerState struct {
 // BridgeEntry is a recorded bridge.
 type BridgeEntry struct {
 	CreatedAt time.Time `json:"created_at"`
+	// Gateway is the bridge address with its prefix length
+	// ("172.16.0.1/24") from the last successful ensure_bridge. Ledgers
+	// written before it was recorded leave it empty.
+	Gateway string `json:"gateway,omitempty"`
 }
 
 // TapEntry is a recorded tap.
@@ -92,6 +97,14 @@ func (l *Ledger) HasBridge(name string) bool {
 	return ok
 }
 
+// Bridge returns the entry of a recorded bridge.
+func (l *Ledger) Bridge(name string) (BridgeEntry, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.st.Bridges[name]
+	return e, ok
+}
+
 // Tap returns the entry of a recorded tap.
 func (l *Ledger) Tap(name string) (TapEntry, bool) {
 	l.mu.Lock()
@@ -138,6 +151,32 @@ func (l *Ledger) AddBridge(name string) (bool, error) {
 		st.Bridges[name] = BridgeEntry{CreatedAt: time.Now().UTC()}
 		return true
 	})
+}
+
+// SetBridgeGateway records gateway as the address of a recorded bridge; a
+// bridge missing from the ledger is an error.
+func (l *Ledger) SetBridgeGateway(name string, gateway netip.Prefix) error {
+	missing := false
+	_, err := l.update(func(st *ledgerState) bool {
+		e, ok := st.Bridges[name]
+		if !ok {
+			missing = true
+			return false
+		}
+		if e.Gateway == gateway.String() {
+			return false
+		}
+		e.Gateway = gateway.String()
+		st.Bridges[name] = e
+		return true
+	})
+	if err != nil {
+		return err
+	}
+	if missing {
+		return fmt.Errorf("record gateway of bridge %s: not in the ledger", name)
+	}
+	return nil
 }
 
 // RemoveBridge forgets a bridge.

@@ -9,7 +9,8 @@
 // a stalled client delays no one else) and be at most privop.MaxRequest
 // bytes; a larger declared length is refused before the body is read.
 // Bridges and taps are acted on only if the helper's ledger says it created
-// them. The network work itself is done by a Net (internal/netdev).
+// them. The network work itself is done by a Net (internal/netdev); routing
+// of the host's ".vm" lookups by a Resolver (internal/resolved).
 //
 // Socket permissions (see Listen): the socket lives in a directory owned by
 // root with mode 0711, so only root can create, replace or remove entries
@@ -31,6 +32,7 @@ import (
 
 	"banger/internal/peercred"
 	"banger/internal/privop"
+	"banger/internal/resolved"
 
 	"golang.org/x/sys/unix"
 )
@@ -48,6 +50,9 @@ const (
 type Config struct {
 	Net    Net
 	Ledger *Ledger
+	// Resolver routes the host's ".vm" lookups to bangerd. Default: the
+	// host's systemd-resolved (internal/resolved).
+	Resolver Resolver
 	// OwnerUID and OwnerGID are the registered owner (install metadata);
 	// taps are created owned by them.
 	OwnerUID int
@@ -82,6 +87,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.OwnerUID <= 0 {
 		return nil, fmt.Errorf("new helper server: owner uid %d: want a non-root uid", cfg.OwnerUID)
+	}
+	if cfg.Resolver == nil {
+		cfg.Resolver = resolved.New()
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -270,6 +278,16 @@ func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op)
 		s.opMu.Lock()
 		defer s.opMu.Unlock()
 		return nil, nil, netErr("clear firewall", s.cfg.Net.ClearFirewall(ctx))
+	case privop.SyncResolverRouting:
+		s.opMu.Lock()
+		defer s.opMu.Unlock()
+		r, err := s.syncResolverRouting(ctx, o)
+		return r, nil, err
+	case privop.ClearResolverRouting:
+		s.opMu.Lock()
+		defer s.opMu.Unlock()
+		r, err := s.clearResolverRouting(ctx, o)
+		return r, nil, err
 	default:
 		return nil, nil, privop.Errorf(privop.CodeBadRequest, "op %s is not served by the helper", op.Name())
 	}
@@ -286,7 +304,7 @@ func (s *Server) ensureBridge(ctx context.Context, o privop.EnsureBridge) error 
 		}
 		return netErr("ensure bridge", err)
 	}
-	return nil
+	return s.cfg.Ledger.SetBridgeGateway(o.Bridge, o.GatewayPrefix())
 }
 
 func (s *Server) deleteBridge(ctx context.Context, o privop.DeleteBridge) error {

@@ -21,6 +21,7 @@ var (
 func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"op":"ping"}`))
 	f.Add([]byte(`{"op":"create_tap","args":{"tap":"tap-fc-a","bridge":"br-fc","mtu":1500}}`))
+	f.Add([]byte(`{"op":"sync_resolver_routing","args":{"bridge":"br-fc","server":"172.16.0.1:42069"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if _, err := ReadFrame(bytes.NewReader(data), MaxRequest); err == nil {
 			if len(data) < 4 {
@@ -102,6 +103,15 @@ func checkAccepted(t *testing.T, op Op) {
 				t.Fatal("accepted port 0")
 			}
 		}
+	case SyncResolverRouting:
+		bridge(o.Bridge)
+		ap := o.ServerAddrPort()
+		private(netip.PrefixFrom(ap.Addr(), 30))
+		if ap.Port() == 0 || ap.String() != o.Server {
+			t.Fatalf("accepted server %q", o.Server)
+		}
+	case ClearResolverRouting:
+		bridge(o.Bridge)
 	case Ping, ClearFirewall:
 	default:
 		t.Fatalf("decoded an op outside the closed list: %T", op)

@@ -226,6 +226,61 @@ func (ClearFirewall) Name() string { return "clear_firewall" }
 // Validate implements Op.
 func (ClearFirewall) Validate() error { return nil }
 
+// SyncResolverRouting routes the DNS zone "vm" of the host through
+// systemd-resolved to Server, on bridge's link: bangerd asks for it right
+// after ensure_bridge. Server is bangerd's DNS listener on the bridge,
+// "IP:PORT" (e.g. "172.16.0.1:42069"); the helper refuses an IP other than
+// the gateway it recorded for the bridge. On a host without
+// systemd-resolved the op succeeds with Applied false and a reason.
+type SyncResolverRouting struct {
+	Bridge string `json:"bridge"`
+	Server string `json:"server"`
+}
+
+// Name implements Op.
+func (SyncResolverRouting) Name() string { return "sync_resolver_routing" }
+
+// Validate implements Op.
+func (o SyncResolverRouting) Validate() error {
+	if err := ValidBridgeName(o.Bridge); err != nil {
+		return err
+	}
+	_, err := ParsePrivateAddrPort(o.Server)
+	if err != nil {
+		return fmt.Errorf("server: %w", err)
+	}
+	return nil
+}
+
+// ServerAddrPort returns the parsed server; call it after Validate.
+func (o SyncResolverRouting) ServerAddrPort() netip.AddrPort {
+	ap, _ := netip.ParseAddrPort(o.Server)
+	return ap
+}
+
+// ClearResolverRouting undoes SyncResolverRouting on bridge's link
+// (resolvectl revert). Deleting the bridge also drops its routing, so
+// bangerd needs this only to stop routing while keeping the bridge.
+type ClearResolverRouting struct {
+	Bridge string `json:"bridge"`
+}
+
+// Name implements Op.
+func (ClearResolverRouting) Name() string { return "clear_resolver_routing" }
+
+// Validate implements Op.
+func (o ClearResolverRouting) Validate() error { return ValidBridgeName(o.Bridge) }
+
+// ResolverRoutingResult is the answer of SyncResolverRouting and
+// ClearResolverRouting. Applied says whether the host's resolver was
+// changed; when it is false, Reason says why (no systemd-resolved, too old,
+// the helper serves a separate network namespace). Failing to apply on a
+// host that has systemd-resolved is an error answer, not Applied false.
+type ResolverRoutingResult struct {
+	Applied bool   `json:"applied"`
+	Reason  string `json:"reason,omitempty"`
+}
+
 // opDecoder decodes one op's args strictly.
 type opDecoder func(args []byte) (Op, error)
 
@@ -249,6 +304,9 @@ var helperOps = map[string]opDecoder{
 	OpenTap{}.Name():       decoderFor[OpenTap](),
 	ApplyFirewall{}.Name(): decoderFor[ApplyFirewall](),
 	ClearFirewall{}.Name(): decoderFor[ClearFirewall](),
+
+	SyncResolverRouting{}.Name():  decoderFor[SyncResolverRouting](),
+	ClearResolverRouting{}.Name(): decoderFor[ClearResolverRouting](),
 }
 
 // HelperOps lists the wire names of the ops the helper serves, sorted.

@@ -85,12 +85,49 @@ func ParsePrivatePrefix(s string) (netip.Prefix, error) {
 	if p.Bits() < MinPrefixLen || p.Bits() > MaxPrefixLen {
 		return netip.Prefix{}, fmt.Errorf("prefix %q: length %d out of range %d..%d", s, p.Bits(), MinPrefixLen, MaxPrefixLen)
 	}
+	if r := privateRangeOf(p.Addr()); r.IsValid() && p.Bits() >= r.Bits() {
+		return p, nil
+	}
+	return netip.Prefix{}, fmt.Errorf("prefix %q: not inside a private range (%s)", s, privateRangesText)
+}
+
+// privateRangesText names privateRanges in error messages.
+const privateRangesText = "10/8, 172.16/12, 192.168/16, 100.64/10"
+
+// privateRangeOf returns the private range holding a, or the zero Prefix.
+func privateRangeOf(a netip.Addr) netip.Prefix {
 	for _, r := range privateRanges {
-		if p.Bits() >= r.Bits() && r.Contains(p.Addr()) {
-			return p, nil
+		if r.Contains(a) {
+			return r
 		}
 	}
-	return netip.Prefix{}, fmt.Errorf("prefix %q: not inside a private range (10/8, 172.16/12, 192.168/16, 100.64/10)", s)
+	return netip.Prefix{}
+}
+
+// ParsePrivateAddrPort parses s as a canonical IPv4 "addr:port"
+// ("172.16.0.1:42069") whose port is 1..65535 and whose address is a
+// unicast host address inside a private range (RFC 1918 or 100.64.0.0/10),
+// not the first or last address of that range.
+func ParsePrivateAddrPort(s string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("address %q: %w", s, err)
+	}
+	a := ap.Addr()
+	if !a.Is4() || ap.String() != s {
+		return netip.AddrPort{}, fmt.Errorf("address %q: want a canonical IPv4 addr:port such as 172.16.0.1:42069", s)
+	}
+	if ap.Port() == 0 {
+		return netip.AddrPort{}, fmt.Errorf("address %q: port 0: want 1..65535", s)
+	}
+	r := privateRangeOf(a)
+	if !r.IsValid() {
+		return netip.AddrPort{}, fmt.Errorf("address %q: not inside a private range (%s)", s, privateRangesText)
+	}
+	if err := hostInPrefix(a, r); err != nil {
+		return netip.AddrPort{}, fmt.Errorf("address %q: %w", s, err)
+	}
+	return ap, nil
 }
 
 // parseAddr4 parses a canonical IPv4 address.

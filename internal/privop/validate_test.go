@@ -52,6 +52,24 @@ func TestValidateRefuses(t *testing.T) {
 		{"firewall nat outside subnet", fw(func(o *ApplyFirewall) { o.NAT = []string{"10.0.0.5"} }), "outside"},
 		{"firewall nat gateway", fw(func(o *ApplyFirewall) { o.NAT = []string{"172.16.0.1"} }), "gateway"},
 		{"firewall bridge eth0", fw(func(o *ApplyFirewall) { o.Bridge = "eth0" }), "not a banger bridge"},
+		{"resolver bridge eth0", SyncResolverRouting{Bridge: "eth0", Server: "172.16.0.1:42069"}, "not a banger bridge"},
+		{"resolver bridge without prefix", SyncResolverRouting{Bridge: "docker0", Server: "172.16.0.1:42069"}, "not a banger bridge"},
+		{"resolver public server", SyncResolverRouting{Bridge: "br-fc", Server: "8.8.8.8:53"}, "not inside a private range"},
+		{"resolver loopback server", SyncResolverRouting{Bridge: "br-fc", Server: "127.0.0.1:42069"}, "not inside a private range"},
+		{"resolver server without port", SyncResolverRouting{Bridge: "br-fc", Server: "172.16.0.1"}, "server"},
+		{"resolver server port 0", SyncResolverRouting{Bridge: "br-fc", Server: "172.16.0.1:0"}, "port 0"},
+		{"resolver server port 65536", SyncResolverRouting{Bridge: "br-fc", Server: "172.16.0.1:65536"}, "server"},
+		{"resolver server port leading zero", SyncResolverRouting{Bridge: "br-fc", Server: "172.16.0.1:053"}, "canonical IPv4"},
+		{"resolver server negative port", SyncResolverRouting{Bridge: "br-fc", Server: "172.16.0.1:-1"}, "server"},
+		{"resolver server ipv6", SyncResolverRouting{Bridge: "br-fc", Server: "[fd00::1]:53"}, "canonical IPv4"},
+		{"resolver server v4-mapped", SyncResolverRouting{Bridge: "br-fc", Server: "[::ffff:172.16.0.1]:53"}, "canonical IPv4"},
+		{"resolver server hostname", SyncResolverRouting{Bridge: "br-fc", Server: "localhost:53"}, "server"},
+		{"resolver server range network", SyncResolverRouting{Bridge: "br-fc", Server: "10.0.0.0:53"}, "network address"},
+		{"resolver server range broadcast", SyncResolverRouting{Bridge: "br-fc", Server: "192.168.255.255:53"}, "broadcast"},
+		{"resolver server empty", SyncResolverRouting{Bridge: "br-fc"}, "server"},
+		{"resolver server with spaces", SyncResolverRouting{Bridge: "br-fc", Server: " 172.16.0.1:53"}, "server"},
+		{"resolver clear eth0", ClearResolverRouting{Bridge: "eth0"}, "not a banger bridge"},
+		{"resolver clear option-like", ClearResolverRouting{Bridge: "--help"}, "not a banger bridge"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -75,6 +93,10 @@ func TestValidateAccepts(t *testing.T) {
 		EnsureBridge{Bridge: "br-fc", Gateway: "192.168.7.1/30", MTU: 1500},
 		CreateTap{Tap: "tap-fc-12345678", Bridge: "br-fc", MTU: 1500},
 		DeleteTap{Tap: "tap-fc-a"}, OpenTap{Tap: "tap-fc-0"}, DeleteBridge{Bridge: "br-fc-x"},
+		SyncResolverRouting{Bridge: "br-fc", Server: "172.16.0.1:42069"},
+		SyncResolverRouting{Bridge: "br-fc-x", Server: "10.1.2.3:53"},
+		SyncResolverRouting{Bridge: "br-fc", Server: "100.64.0.1:65535"},
+		ClearResolverRouting{Bridge: "br-fc"},
 		ApplyFirewall{Bridge: "br-fc", Subnet: "172.16.0.0/24", Gateway: "172.16.0.1", DNSPorts: []int{53, 42069},
 			AllowHost: []string{"127.0.0.1:8080"}, VMToVM: true, NAT: []string{"172.16.0.2", "172.16.0.254"}},
 	} {
@@ -178,6 +200,8 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 		EnsureBridge{Bridge: "br-fc", Gateway: "172.16.0.1/24", MTU: 1500},
 		CreateTap{Tap: "tap-fc-1", Bridge: "br-fc", MTU: 1400},
 		OpenTap{Tap: "tap-fc-1"},
+		SyncResolverRouting{Bridge: "br-fc", Server: "172.16.0.1:42069"},
+		ClearResolverRouting{Bridge: "br-fc"},
 		ApplyFirewall{Bridge: "br-fc", Subnet: "172.16.0.0/24", Gateway: "172.16.0.1", DNSPorts: []int{53}, NAT: []string{"172.16.0.9"}},
 	}
 	for _, op := range ops {

@@ -208,3 +208,32 @@ func (c *Client) OpenTap(ctx context.Context, tap string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// SyncResolverRouting asks the helper to route the host's ".vm" lookups on
+// bridge's link to server ("IP:PORT", the bridge's gateway and bangerd's
+// DNS port). A host without systemd-resolved is not an error: the result
+// says Applied false and why.
+func (c *Client) SyncResolverRouting(ctx context.Context, bridge, server string) (privop.ResolverRoutingResult, error) {
+	return c.resolverRouting(ctx, privop.SyncResolverRouting{Bridge: bridge, Server: server})
+}
+
+// ClearResolverRouting asks the helper to revert the resolver settings of
+// bridge's link.
+func (c *Client) ClearResolverRouting(ctx context.Context, bridge string) (privop.ResolverRoutingResult, error) {
+	return c.resolverRouting(ctx, privop.ClearResolverRouting{Bridge: bridge})
+}
+
+func (c *Client) resolverRouting(ctx context.Context, op privop.Op) (privop.ResolverRoutingResult, error) {
+	var r privop.ResolverRoutingResult
+	raw, f, err := c.Call(ctx, op)
+	if f != nil {
+		f.Close()
+	}
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return r, fmt.Errorf("decode %s result: %w", op.Name(), err)
+	}
+	return r, nil
+}
