@@ -195,7 +195,7 @@ func setupNetwork(cfg config.Config, log *slog.Logger) (*vm.NetworkOptions, *vmd
 	log.Info("guest networking on", "helper", socket, "bridge", n.BridgeName, "subnet", n.Subnet, "dns", n.DNSListen)
 	return &vm.NetworkOptions{
 		Helper: hc, DNS: dns, Bridge: n.BridgeName, Subnet: n.Subnet, MTU: n.MTU,
-		VMToVM: *n.VMToVM, DNSPort: listen.Port(), AllowHost: n.AllowHost,
+		VMToVM: *n.VMToVM, DNSPort: listen.Port(), AllowHost: n.AllowHost, Log: log,
 	}, dns, nil
 }
 

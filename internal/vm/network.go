@@ -43,6 +43,7 @@ type NetworkOptions struct {
 	DNSPort uint16 // bangerd's DNS port, reachable by guests on the gateway
 	// AllowHost lists extra host services guests may reach ("IP:PORT").
 	AllowHost []string
+	Log       *slog.Logger
 }
 
 // network is the service's view of the bridge network.
@@ -101,9 +102,31 @@ func (n *network) ensureBridge(ctx context.Context) error {
 		if _, err := n.DNS.AddListener(addr); err != nil {
 			return fmt.Errorf("serve dns on %s: %w", addr, err)
 		}
+		n.routeZone(ctx, addr)
 	}
 	n.bridgeReady = true
 	return nil
+}
+
+// routeZone asks the helper to send the host's .vm lookups to bangerd
+// through systemd-resolved. Hosts without it keep working: docs/dns.md has
+// recipes, and the helper's answer says why nothing was applied.
+func (n *network) routeZone(ctx context.Context, server string) {
+	raw, _, err := n.Helper.Call(ctx, privop.SyncResolverRouting{Bridge: n.Bridge, Server: server})
+	if err != nil {
+		n.logf("route .vm through systemd-resolved", "err", err)
+		return
+	}
+	var res privop.ResolverRoutingResult
+	if json.Unmarshal(raw, &res) == nil && !res.Applied {
+		n.logf("host .vm routing not applied", "reason", res.Reason)
+	}
+}
+
+func (n *network) logf(msg string, args ...any) {
+	if n.Log != nil {
+		n.Log.Info(msg, args...)
+	}
 }
 
 // cmdline is the guest's static addressing for banger.net=; DNS goes to
@@ -172,6 +195,11 @@ func (n *network) applyFirewall(ctx context.Context, vms []store.VM) error {
 func (n *network) teardown(log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if n.DNSPort != 0 {
+		if _, _, err := n.Helper.Call(ctx, privop.ClearResolverRouting{Bridge: n.Bridge}); err != nil {
+			log.Warn("clear resolver routing", "err", err)
+		}
+	}
 	if _, _, err := n.Helper.Call(ctx, privop.ClearFirewall{}); err != nil {
 		log.Warn("clear firewall", "err", err)
 	}
