@@ -288,7 +288,7 @@ func dedupe(in []string) []string {
 }
 
 func newVMListCommand(e *env, use string) *cobra.Command {
-	var asJSON, all bool
+	var asJSON bool
 	c := &cobra.Command{
 		Use:   use,
 		Short: "List VMs",
@@ -309,17 +309,20 @@ func newVMListCommand(e *env, use string) *cobra.Command {
 				return printJSON(e.stdout, vms)
 			}
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSTATE\tIMAGE\tVCPU\tMEMORY\tDISK\tCREATED")
+			fmt.Fprintln(tw, "NAME\tSTATE\tIMAGE\tVCPU\tMEMORY\tDISK\tADDRESS\tCREATED")
 			for _, v := range vms {
-				_ = all
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%dM\t%s\t%s\n", v.Name, v.State, v.Image, v.VCPU, v.MemoryMiB,
-					sizes.Format(v.DiskSize), ago(v.CreatedAt))
+				addr := v.GuestIP
+				if addr == "" {
+					addr = "-"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%dM\t%s\t%s\t%s\n", v.Name, v.State, v.Image, v.VCPU, v.MemoryMiB,
+					sizes.Format(v.DiskSize), addr, ago(v.CreatedAt))
 			}
 			return tw.Flush()
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	c.Flags().BoolVarP(&all, "all", "a", false, "accepted for familiarity: all VMs are always listed")
+	c.Flags().BoolP("all", "a", false, "accepted for familiarity: all VMs are always listed")
 	return c
 }
 
@@ -360,7 +363,11 @@ func newVMShowCommand(e *env) *cobra.Command {
 			rows := [][2]string{
 				{"name", v.Name}, {"id", v.ID}, {"state", v.State}, {"image", v.Image}, {"kernel", v.Kernel},
 				{"vcpu", fmt.Sprint(v.VCPU)}, {"memory", fmt.Sprintf("%d MiB", v.MemoryMiB)}, {"disk", sizes.Format(v.DiskSize)},
-				{"vmm", v.VMM}, {"created", v.CreatedAt.Local().Format(time.RFC3339)}, {"dir", v.Dir}, {"console", v.ConsoleLog},
+				{"vmm", v.VMM}, {"address", v.GuestIP}, {"dns name", v.DNSName},
+				{"created", v.CreatedAt.Local().Format(time.RFC3339)}, {"dir", v.Dir}, {"console", v.ConsoleLog},
+			}
+			if v.NAT {
+				rows = append(rows, [2]string{"nat", "on"})
 			}
 			if v.PID != 0 {
 				rows = append(rows, [2]string{"pid", fmt.Sprint(v.PID)})
