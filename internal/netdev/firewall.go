@@ -53,7 +53,8 @@ var MetadataAddr = netip.MustParseAddr("169.254.169.254")
 // nftables transaction: the old tables are deleted and the new ones built in
 // a single batch, so the kernel switches from the old rules to the new ones
 // atomically and never runs without them, and a failed batch leaves the old
-// rules in force.
+// rules in force. With the xtables backend it rebuilds banger's iptables
+// chains instead, chain by chain (see xtables.go).
 //
 // It also sets IPv4 forwarding, which only NAT needs (see setForwarding).
 func (h *Host) ApplyFirewall(ctx context.Context, fw Firewall) error {
@@ -66,17 +67,15 @@ func (h *Host) ApplyFirewall(ctx context.Context, fw Firewall) error {
 		return fmt.Errorf("apply firewall for bridge %s: %w", fw.Bridge, err)
 	}
 	defer unlock()
-	c, err := h.nft()
+	if err := h.chooseBackend(ctx); err != nil {
+		return fmt.Errorf("apply firewall for bridge %s: %w", fw.Bridge, err)
+	}
+	if h.xt != nil {
+		err = h.xt.apply(ctx, fw)
+	} else {
+		err = h.applyNftables(rs)
+	}
 	if err != nil {
-		return fmt.Errorf("apply firewall for bridge %s: %w", fw.Bridge, err)
-	}
-	if err := queueDeleteTables(c); err != nil {
-		return fmt.Errorf("apply firewall for bridge %s: %w", fw.Bridge, err)
-	}
-	for _, t := range rs.tables {
-		rs.queue(c, t)
-	}
-	if err := c.Flush(); err != nil {
 		return fmt.Errorf("apply firewall for bridge %s: %w", fw.Bridge, err)
 	}
 	if err := h.setForwarding(fw.Bridge, len(fw.NAT) > 0); err != nil {
@@ -85,7 +84,8 @@ func (h *Host) ApplyFirewall(ctx context.Context, fw Firewall) error {
 	return nil
 }
 
-// ClearFirewall deletes banger's tables; missing tables are not an error.
+// ClearFirewall deletes banger's tables (or, with the xtables backend, its
+// chains and the jumps to them); missing ones are not an error.
 // IPv4 forwarding is left as it is: the bridge's own flag goes with the
 // bridge, and the global one may be relied on by others.
 func (h *Host) ClearFirewall(ctx context.Context) error {
@@ -94,17 +94,45 @@ func (h *Host) ClearFirewall(ctx context.Context) error {
 		return fmt.Errorf("clear firewall: %w", err)
 	}
 	defer unlock()
-	c, err := h.nft()
+	if err := h.chooseBackend(ctx); err != nil {
+		return fmt.Errorf("clear firewall: %w", err)
+	}
+	if h.xt != nil {
+		err = h.xt.clear(ctx)
+	} else {
+		err = h.clearNftables()
+	}
 	if err != nil {
 		return fmt.Errorf("clear firewall: %w", err)
 	}
-	if err := queueDeleteTables(c); err != nil {
-		return fmt.Errorf("clear firewall: %w", err)
-	}
-	if err := c.Flush(); err != nil {
-		return fmt.Errorf("clear firewall: %w", err)
-	}
 	return nil
+}
+
+// applyNftables replaces banger's tables with rs in one batch.
+func (h *Host) applyNftables(rs *ruleset) error {
+	c, err := h.nft()
+	if err != nil {
+		return err
+	}
+	if err := queueDeleteTables(c); err != nil {
+		return err
+	}
+	for _, t := range rs.tables {
+		rs.queue(c, t)
+	}
+	return c.Flush()
+}
+
+// clearNftables deletes banger's tables in one batch.
+func (h *Host) clearNftables() error {
+	c, err := h.nft()
+	if err != nil {
+		return err
+	}
+	if err := queueDeleteTables(c); err != nil {
+		return err
+	}
+	return c.Flush()
 }
 
 // queueDeleteTables adds the deletion of banger's tables to c's batch. The

@@ -5,10 +5,16 @@
 //
 // It runs in the root helper only. Everything goes through netlink and
 // nftables netlink batches, never through ip(8) or nft(8), so the helper
-// needs no binaries and no shell. A Host can be bound to a network namespace
-// (NewInNetns); then every link, rule, sysctl and tap queue it touches lives
-// in that namespace, which is how banger runs its whole network inside a
-// namespace and how the tests stay out of the machine's own one.
+// needs no shell and normally no binaries. The one exception is the
+// firewall on a host whose kernel (or sandbox) refuses nftables netlink
+// batches: then the same rules are built in banger's own iptables chains
+// with the iptables tools, run as argv (xtables.go). Each Host probes once
+// and keeps its choice; Backend reports it.
+//
+// A Host can be bound to a network namespace (NewInNetns); then every link,
+// rule, sysctl, tap queue and iptables run it touches lives in that
+// namespace, which is how banger runs its whole network inside a namespace
+// and how the tests stay out of the machine's own one.
 //
 // Names are not validated here beyond what the kernel needs: the helper's
 // ops validate names and prefixes and check its ledger before calling in.
@@ -35,6 +41,10 @@ type Host struct {
 	// ns is the target namespace, or -1 for the namespace the process
 	// (more precisely: the calling thread) is in.
 	ns netns.NsHandle
+	// backend is the firewall backend, chosen at the first firewall
+	// operation (chooseBackend); xt is set when it is BackendXtables.
+	backend string
+	xt      *xtables
 }
 
 // New returns a Host acting in the caller's network namespace.

@@ -17,10 +17,14 @@ import (
 // (br-fc, or br-fc<suffix> when configured) and the per-VM taps.
 var LinkPrefixes = []string{"br-fc", "tap-fc"}
 
-// LeaksIn lists banger's links (LinkPrefixes) and nftables tables (any
-// family named netdev.TableName) in the network namespace at nsPath, or in
-// the caller's namespace when nsPath is "". Entries read "link NAME" and
-// "nftables FAMILY NAME", sorted.
+// XtablesChainPrefix starts the names of the xtables backend's chains.
+const XtablesChainPrefix = "BANGER-"
+
+// LeaksIn lists banger's links (LinkPrefixes), nftables tables (any
+// family named netdev.TableName) and chains named XtablesChainPrefix* in
+// the network namespace at nsPath, or in the caller's namespace when nsPath
+// is "". Entries read "link NAME",
+// "nftables FAMILY NAME" and "nftables chain FAMILY TABLE NAME", sorted.
 func LeaksIn(nsPath string) ([]string, error) {
 	h := &netlink.Handle{}
 	var nft *nftables.Conn
@@ -63,6 +67,18 @@ func LeaksIn(nsPath string) ([]string, error) {
 	for _, t := range tables {
 		if t.Name == netdev.TableName {
 			out = append(out, fmt.Sprintf("nftables %s %s", familyName(t.Family), t.Name))
+		}
+	}
+	// The xtables backend's chains, when made by iptables-nft, are nftables
+	// chains in the tools' own tables (iptables-legacy ones are not visible
+	// here).
+	chains, err := nft.ListChains()
+	if err != nil {
+		return nil, fmt.Errorf("list nftables chains: %w", err)
+	}
+	for _, c := range chains {
+		if strings.HasPrefix(c.Name, XtablesChainPrefix) {
+			out = append(out, fmt.Sprintf("nftables chain %s %s %s", familyName(c.Table.Family), c.Table.Name, c.Name))
 		}
 	}
 	sort.Strings(out)
