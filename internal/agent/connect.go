@@ -90,6 +90,9 @@ func pipe(st net.Conn, r io.Reader, c *net.TCPConn) {
 		defer close(upDone)
 		_, err := io.Copy(c, r)
 		hostDone.Store(true)
+		// A write towards the host may already be blocked on a full window:
+		// setting the deadline here wakes it, so it cannot wait forever.
+		_ = st.SetWriteDeadline(time.Now().Add(connectStall))
 		if err != nil {
 			_ = c.Close()
 			return
