@@ -55,11 +55,18 @@ func isTTY(f any) bool {
 
 // progress prints daemon progress lines to stderr on a terminal only, so
 // scripted output stays clean.
+// Lines starting with "note: " are shown everywhere: they tell the user
+// about a choice banger made for them (such as a fallback image).
 func (e *env) progress() func(string) {
-	if !isTTY(e.stderr) {
-		return nil
+	tty := isTTY(e.stderr)
+	return func(s string) {
+		switch {
+		case strings.HasPrefix(s, "note: "):
+			fmt.Fprintln(e.stderr, "banger: "+s)
+		case tty:
+			fmt.Fprintln(e.stderr, dim("· "+s))
+		}
 	}
-	return func(s string) { fmt.Fprintln(e.stderr, dim("· "+s)) }
 }
 
 func dim(s string) string {

@@ -59,7 +59,7 @@ func (s *Service) resolveImage(ctx context.Context, name string, progress Progre
 		return im, errdefs.NotFound("image %q not found (see 'banger image list')", name)
 	}
 	if name != config.MinimalImageName {
-		progress.say("image %q not found; using the built-in minimal image (build the full one with 'banger image build --debootstrap bookworm --name %s')", name, name)
+		progress.say("note: image %q not found, using the built-in minimal image (build it with 'banger image build --debootstrap bookworm --name %s', or set default_image_name = \"minimal\")", name, name)
 	}
 	return s.EnsureMinimal(ctx, progress)
 }
