@@ -71,6 +71,10 @@ func TestNetwork(t *testing.T) {
 			_ = sup.Process.Kill()
 			t.Errorf("banger system run did not stop on SIGTERM")
 		}
+		// No helper or bangerd of this run is left.
+		if pids := procsFrom(ownerBin); len(pids) > 0 {
+			t.Errorf("processes still running from %s: %v", ownerBin, pids)
+		}
 		// With no VM left running, stopping banger leaves no bridge, tap
 		// or nftables table in the namespace.
 		leaks, err := netdevtest.LeaksIn(ns.path)
@@ -140,6 +144,16 @@ func TestNetwork(t *testing.T) {
 		webIP = r.Answer[0].(*dns.A).A.String()
 	})
 
+	// The same answer from dig, as a user would ask.
+	if dig, err := exec.LookPath("dig"); err == nil {
+		out, err := exec.Command("ip", "netns", "exec", ns.name, dig, "@127.0.0.1", "-p", "42069", "+short", "web.vm").CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != webIP {
+			t.Errorf("dig web.vm = %q, %v; want %s", out, err, webIP)
+		}
+	} else {
+		t.Log("dig not installed; checked with the Go resolver only")
+	}
+
 	// Reachable from the host at that address...
 	ns.do(t, func() {
 		body, err := httpGet(net.JoinHostPort(webIP, "8080"))
@@ -181,6 +195,23 @@ func TestNetwork(t *testing.T) {
 			t.Errorf("leaked after delete: %s", l)
 		}
 	}
+}
+
+// procsFrom lists processes whose executable lives in dir.
+func procsFrom(dir string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		exe, err := os.Readlink("/proc/" + e.Name() + "/exe")
+		if err == nil && strings.HasPrefix(exe, dir+"/") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // ownerBin holds the owner's copies of the binaries.
