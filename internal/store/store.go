@@ -267,6 +267,9 @@ type Image struct {
 	Size      int64
 	Source    string
 	CreatedAt time.Time
+	// Note is not stored: resolution may attach a message for the user
+	// (such as a fallback to the minimal image).
+	Note string
 }
 
 // PutImage inserts or (with replace) overwrites an image name.

@@ -58,10 +58,13 @@ func (s *Service) resolveImage(ctx context.Context, name string, progress Progre
 	if explicit && name != config.MinimalImageName {
 		return im, errdefs.NotFound("image %q not found (see 'banger image list')", name)
 	}
-	if name != config.MinimalImageName {
-		progress.say("note: image %q not found, using the built-in minimal image (build it with 'banger image build --debootstrap bookworm --name %s', or set default_image_name = \"minimal\")", name, name)
+	im, err = s.EnsureMinimal(ctx, progress)
+	if err == nil && name != config.MinimalImageName {
+		// A note, not an error: the caller shows it once the VM really is
+		// created, so a request that fails for another reason stays quiet.
+		im.Note = fmt.Sprintf("note: image %q not found, using the built-in minimal image (build it with 'banger image build --debootstrap bookworm --name %s', or set default_image_name = \"minimal\")", name, name)
 	}
-	return s.EnsureMinimal(ctx, progress)
+	return im, err
 }
 
 // EnsureMinimal returns the built-in minimal image, building it if needed.

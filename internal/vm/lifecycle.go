@@ -91,12 +91,15 @@ func (s *Service) Get(ctx context.Context, ref string) (api.VM, error) {
 // Nothing is left behind when it fails before the VM is recorded; a VM that
 // fails to boot stays, in state error, for inspection.
 func (s *Service) Create(ctx context.Context, req api.CreateVMRequest, progress Progress) (api.VM, error) {
-	v, err := s.plan(ctx, req, progress)
+	v, note, err := s.plan(ctx, req, progress)
 	if err != nil {
 		return api.VM{}, err
 	}
 	if err := s.makeDisks(ctx, &v, progress); err != nil {
 		return api.VM{}, err
+	}
+	if note != "" {
+		progress.say("%s", note)
 	}
 	if req.NoStart {
 		return s.View(v), nil
@@ -105,25 +108,27 @@ func (s *Service) Create(ctx context.Context, req api.CreateVMRequest, progress 
 }
 
 // plan validates a create request into a record without touching disk.
-func (s *Service) plan(ctx context.Context, req api.CreateVMRequest, progress Progress) (store.VM, error) {
+// It also returns a note for the user (e.g. a fallback image) to show
+// once the VM is really created.
+func (s *Service) plan(ctx context.Context, req api.CreateVMRequest, progress Progress) (store.VM, string, error) {
 	v := store.VM{ID: newID(), State: api.StateCreated, CreatedAt: time.Now()}
 	if req.Name != "" {
 		if err := namegen.Validate(req.Name); err != nil {
-			return v, errdefs.Invalid("invalid vm name: %v", err)
+			return v, "", errdefs.Invalid("invalid vm name: %v", err)
 		}
 		v.Name = req.Name
 	}
 	v.VCPU = s.defaults.VCPU.Value
 	if req.VCPUSet || req.VCPU != 0 {
 		if req.VCPU < 1 || req.VCPU > 64 {
-			return v, errdefs.Invalid("--vcpu %d: want 1 to 64", req.VCPU)
+			return v, "", errdefs.Invalid("--vcpu %d: want 1 to 64", req.VCPU)
 		}
 		v.VCPU = req.VCPU
 	}
 	v.MemoryMiB = s.defaults.MemoryMiB.Value
 	if req.MemorySet || req.MemoryMiB != 0 {
 		if req.MemoryMiB < minMemoryMiB {
-			return v, errdefs.Invalid("--memory %d: want at least %d MiB", req.MemoryMiB, minMemoryMiB)
+			return v, "", errdefs.Invalid("--memory %d: want at least %d MiB", req.MemoryMiB, minMemoryMiB)
 		}
 		v.MemoryMiB = req.MemoryMiB
 	}
@@ -131,22 +136,23 @@ func (s *Service) plan(ctx context.Context, req api.CreateVMRequest, progress Pr
 	if req.DiskSize != "" {
 		n, err := sizes.Parse(req.DiskSize)
 		if err != nil {
-			return v, errdefs.Invalid("--disk-size: %v", err)
+			return v, "", errdefs.Invalid("--disk-size: %v", err)
 		}
 		if n < 16<<20 {
-			return v, errdefs.Invalid("--disk-size %s: want at least 16M", req.DiskSize)
+			return v, "", errdefs.Invalid("--disk-size %s: want at least 16M", req.DiskSize)
 		}
 		v.DiskSize = n
 	}
 	if req.NAT && s.net == nil {
-		return v, errdefs.Invalid("--nat needs guest networking: run banger with its root helper (banger system run)")
+		return v, "", errdefs.Invalid("--nat needs guest networking: run banger with its root helper (banger system run)")
 	}
 	v.NAT = req.NAT
 	im, err := s.resolveImage(ctx, req.Image, progress)
 	if err != nil {
-		return v, err
+		return v, "", err
 	}
 	v.ImageName, v.ImageID = im.Name, im.ID
+	note := im.Note
 	kname := req.Kernel
 	if kname == "" {
 		kname = s.cfg.DefaultKernelName
@@ -154,12 +160,12 @@ func (s *Service) plan(ctx context.Context, req api.CreateVMRequest, progress Pr
 	k, err := s.st.GetKernel(ctx, kname)
 	if err != nil {
 		if errors.Is(err, errdefs.ErrNotFound) {
-			return v, errdefs.NotFound("kernel %q not found: import one with 'banger kernel import-deb linux-image-*.deb' (see README)", kname)
+			return v, "", errdefs.NotFound("kernel %q not found: import one with 'banger kernel import-deb linux-image-*.deb' (see README)", kname)
 		}
-		return v, err
+		return v, "", err
 	}
 	if _, err := kernel.Load(s.layout.KernelsDir, k.ID); err != nil {
-		return v, errdefs.NotFound("kernel %q: artifact %s is missing or damaged (%v); re-import it", kname, k.ID, err)
+		return v, "", errdefs.NotFound("kernel %q: artifact %s is missing or damaged (%v); re-import it", kname, k.ID, err)
 	}
 	v.KernelName, v.KernelID = k.Name, k.ID
 	if v.Name == "" {
@@ -168,9 +174,9 @@ func (s *Service) plan(ctx context.Context, req api.CreateVMRequest, progress Pr
 			return err == nil
 		})
 	} else if _, err := s.st.GetVM(ctx, v.Name); err == nil {
-		return v, errdefs.Exists("vm %q already exists", v.Name)
+		return v, "", errdefs.Exists("vm %q already exists", v.Name)
 	}
-	return v, nil
+	return v, note, nil
 }
 
 // makeDisks records the VM and creates its disks, rolling both back on error.

@@ -88,7 +88,7 @@ func TestPlanRejectsBadInput(t *testing.T) {
 		{"missing kernel", api.CreateVMRequest{Image: "img", Kernel: "nokernel"}, errdefs.ErrNotFound, "nokernel"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := svc.plan(ctx, tc.req, nil)
+			_, _, err := svc.plan(ctx, tc.req, nil)
 			if !errors.Is(err, tc.cat) {
 				t.Fatalf("err = %v, want category %v", err, tc.cat)
 			}
