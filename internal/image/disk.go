@@ -19,18 +19,24 @@ const WorkDiskLabel = "banger-work"
 // CloneFile copies src to dst for a VM's private disk: a reflink (FICLONE)
 // where the filesystem shares extents, else a sparse copy that keeps
 // holes. dst appears complete or not at all.
-func CloneFile(src, dst string) (err error) {
+func CloneFile(src, dst string) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("open clone source: %w", err)
 	}
 	defer in.Close()
+	return CloneFrom(in, dst)
+}
+
+// CloneFrom is CloneFile from an open file (e.g. one handed over by the
+// root helper as an fd, with no path the caller could open).
+func CloneFrom(in *os.File, dst string) (err error) {
 	st, err := in.Stat()
 	if err != nil {
 		return fmt.Errorf("stat clone source: %w", err)
 	}
 	if !st.Mode().IsRegular() {
-		return fmt.Errorf("clone %s: not a regular file", src)
+		return fmt.Errorf("clone %s: not a regular file", in.Name())
 	}
 	out, err := os.CreateTemp(filepath.Dir(dst), "."+filepath.Base(dst)+".tmp-")
 	if err != nil {
