@@ -1,8 +1,8 @@
 // Command banger-helper is banger's root helper: it runs as root, listens
 // on a unix socket in a root-owned directory and performs the closed list
 // of typed privileged ops in internal/privop (bridge, taps, tap fds,
-// firewall, host DNS routing of .vm) for root and the owner registered in
-// the install metadata. With --netns, host DNS routing is off: it would
+// firewall, host DNS routing of .vm, Debian image builds with debootstrap)
+// for root and the owner registered in the install metadata. With --netns, host DNS routing is off: it would
 // act on the host's namespace, not the one banger's bridge lives in.
 //
 //	banger-helper [--socket PATH] [--install-meta PATH] [--state-dir DIR] [--netns PATH]
@@ -23,6 +23,7 @@ import (
 	"syscall"
 
 	"banger/internal/helper"
+	"banger/internal/image"
 	"banger/internal/installmeta"
 	"banger/internal/netdev"
 	"banger/internal/resolved"
@@ -44,7 +45,7 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("banger-helper", flag.ContinueOnError)
 	socket := fs.String("socket", helper.DefaultSocket, "unix socket to serve on (its directory is made root-owned 0711)")
 	metaPath := fs.String("install-meta", installmeta.DefaultPath, "install metadata naming the owner")
-	stateDir := fs.String("state-dir", helper.DefaultStateDir, "root-owned directory for the helper's ledger")
+	stateDir := fs.String("state-dir", helper.DefaultStateDir, "root-owned directory for the helper's ledger and image builds")
 	netnsPath := fs.String("netns", "", "run every network op inside this network namespace (e.g. /run/netns/NAME)")
 	debug := fs.Bool("debug", false, "log debug messages")
 	if err := fs.Parse(args); err != nil {
@@ -87,6 +88,7 @@ func run(ctx context.Context, args []string) error {
 	cfg := helper.Config{
 		Net: host, Ledger: ledger, OwnerUID: meta.OwnerUID, OwnerGID: meta.OwnerGID,
 		Version: version.Version, Log: log,
+		StateDir: *stateDir, Images: debootstrapBuilder{},
 	}
 	if *netnsPath != "" {
 		// systemd-resolved serves the host's namespace; a bridge of the
@@ -107,5 +109,15 @@ func run(ctx context.Context, args []string) error {
 		"version", version.Version, "bridges", bridges, "taps", taps, "netns", *netnsPath)
 	err = srv.Serve(ctx, ln)
 	log.Info("banger-helper stopped")
+	return err
+}
+
+// debootstrapBuilder builds images with internal/image (debootstrap, then
+// an ext4 made without mounting).
+type debootstrapBuilder struct{}
+
+// BuildDebootstrap implements helper.ImageBuilder.
+func (debootstrapBuilder) BuildDebootstrap(ctx context.Context, suite, mirror, out, workDir string) error {
+	_, err := image.BuildDebootstrap(ctx, suite, out, image.BuildOptions{WorkDir: workDir, Mirror: mirror})
 	return err
 }

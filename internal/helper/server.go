@@ -10,7 +10,11 @@
 // bytes; a larger declared length is refused before the body is read.
 // Bridges and taps are acted on only if the helper's ledger says it created
 // them. The network work itself is done by a Net (internal/netdev); routing
-// of the host's ".vm" lookups by a Resolver (internal/resolved).
+// of the host's ".vm" lookups by a Resolver (internal/resolved); Debian
+// image builds by an ImageBuilder (internal/image, wired by the binary).
+// An image build runs alone (a second one is refused as busy, other ops are
+// still served), in a directory of the state dir that is gone before the
+// answer, and has BuildTimeout instead of OpTimeout.
 //
 // Socket permissions (see Listen): the socket lives in a directory owned by
 // root with mode 0711, so only root can create, replace or remove entries
@@ -27,6 +31,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -44,6 +49,9 @@ const (
 	DefaultReadTimeout = 5 * time.Second
 	DefaultOpTimeout   = 60 * time.Second
 	DefaultMaxConns    = 128
+	// DefaultBuildTimeout bounds one image build (debootstrap takes
+	// minutes).
+	DefaultBuildTimeout = 30 * time.Minute
 )
 
 // Config configures a Server.
@@ -57,13 +65,22 @@ type Config struct {
 	// taps are created owned by them.
 	OwnerUID int
 	OwnerGID int
-	Version  string
-	Log      *slog.Logger
+	// StateDir is the helper's root-owned state directory; image builds
+	// happen in its BuildDir. Required when Images is set.
+	StateDir string
+	// Images builds root images for debootstrap_image; nil answers that
+	// op with an internal "image building not configured".
+	Images  ImageBuilder
+	Version string
+	Log     *slog.Logger
 	// ReadTimeout bounds the time from accept to the last byte of the
 	// request. Default DefaultReadTimeout.
 	ReadTimeout time.Duration
 	// OpTimeout bounds one op. Default DefaultOpTimeout.
 	OpTimeout time.Duration
+	// BuildTimeout bounds one image build, in place of OpTimeout. Default
+	// DefaultBuildTimeout.
+	BuildTimeout time.Duration
 	// MaxConns bounds connections handled at once; past it, new ones get
 	// an internal "busy" answer. Default DefaultMaxConns.
 	MaxConns int
@@ -77,7 +94,10 @@ type Server struct {
 	// opMu serializes ops that change state, so the ledger and the host
 	// move together.
 	opMu sync.Mutex
-	wg   sync.WaitGroup
+	// buildMu is held by the one image build in progress; a second build
+	// does not wait for it but is refused as busy.
+	buildMu sync.Mutex
+	wg      sync.WaitGroup
 }
 
 // NewServer checks cfg and returns a Server.
@@ -100,6 +120,12 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = DefaultOpTimeout
 	}
+	if cfg.BuildTimeout <= 0 {
+		cfg.BuildTimeout = DefaultBuildTimeout
+	}
+	if cfg.Images != nil && (!filepath.IsAbs(cfg.StateDir) || filepath.Clean(cfg.StateDir) != cfg.StateDir) {
+		return nil, fmt.Errorf("new helper server: state dir %q: want a clean absolute path to build images in", cfg.StateDir)
+	}
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = DefaultMaxConns
 	}
@@ -109,7 +135,9 @@ func NewServer(cfg Config) (*Server, error) {
 // Serve accepts connections on ln until ctx is done, then closes ln and
 // waits for the connections in progress (each bounded by ReadTimeout and
 // OpTimeout). Ops already running are not cancelled by ctx: a half-made
-// tap is worse than a slow shutdown.
+// tap is worse than a slow shutdown. Image builds are the exception: ctx
+// cancels them (their directory is removed either way), so a stop does not
+// wait up to BuildTimeout.
 func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
@@ -136,7 +164,7 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 			defer s.wg.Done()
 			defer func() { <-s.slots }()
 			defer conn.Close()
-			s.handle(opCtx, conn)
+			s.handle(opCtx, ctx, conn)
 		}()
 	}
 	ln.Close()
@@ -145,8 +173,8 @@ func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 }
 
 // handle serves one connection: check the peer, read one request, run it,
-// answer.
-func (s *Server) handle(ctx context.Context, conn *net.UnixConn) {
+// answer. Ops run under ctx, image builds under buildCtx.
+func (s *Server) handle(ctx, buildCtx context.Context, conn *net.UnixConn) {
 	start := time.Now()
 	cred, err := peercred.Get(conn)
 	if err != nil {
@@ -182,7 +210,11 @@ func (s *Server) handle(ctx context.Context, conn *net.UnixConn) {
 		return
 	}
 	log = log.With("op", op.Name())
-	octx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
+	timeout := s.cfg.OpTimeout
+	if _, ok := op.(privop.DebootstrapImage); ok {
+		ctx, timeout = buildCtx, s.cfg.BuildTimeout
+	}
+	octx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	result, file, err := s.dispatch(octx, cred, op)
 	if file != nil {
@@ -288,6 +320,14 @@ func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op)
 		defer s.opMu.Unlock()
 		r, err := s.clearResolverRouting(ctx, o)
 		return r, nil, err
+	case privop.DebootstrapImage:
+		// Not under opMu: a build takes minutes and touches neither the
+		// ledger nor the network.
+		r, f, err := s.buildDebootstrap(ctx, o)
+		if err != nil {
+			return nil, nil, err
+		}
+		return r, f, nil
 	default:
 		return nil, nil, privop.Errorf(privop.CodeBadRequest, "op %s is not served by the helper", op.Name())
 	}

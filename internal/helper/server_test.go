@@ -73,7 +73,7 @@ func startServer(t *testing.T, mod func(*Config)) *harness {
 	if h.ledger, err = OpenLedger(h.stateDir); err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Net: h.net, Ledger: h.ledger, OwnerUID: h.owner, OwnerGID: os.Getgid(), Version: "test",
+	cfg := Config{Net: h.net, Ledger: h.ledger, OwnerUID: h.owner, OwnerGID: os.Getgid(), Version: "test", StateDir: h.stateDir,
 		Resolver: &fakeResolver{reason: "fake resolver: not available"}} // never the host's resolvectl
 	if mod != nil {
 		mod(&cfg)

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"net/netip"
 	"regexp"
+	"strings"
 	"testing"
 )
 
 var (
 	acceptedBridge = regexp.MustCompile(`^br-fc(-[a-z0-9]{1,9})?$`)
 	acceptedTap    = regexp.MustCompile(`^tap-fc-[a-z0-9]{1,8}$`)
+	acceptedSuite  = regexp.MustCompile(`^[a-z][a-z0-9-]{1,31}$`)
 )
 
 // FuzzDecodeRequest feeds arbitrary bytes to the frame reader and the
@@ -22,6 +24,8 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"op":"ping"}`))
 	f.Add([]byte(`{"op":"create_tap","args":{"tap":"tap-fc-a","bridge":"br-fc","mtu":1500}}`))
 	f.Add([]byte(`{"op":"sync_resolver_routing","args":{"bridge":"br-fc","server":"172.16.0.1:42069"}}`))
+	f.Add([]byte(`{"op":"debootstrap_image","args":{"suite":"bookworm","mirror":"http://deb.debian.org/debian"}}`))
+	f.Add([]byte(`{"op":"debootstrap_image","args":{"suite":"trixie","mirror":""}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if _, err := ReadFrame(bytes.NewReader(data), MaxRequest); err == nil {
 			if len(data) < 4 {
@@ -112,6 +116,14 @@ func checkAccepted(t *testing.T, op Op) {
 		}
 	case ClearResolverRouting:
 		bridge(o.Bridge)
+	case DebootstrapImage:
+		if !acceptedSuite.MatchString(o.Suite) {
+			t.Fatalf("accepted suite %q", o.Suite)
+		}
+		if o.Mirror != "" && (len(o.Mirror) > MaxMirrorLen || strings.ContainsAny(o.Mirror, " \t\r\n\x00") ||
+			!(strings.HasPrefix(o.Mirror, "http://") || strings.HasPrefix(o.Mirror, "https://"))) {
+			t.Fatalf("accepted mirror %q", o.Mirror)
+		}
 	case Ping, ClearFirewall:
 	default:
 		t.Fatalf("decoded an op outside the closed list: %T", op)

@@ -281,6 +281,38 @@ type ResolverRoutingResult struct {
 	Reason  string `json:"reason,omitempty"`
 }
 
+// DebootstrapImage builds a Debian root image (ext4) for Suite with
+// debootstrap, from Mirror (empty: the image package's default). The
+// request names no path: the helper builds in a fresh directory of its own
+// state dir, removes it, and answers with the finished image as a read-only
+// fd (SCM_RIGHTS) beside a DebootstrapImageResult. One build runs at a
+// time; a second one is refused as busy.
+type DebootstrapImage struct {
+	Suite  string `json:"suite"`
+	Mirror string `json:"mirror"`
+}
+
+// DebootstrapImageResult is DebootstrapImage's answer; the image's fd
+// travels beside it.
+type DebootstrapImageResult struct {
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"` // lowercase hex
+}
+
+// Name implements Op.
+func (DebootstrapImage) Name() string { return "debootstrap_image" }
+
+// Validate implements Op.
+func (o DebootstrapImage) Validate() error {
+	if err := ValidSuite(o.Suite); err != nil {
+		return err
+	}
+	if o.Mirror == "" {
+		return nil
+	}
+	return ValidMirror(o.Mirror)
+}
+
 // opDecoder decodes one op's args strictly.
 type opDecoder func(args []byte) (Op, error)
 
@@ -307,6 +339,7 @@ var helperOps = map[string]opDecoder{
 
 	SyncResolverRouting{}.Name():  decoderFor[SyncResolverRouting](),
 	ClearResolverRouting{}.Name(): decoderFor[ClearResolverRouting](),
+	DebootstrapImage{}.Name():     decoderFor[DebootstrapImage](),
 }
 
 // HelperOps lists the wire names of the ops the helper serves, sorted.

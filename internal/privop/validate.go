@@ -5,10 +5,13 @@ import (
 	"fmt"
 	"io/fs"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Limits shared by the validators.
@@ -21,6 +24,8 @@ const (
 	ifNameMax = 15
 	// maxListLen bounds every list in a request.
 	maxListLen = 4096
+	// MaxMirrorLen bounds a Debian mirror URL, in bytes.
+	MaxMirrorLen = 512
 )
 
 var (
@@ -51,6 +56,41 @@ func ValidBridgeName(name string) error {
 func ValidTapName(name string) error {
 	if len(name) > ifNameMax || !tapRe.MatchString(name) {
 		return fmt.Errorf("tap %q: not a banger tap name (want tap-fc-[a-z0-9]{1,8})", name)
+	}
+	return nil
+}
+
+// ValidSuite checks that suite is a Debian suite name such as "bookworm":
+// a lowercase letter, then 1 to 31 of [a-z0-9-].
+func ValidSuite(suite string) error {
+	if !suiteRe.MatchString(suite) {
+		return fmt.Errorf("suite %q: want a Debian suite name such as bookworm ([a-z][a-z0-9-]{1,31})", truncate(suite, 64))
+	}
+	return nil
+}
+
+// ValidMirror checks that mirror is an absolute http or https URL with a
+// host, at most MaxMirrorLen bytes of valid UTF-8, without spaces or
+// control characters.
+func ValidMirror(mirror string) error {
+	if len(mirror) > MaxMirrorLen {
+		return fmt.Errorf("mirror: %d bytes, want at most %d", len(mirror), MaxMirrorLen)
+	}
+	if !utf8.ValidString(mirror) {
+		return fmt.Errorf("mirror %q: not valid UTF-8", mirror)
+	}
+	if strings.IndexFunc(mirror, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		return fmt.Errorf("mirror %q: contains a space or control character", mirror)
+	}
+	if !strings.HasPrefix(mirror, "http://") && !strings.HasPrefix(mirror, "https://") {
+		return fmt.Errorf("mirror %q: want an http or https URL", mirror)
+	}
+	u, err := url.Parse(mirror)
+	if err != nil {
+		return fmt.Errorf("mirror %q: %w", mirror, err)
+	}
+	if u.Host == "" || u.User != nil {
+		return fmt.Errorf("mirror %q: want an http(s) URL with a host and no user info", mirror)
 	}
 	return nil
 }

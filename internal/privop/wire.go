@@ -13,7 +13,8 @@ import (
 // one answer. Each is a frame: a 4-byte big-endian length, then that many
 // bytes of JSON. A request is {"op":NAME,"args":{...}}; an answer is
 // {"ok":true,"result":{...}} or {"ok":false,"error":{"code":...,"message":...}}.
-// An open_tap answer carries the tap's fd as SCM_RIGHTS on its first byte.
+// An open_tap answer carries the tap's fd, and a debootstrap_image answer
+// the finished image's fd, as SCM_RIGHTS on its first byte.
 
 // Frame limits.
 const (
@@ -30,6 +31,9 @@ const (
 	CodeForbidden  Code = "forbidden"
 	CodeNotFound   Code = "not_found"
 	CodeInternal   Code = "internal"
+	// CodeBusy: the helper is already running an exclusive op (an image
+	// build); retry later.
+	CodeBusy Code = "busy"
 )
 
 // Error is a failed answer: the helper refused or failed an op.

@@ -16,7 +16,10 @@ import (
 )
 
 // fakeHelper records the ops bangerd asks for, one line each.
-type fakeHelper struct{ ops []string }
+type fakeHelper struct {
+	ops   []string
+	image string // file handed back for debootstrap_image
+}
 
 func (f *fakeHelper) Call(_ context.Context, op privop.Op) (json.RawMessage, *os.File, error) {
 	if err := op.Validate(); err != nil {
@@ -26,6 +29,10 @@ func (f *fakeHelper) Call(_ context.Context, op privop.Op) (json.RawMessage, *os
 	f.ops = append(f.ops, op.Name()+" "+string(b))
 	if _, ok := op.(privop.SyncResolverRouting); ok {
 		return json.RawMessage(`{"applied":false,"reason":"no resolved"}`), nil, nil
+	}
+	if _, ok := op.(privop.DebootstrapImage); ok && f.image != "" {
+		file, err := os.Open(f.image)
+		return json.RawMessage(`{}`), file, err
 	}
 	return json.RawMessage(`{}`), nil, nil
 }
@@ -96,5 +103,32 @@ func TestNetworkPlansHelperOps(t *testing.T) {
 	}
 	if c := n.cmdline(ip); c != "banger.net=172.16.0.3/24,gw=172.16.0.1,mtu=1500,dns=172.16.0.1,dnsport=42069" {
 		t.Fatalf("cmdline = %q", c)
+	}
+}
+
+// TestDebootstrapThroughHelper: with a helper, the Debian build is the
+// helper's op and the image arrives as an fd that bangerd copies.
+func TestDebootstrapThroughHelper(t *testing.T) {
+	dir := t.TempDir()
+	src := dir + "/built.ext4"
+	if err := os.WriteFile(src, []byte("pretend ext4"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fh := &fakeHelper{image: src}
+	n, err := newNetwork(NetworkOptions{Helper: fh, Bridge: "br-fc", Subnet: "172.16.0.0/24", MTU: 1500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Service{net: n}
+	out := dir + "/out.ext4"
+	if err := s.debootstrap(context.Background(), "bookworm", "", out, dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil || string(got) != "pretend ext4" {
+		t.Fatalf("copied image = %q, %v", got, err)
+	}
+	if len(fh.ops) != 1 || !strings.HasPrefix(fh.ops[0], `debootstrap_image {"suite":"bookworm"`) {
+		t.Fatalf("helper ops = %v", fh.ops)
 	}
 }

@@ -2,7 +2,8 @@
 // (internal/privop): it dials the helper's socket, checks through
 // SO_PEERCRED that the process serving it is root before sending anything,
 // sends one typed op per connection and returns the result, a typed
-// *privop.Error, or a file descriptor passed with SCM_RIGHTS (open_tap).
+// *privop.Error, or a file descriptor passed with SCM_RIGHTS (open_tap,
+// debootstrap_image).
 package client
 
 import (
@@ -26,6 +27,10 @@ var ErrNotRoot = errors.New("helper socket is not served by root")
 
 // DefaultTimeout bounds a call whose ctx has no deadline.
 const DefaultTimeout = 90 * time.Second
+
+// BuildTimeout bounds a DebootstrapImage call whose ctx has no deadline: a
+// little more than the helper's own build timeout.
+const BuildTimeout = 35 * time.Minute
 
 // Client calls the helper. The zero value is not usable; set Socket.
 type Client struct {
@@ -236,4 +241,41 @@ func (c *Client) resolverRouting(ctx context.Context, op privop.Op) (privop.Reso
 		return r, fmt.Errorf("decode %s result: %w", op.Name(), err)
 	}
 	return r, nil
+}
+
+// DebootstrapImage asks the helper to build a Debian image for suite (e.g.
+// "bookworm") from mirror (empty: the default Debian mirror). It returns the
+// image's size and sha256 and the finished ext4, open read-only at offset 0;
+// the caller owns the file (copy it where it belongs, then close it). The
+// helper keeps no copy. It takes minutes: without a deadline in ctx the call
+// is bounded by BuildTimeout. A build already in progress makes it fail
+// with a *privop.Error of code busy.
+func (c *Client) DebootstrapImage(ctx context.Context, suite, mirror string) (privop.DebootstrapImageResult, *os.File, error) {
+	var r privop.DebootstrapImageResult
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, BuildTimeout)
+		defer cancel()
+	}
+	raw, f, err := c.Call(ctx, privop.DebootstrapImage{Suite: suite, Mirror: mirror})
+	if err != nil {
+		return r, nil, err
+	}
+	if f == nil {
+		return r, nil, fmt.Errorf("build %s image: helper sent no file descriptor", suite)
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		f.Close()
+		return r, nil, fmt.Errorf("decode debootstrap_image result: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return r, nil, fmt.Errorf("stat built image: %w", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() != r.Size {
+		f.Close()
+		return r, nil, fmt.Errorf("build %s image: helper sent a %v file of %d bytes, want a regular file of %d", suite, fi.Mode().Type(), fi.Size(), r.Size)
+	}
+	return r, f, nil
 }

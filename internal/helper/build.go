@@ -1,0 +1,182 @@
+package helper
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"banger/internal/privop"
+
+	"golang.org/x/sys/unix"
+)
+
+// ImageBuilder builds root images for the debootstrap_image op. The
+// helper's binary implements it with internal/image; tests use a fake.
+// Suite and mirror have been validated; out and workDir are fresh paths
+// inside a root-owned 0700 directory of the helper's state dir.
+type ImageBuilder interface {
+	// BuildDebootstrap writes the finished ext4 image to out, staging in
+	// workDir. Mirror empty means the builder's default.
+	BuildDebootstrap(ctx context.Context, suite, mirror, out, workDir string) error
+}
+
+// BuildDir is the directory, inside the helper's state dir, where images
+// are built. It holds at most one build at a time and nothing between
+// builds.
+const BuildDir = "build"
+
+// buildDebootstrap runs one image build in a fresh directory under the
+// state dir and answers with the image's fd. The directory is removed
+// before answering (the open fd keeps the image alive) and on every
+// failure, so nothing is left on disk.
+func (s *Server) buildDebootstrap(ctx context.Context, o privop.DebootstrapImage) (privop.DebootstrapImageResult, *os.File, error) {
+	var res privop.DebootstrapImageResult
+	if s.cfg.Images == nil {
+		return res, nil, privop.Errorf(privop.CodeInternal, "image building not configured")
+	}
+	if !s.buildMu.TryLock() {
+		return res, nil, privop.Errorf(privop.CodeBusy, "busy: an image build is already in progress; retry when it is done")
+	}
+	defer s.buildMu.Unlock()
+
+	root := filepath.Join(s.cfg.StateDir, BuildDir)
+	// Only one build runs at a time, so anything already here was left by a
+	// helper that died mid-build.
+	if err := removeBuildTree(root); err != nil {
+		return res, nil, err
+	}
+	if err := os.Mkdir(root, 0o700); err != nil {
+		return res, nil, fmt.Errorf("create build dir: %w", err)
+	}
+	if err := checkPrivateDir(root); err != nil {
+		return res, nil, fmt.Errorf("check build dir: %w", err)
+	}
+	dir, err := os.MkdirTemp(root, "img-")
+	if err != nil {
+		return res, nil, fmt.Errorf("create build dir: %w", err)
+	}
+	defer func() {
+		if err := removeBuildTree(dir); err != nil {
+			s.log.Error("build dir left behind", "dir", dir, "err", err)
+		}
+	}()
+	workDir := filepath.Join(dir, "work")
+	if err := os.Mkdir(workDir, 0o700); err != nil {
+		return res, nil, fmt.Errorf("create work dir: %w", err)
+	}
+	out := filepath.Join(dir, "image.ext4")
+	if err := s.cfg.Images.BuildDebootstrap(ctx, o.Suite, o.Mirror, out, workDir); err != nil {
+		return res, nil, fmt.Errorf("build %s image: %w", o.Suite, err)
+	}
+	f, err := os.OpenFile(out, os.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return res, nil, fmt.Errorf("open built image: %w", err)
+	}
+	if res, err = finishImage(f, dir); err != nil {
+		f.Close()
+		return res, nil, err
+	}
+	return res, f, nil
+}
+
+// finishImage checks that f is a regular file, removes dir (f stays
+// readable), and hashes f from its start, leaving it at offset 0.
+func finishImage(f *os.File, dir string) (privop.DebootstrapImageResult, error) {
+	var res privop.DebootstrapImageResult
+	fi, err := f.Stat()
+	if err != nil {
+		return res, fmt.Errorf("stat built image: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return res, fmt.Errorf("built image is not a regular file (mode %v)", fi.Mode())
+	}
+	if err := removeBuildTree(dir); err != nil {
+		return res, err
+	}
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return res, fmt.Errorf("hash built image: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return res, fmt.Errorf("rewind built image: %w", err)
+	}
+	res.Size = n
+	res.SHA256 = hex.EncodeToString(h.Sum(nil))
+	return res, nil
+}
+
+// removeBuildTree removes dir and everything in it, unless something is
+// still mounted below it (a debootstrap that died with /proc mounted in its
+// tree): removal must never descend into a live mount.
+func removeBuildTree(dir string) error {
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	mounted, err := mountsUnder(dir)
+	if err != nil {
+		return fmt.Errorf("remove build dir: %w", err)
+	}
+	if len(mounted) > 0 {
+		return fmt.Errorf("remove build dir %s: still mounted below it: %v", dir, mounted)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove build dir: %w", err)
+	}
+	return nil
+}
+
+// mountsUnder lists the mount points strictly below dir, from
+// /proc/self/mountinfo.
+func mountsUnder(dir string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("read mounts: %w", err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(fields[4])
+		if strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read mounts: %w", err)
+	}
+	return out, nil
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space)
+// in a mountinfo path.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
+			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isOctal(c byte) bool { return c >= '0' && c <= '7' }
