@@ -99,10 +99,14 @@ func (n *network) ensureBridge(ctx context.Context) error {
 	}
 	if n.DNS != nil && n.DNSPort != 0 {
 		addr := netip.AddrPortFrom(n.plan.Gateway, n.DNSPort).String()
+		// Without it guests cannot resolve .vm names, but they still boot
+		// and reach everything else: a warning, not a failure. (It happens
+		// when the helper's network lives in another namespace.)
 		if _, err := n.DNS.AddListener(addr); err != nil {
-			return fmt.Errorf("serve dns on %s: %w", addr, err)
+			n.logf("guests cannot reach banger's DNS", "addr", addr, "err", err)
+		} else {
+			n.routeZone(ctx, addr)
 		}
-		n.routeZone(ctx, addr)
 	}
 	n.bridgeReady = true
 	return nil

@@ -33,89 +33,9 @@ func TestNetwork(t *testing.T) {
 	if os.Geteuid() != 0 || os.Getenv("BANGER_E2E_NETWORK") != "1" {
 		t.Skip("set BANGER_E2E_NETWORK=1 and run as root (make test does)")
 	}
-	ns := newNetns(t)
-	owner := ensureOwner(t, filepath.Join(h.root, "owner"))
-	// The owner's bangerd keeps its runtime dir in /tmp (no XDG_RUNTIME_DIR).
-	t.Cleanup(func() { _ = os.RemoveAll("/tmp/banger-" + owner.Uid) })
-	sock := filepath.Join(h.root, "h", "helper.sock")
-	// The owner cannot be assumed to reach the build tree or root's cache:
-	// give it its own copies.
-	ownerBin = filepath.Join(h.root, "ownerbin")
-	for _, b := range []string{"banger", "bangerd", "banger-helper", "banger-agent"} {
-		copyFile(t, filepath.Join(h.bin, b), filepath.Join(ownerBin, b), 0o755)
-	}
-	deb := filepath.Join(h.root, "kernel.deb")
-	copyFile(t, os.Getenv("BANGER_E2E_KERNEL_DEB"), deb, 0o644)
-
-	// Helper and daemon, in the namespace.
-	sup := exec.Command("ip", "netns", "exec", ns.name, filepath.Join(ownerBin, "banger"), "system", "run",
-		"--owner", owner.Username, "--install-meta", filepath.Join(h.root, "install.toml"),
-		"--helper-socket", sock, "--state-dir", filepath.Join(h.root, "hs"))
-	sup.Env = append(os.Environ(), "NO_COLOR=1")
-	out, err := sup.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var supLog strings.Builder
-	sup.Stderr = &lockedWriter{w: &supLog}
-	if err := sup.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = sup.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- sup.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = sup.Process.Kill()
-			t.Errorf("banger system run did not stop on SIGTERM")
-		}
-		// No helper or bangerd of this run is left.
-		if pids := procsFrom(ownerBin); len(pids) > 0 {
-			t.Errorf("processes still running from %s: %v", ownerBin, pids)
-		}
-		// With no VM left running, stopping banger leaves no bridge, tap
-		// or nftables table in the namespace.
-		leaks, err := netdevtest.LeaksIn(ns.path)
-		if err != nil {
-			t.Error(err)
-		}
-		if len(leaks) > 0 {
-			t.Errorf("left in the namespace after system run stopped: %v", leaks)
-		}
-		if t.Failed() {
-			t.Logf("system run log:\n%s", supLog.String())
-		}
-	})
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err == nil && line == "" {
-			err = io.EOF
-		}
-		ready <- err
-		_, _ = io.Copy(io.Discard, out)
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatalf("system run: %v\n%s", err, supLog.String())
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("system run not up after 60s:\n%s", supLog.String())
-	}
-
-	as := func(args ...string) result { return ownerRun(ns.name, owner, args...) }
-	mustAs := func(args ...string) string {
-		t.Helper()
-		r := as(args...)
-		if r.code != 0 {
-			t.Fatalf("banger %s as %s: exit %d: %s", strings.Join(args, " "), owner.Username, r.code, r.stderr)
-		}
-		return r.stdout
-	}
-	mustAs("kernel", "import-deb", deb, "--name", "default")
+	sp := startSplit(t, true)
+	ns, mustAs, owner := sp.ns, sp.mustAs, sp.owner
+	sp.ensureKernel(t)
 
 	// The allocated address shows up in the guest.
 	addrOut := mustAs("vm", "run", "--rm", "--image", "minimal", "--", "ip", "-4", "addr", "show", "eth0")
@@ -125,7 +45,7 @@ func TestNetwork(t *testing.T) {
 
 	// A server in one VM.
 	mustAs("vm", "create", "--name", "web", "--image", "minimal")
-	defer as("vm", "delete", "web")
+	defer sp.run("vm", "delete", "web")
 	mustAs("vm", "exec", "web", "--", "sh", "-c", "echo hello-web > /root/index.html; httpd -p 8080 -h /root")
 
 	// DNS answers NAME.vm on 127.0.0.1:42069 (inside the namespace).
@@ -232,6 +152,125 @@ func copyFile(t *testing.T, src, dst string, mode os.FileMode) {
 	if err := os.Chmod(dst, mode); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// split is a running privilege split: `banger system run` with the root
+// helper acting in a test namespace and bangerd dropped to a normal owner.
+type split struct {
+	ns     *testNetns
+	owner  *user.User
+	deb    string // kernel package the owner can read
+	run    func(args ...string) result
+	mustAs func(args ...string) string
+}
+
+// ensureKernel imports the default kernel for the owner once.
+func (sp *split) ensureKernel(t *testing.T) {
+	t.Helper()
+	if sp.run("kernel", "show", "default").code != 0 {
+		sp.mustAs("kernel", "import-deb", sp.deb, "--name", "default")
+	}
+}
+
+// startSplit starts the split. With inNetns the whole system (helper,
+// bangerd, VMs) runs inside the namespace; otherwise only the helper's
+// network ops go there (--netns) and bangerd runs in the host namespace,
+// so that the helper itself can reach the package mirror (debootstrap).
+func startSplit(t *testing.T, inNetns bool) *split {
+	t.Helper()
+	ns := newNetns(t)
+	owner := ensureOwner(t, filepath.Join(h.root, "owner"))
+	// The owner's bangerd keeps its runtime dir in /tmp (no XDG_RUNTIME_DIR).
+	t.Cleanup(func() { _ = os.RemoveAll("/tmp/banger-" + owner.Uid) })
+	sock := filepath.Join(h.root, "h", "helper.sock")
+	// The owner cannot be assumed to reach the build tree or root's cache:
+	// give it its own copies.
+	ownerBin = filepath.Join(h.root, "ownerbin")
+	for _, b := range []string{"banger", "bangerd", "banger-helper", "banger-agent"} {
+		copyFile(t, filepath.Join(h.bin, b), filepath.Join(ownerBin, b), 0o755)
+	}
+	deb := filepath.Join(h.root, "kernel.deb")
+	copyFile(t, os.Getenv("BANGER_E2E_KERNEL_DEB"), deb, 0o644)
+
+	args := []string{filepath.Join(ownerBin, "banger"), "system", "run",
+		"--owner", owner.Username, "--install-meta", filepath.Join(h.root, "install.toml"),
+		"--helper-socket", sock, "--state-dir", filepath.Join(h.root, "hs")}
+	var sup *exec.Cmd
+	if inNetns {
+		sup = exec.Command("ip", append([]string{"netns", "exec", ns.name}, args...)...)
+	} else {
+		sup = exec.Command(args[0], append(args[1:], "--netns", ns.path)...)
+	}
+	sup.Env = append(os.Environ(), "NO_COLOR=1")
+	out, err := sup.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var supLog strings.Builder
+	sup.Stderr = &lockedWriter{w: &supLog}
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = sup.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- sup.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = sup.Process.Kill()
+			t.Errorf("banger system run did not stop on SIGTERM")
+		}
+		// No helper or bangerd of this run is left.
+		if pids := procsFrom(ownerBin); len(pids) > 0 {
+			t.Errorf("processes still running from %s: %v", ownerBin, pids)
+		}
+		// With no VM left running, stopping banger leaves no bridge, tap
+		// or nftables table in the namespace.
+		leaks, err := netdevtest.LeaksIn(ns.path)
+		if err != nil {
+			t.Error(err)
+		}
+		if len(leaks) > 0 {
+			t.Errorf("left in the namespace after system run stopped: %v", leaks)
+		}
+		if t.Failed() {
+			t.Logf("system run log:\n%s", supLog.String())
+		}
+	})
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err == nil && line == "" {
+			err = io.EOF
+		}
+		ready <- err
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatalf("system run: %v\n%s", err, supLog.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("system run not up after 60s:\n%s", supLog.String())
+	}
+
+	nsName := ""
+	if inNetns {
+		nsName = ns.name
+	}
+	sp := &split{ns: ns, owner: owner, deb: deb}
+	sp.run = func(args ...string) result { return ownerRun(nsName, owner, args...) }
+	sp.mustAs = func(args ...string) string {
+		t.Helper()
+		r := sp.run(args...)
+		if r.code != 0 {
+			t.Fatalf("banger %s as %s: exit %d: %s", strings.Join(args, " "), owner.Username, r.code, r.stderr)
+		}
+		return r.stdout
+	}
+	return sp
 }
 
 func httpGet(hostport string) (string, error) {
@@ -341,12 +380,16 @@ func ensureOwner(t *testing.T, home string) *user.User {
 	return u
 }
 
+// ownerCmd runs the CLI as the owner, inside netns ns unless ns is "".
 func ownerCmd(ns string, u *user.User, args ...string) *exec.Cmd {
-	argv := append([]string{"netns", "exec", ns, "setpriv", "--reuid=" + u.Uid, "--regid=" + u.Gid, "--init-groups",
+	argv := append([]string{"setpriv", "--reuid=" + u.Uid, "--regid=" + u.Gid, "--init-groups",
 		"env", "-i", "HOME=" + u.HomeDir, "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin", "NO_COLOR=1",
 		"BANGER_HELPER_SOCKET=" + filepath.Join(h.root, "h", "helper.sock"),
 		filepath.Join(ownerBin, "banger")}, args...)
-	return exec.CommandContext(context.Background(), "ip", argv...)
+	if ns != "" {
+		argv = append([]string{"ip", "netns", "exec", ns}, argv...)
+	}
+	return exec.CommandContext(context.Background(), argv[0], argv[1:]...)
 }
 
 func ownerRun(ns string, u *user.User, args ...string) result {
