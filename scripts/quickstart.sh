@@ -34,21 +34,30 @@ quickstart_root() {
 	home=$(getent passwd "$owner" | cut -d: -f6)
 	install -d -m 0755 "$lib"
 	install -m 0755 bin/banger bin/bangerd bin/banger-helper bin/banger-agent "$lib/"
+	# The owner's bangerd must be the one system run supervises (with the
+	# helper), never one the CLI starts on its own: BANGER_DAEMON points
+	# the CLI's auto-start at nothing.
 	as_owner() {
 		setpriv --reuid="$uid" --regid="$gid" --init-groups \
-			env -i HOME="$home" USER="$owner" LOGNAME="$owner" PATH=/usr/local/bin:/usr/bin:/bin "$@"
+			env -i HOME="$home" USER="$owner" LOGNAME="$owner" PATH=/usr/local/bin:/usr/bin:/bin \
+			BANGER_DAEMON=/nonexistent "$@"
 	}
 	# Is the owner's bangerd (started by system run) up? Never let this
 	# check start a helper-less daemon itself.
-	if ! as_owner BANGER_DAEMON=/nonexistent "$lib/banger" version 2>/dev/null | grep -q '^bangerd'; then
-		echo "quickstart: starting banger's root helper and $owner's bangerd (log: /var/log/banger-system.log)" >&2
-		setsid nohup "$lib/banger" system run --owner "$owner" >>/var/log/banger-system.log 2>&1 </dev/null &
+	if ! as_owner "$lib/banger" version 2>/dev/null | grep -q '^bangerd'; then
+		local log=/var/log/banger-system.log
+		echo "quickstart: starting banger's root helper and $owner's bangerd (log: $log)" >&2
+		# A fresh log, so an "up" line from an earlier run cannot fool the wait.
+		[ -f "$log" ] && mv -f "$log" "$log.1"
+		setsid nohup "$lib/banger" system run --owner "$owner" >"$log" 2>&1 </dev/null &
+		local pid=$!
 		for _ in $(seq 1 120); do
-			grep -q 'banger system: up' /var/log/banger-system.log 2>/dev/null && break
+			grep -q 'banger system: up' "$log" 2>/dev/null && break
+			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.5
 		done
-		grep -q 'banger system: up' /var/log/banger-system.log || {
-			tail -20 /var/log/banger-system.log >&2
+		grep -q 'banger system: up' "$log" || {
+			tail -20 "$log" >&2
 			echo "quickstart: banger system run did not come up" >&2
 			exit 1
 		}
@@ -62,6 +71,11 @@ quickstart_root() {
 		echo "quickstart: importing kernel $(basename "$deb") as $owner" >&2
 		as_owner "$lib/banger" kernel import-deb "$tmp/kernel.deb" --name default
 		rm -rf "$tmp"
+	fi
+	if ! as_owner "$lib/banger" image show debian-bookworm >/dev/null 2>&1; then
+		echo "quickstart: building the debian-bookworm image through the root helper (about a minute)" >&2
+		as_owner "$lib/banger" image build --debootstrap bookworm --name debian-bookworm ||
+			echo "quickstart: could not build debian-bookworm; VMs use the built-in minimal image" >&2
 	fi
 	echo "quickstart: booting a VM as $owner" >&2
 	as_owner "$lib/banger" vm run --rm -- sh -c \
