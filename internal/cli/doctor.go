@@ -18,12 +18,8 @@ func newDoctorCommand(e *env) *cobra.Command {
 		Short: "Check the host and say which VMM will be used and why",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
 			var d api.Doctor
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/doctor", nil, &d); err != nil {
+			if err := e.call(cmd.Context(), http.MethodGet, "/v1/doctor", nil, &d); err != nil {
 				return err
 			}
 			if asJSON {

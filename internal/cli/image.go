@@ -20,12 +20,8 @@ func newImageCommand(e *env) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List images", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
 			ims := []api.Image{}
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/images", nil, &ims); err != nil {
+			if err := e.call(cmd.Context(), http.MethodGet, "/v1/images", nil, &ims); err != nil {
 				return err
 			}
 			if listJSON {
@@ -43,12 +39,8 @@ func newImageCommand(e *env) *cobra.Command {
 	show := &cobra.Command{
 		Use: "show NAME", Short: "Show one image", Args: exactArgs(1), ValidArgsFunction: completeImages(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
 			var im api.Image
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/images/"+url.PathEscape(args[0]), nil, &im); err != nil {
+			if err := e.call(cmd.Context(), http.MethodGet, "/v1/images/"+url.PathEscape(args[0]), nil, &im); err != nil {
 				return err
 			}
 			if showJSON {
@@ -64,12 +56,8 @@ func newImageCommand(e *env) *cobra.Command {
 		Use: "delete NAME...", Aliases: []string{"rm"}, Short: "Delete images (refused while VMs use them)",
 		Args: minArgs(1), ValidArgsFunction: completeImages(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
 			for _, n := range dedupe(args) {
-				if err := cl.Do(cmd.Context(), http.MethodDelete, "/v1/images/"+url.PathEscape(n), nil, nil); err != nil {
+				if err := e.call(cmd.Context(), http.MethodDelete, "/v1/images/"+url.PathEscape(n), nil, nil); err != nil {
 					return err
 				}
 				fmt.Fprintln(e.stdout, n)

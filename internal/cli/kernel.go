@@ -19,12 +19,8 @@ func newKernelCommand(e *env) *cobra.Command {
 	list := &cobra.Command{
 		Use: "list", Short: "List kernels", Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
 			ks := []api.Kernel{}
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/kernels", nil, &ks); err != nil {
+			if err := e.call(cmd.Context(), http.MethodGet, "/v1/kernels", nil, &ks); err != nil {
 				return err
 			}
 			if listJSON {
@@ -42,12 +38,8 @@ func newKernelCommand(e *env) *cobra.Command {
 	show := &cobra.Command{
 		Use: "show NAME", Short: "Show one kernel", Args: exactArgs(1), ValidArgsFunction: completeKernels(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
 			var k api.Kernel
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/kernels/"+url.PathEscape(args[0]), nil, &k); err != nil {
+			if err := e.call(cmd.Context(), http.MethodGet, "/v1/kernels/"+url.PathEscape(args[0]), nil, &k); err != nil {
 				return err
 			}
 			if showJSON {
@@ -62,12 +54,8 @@ func newKernelCommand(e *env) *cobra.Command {
 	rm := &cobra.Command{
 		Use: "rm NAME...", Short: "Remove kernels", Args: minArgs(1), ValidArgsFunction: completeKernels(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
 			for _, n := range dedupe(args) {
-				if err := cl.Do(cmd.Context(), http.MethodDelete, "/v1/kernels/"+url.PathEscape(n), nil, nil); err != nil {
+				if err := e.call(cmd.Context(), http.MethodDelete, "/v1/kernels/"+url.PathEscape(n), nil, nil); err != nil {
 					return err
 				}
 				fmt.Fprintln(e.stdout, n)

@@ -26,12 +26,8 @@ func newVMPortsCommand(e *env) *cobra.Command {
 		Args:              exactArgs(1),
 		ValidArgsFunction: completeVMs(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
 			ports := []api.Port{}
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/vms/"+url.PathEscape(args[0])+"/ports", nil, &ports); err != nil {
+			if err := e.call(cmd.Context(), http.MethodGet, "/v1/vms/"+url.PathEscape(args[0])+"/ports", nil, &ports); err != nil {
 				return err
 			}
 			if asJSON {

@@ -45,6 +45,15 @@ func (e *env) client(ctx context.Context) (*client.Client, error) {
 	return e.cl, nil
 }
 
+// call performs one JSON request against bangerd, starting it if needed.
+func (e *env) call(ctx context.Context, method, path string, body, out any) error {
+	cl, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	return cl.Do(ctx, method, path, body, out)
+}
+
 // isTTY reports whether f is a terminal.
 func isTTY(f any) bool {
 	if ff, ok := f.(*os.File); ok {

@@ -294,12 +294,8 @@ func newVMListCommand(e *env, use string) *cobra.Command {
 		Short: "List VMs",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
 			var vms []api.VM
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/vms", nil, &vms); err != nil {
+			if err := e.call(cmd.Context(), http.MethodGet, "/v1/vms", nil, &vms); err != nil {
 				return err
 			}
 			if asJSON {
@@ -348,12 +344,8 @@ func newVMShowCommand(e *env) *cobra.Command {
 		Args:              exactArgs(1),
 		ValidArgsFunction: completeVMs(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
 			var v api.VM
-			if err := cl.Do(cmd.Context(), http.MethodGet, "/v1/vms/"+url.PathEscape(args[0]), nil, &v); err != nil {
+			if err := e.call(cmd.Context(), http.MethodGet, "/v1/vms/"+url.PathEscape(args[0]), nil, &v); err != nil {
 				return err
 			}
 			if asJSON {
@@ -429,10 +421,6 @@ func newVMSetCommand(e *env) *cobra.Command {
 		Args:              minArgs(1),
 		ValidArgsFunction: completeVMs(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cl, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
 			var req api.SetVMRequest
 			if cmd.Flags().Changed("vcpu") {
 				req.VCPU = &vcpu
@@ -446,7 +434,7 @@ func newVMSetCommand(e *env) *cobra.Command {
 			var out []api.VM
 			for _, n := range dedupe(args) {
 				var v api.VM
-				if err := cl.Do(cmd.Context(), http.MethodPatch, "/v1/vms/"+url.PathEscape(n), req, &v); err != nil {
+				if err := e.call(cmd.Context(), http.MethodPatch, "/v1/vms/"+url.PathEscape(n), req, &v); err != nil {
 					return err
 				}
 				out = append(out, v)
@@ -474,10 +462,6 @@ func newVMPruneCommand(e *env) *cobra.Command {
 		Short: "Delete every VM that is not running",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cl, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
 			if !force && isTTY(e.stdin) {
 				fmt.Fprint(e.stderr, "Delete all stopped, created and failed VMs? [y/N] ")
 				var answer string
@@ -487,7 +471,7 @@ func newVMPruneCommand(e *env) *cobra.Command {
 				}
 			}
 			var res api.PruneResult
-			if err := cl.Do(cmd.Context(), http.MethodPost, "/v1/vms/prune", nil, &res); err != nil {
+			if err := e.call(cmd.Context(), http.MethodPost, "/v1/vms/prune", nil, &res); err != nil {
 				return err
 			}
 			if asJSON {
