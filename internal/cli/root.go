@@ -158,7 +158,7 @@ func newRoot(e *env) *cobra.Command {
 	root.SetErr(e.stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newVMCommand(e), newPsCommand(e), newImageCommand(e), newKernelCommand(e),
-		newDoctorCommand(e), newVersionCommand(e), newSystemCommand(e, sysrun.Run))
+		newDoctorCommand(e), newVersionCommand(e), newSystemCommand(e, sysrun.Run), newSSHConfigCommand(e))
 	return root
 }
 

@@ -35,6 +35,7 @@ type Config struct {
 	VMM               string     `toml:"vmm"` // auto | qemu
 	QEMUBin           string     `toml:"qemu_bin"`
 	KernelArgs        string     `toml:"kernel_args"` // appended to every guest kernel command line
+	SSHKeyPath        string     `toml:"ssh_key_path"` // owner's SSH key; absolute; generated when missing
 	VMDefaults        VMDefaults `toml:"vm_defaults"`
 	Network           Network    `toml:"network"`
 }
@@ -126,6 +127,9 @@ func (c Config) validate() error {
 		if _, err := sizes.Parse(c.VMDefaults.DiskSize); err != nil {
 			return fmt.Errorf("vm_defaults.disk_size: %w", err)
 		}
+	}
+	if c.SSHKeyPath != "" && !strings.HasPrefix(c.SSHKeyPath, "/") {
+		return fmt.Errorf("ssh_key_path %q: must be an absolute path", c.SSHKeyPath)
 	}
 	n := c.Network
 	if n.BridgeName != "" && !bridgeRe.MatchString(n.BridgeName) {

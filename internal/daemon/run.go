@@ -10,9 +10,11 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
 	"banger/internal/config"
@@ -21,6 +23,7 @@ import (
 	"banger/internal/paths"
 	"banger/internal/privop"
 	privclient "banger/internal/privop/client"
+	"banger/internal/sshkeys"
 	"banger/internal/store"
 	"banger/internal/version"
 	"banger/internal/vm"
@@ -106,7 +109,21 @@ func Run(o RunOptions) error {
 			_ = dns.Shutdown(ctx)
 		}()
 	}
+	keyPath := cfg.SSHKeyPath
+	if keyPath == "" {
+		keyPath = l.SSHKey
+	}
+	ownerPub, err := sshkeys.EnsureOwnerKey(keyPath, "banger")
+	if err != nil {
+		return err
+	}
+	sshOpts := &vm.SSHOptions{
+		OwnerKeyPath: keyPath,
+		OwnerPubLine: strings.TrimSpace(string(ssh.MarshalAuthorizedKey(ownerPub))),
+		ProxyCommand: siblingBinary("banger") + " vm ssh-proxy %n",
+	}
 	svc, err := vm.New(vm.Options{
+		SSH: sshOpts,
 		Log: log, Store: st, Layout: l, Config: cfg, Host: config.ProbeHost(),
 		Driver:   driver,
 		AgentBin: agentBin,

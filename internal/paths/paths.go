@@ -27,6 +27,10 @@ type Layout struct {
 	KernelsDir string // StateDir/kernels/<id>/
 	TmpDir     string // StateDir/tmp (staging on the same filesystem as the stores)
 	InitrdDir  string // CacheDir/initrd (kernel modules + agent, per pair)
+	SSHDir     string // StateDir/ssh: owner key, managed known_hosts
+	KnownHosts string // SSHDir/known_hosts
+	SSHKey     string // SSHDir/id_ed25519 (default ssh_key_path)
+	SSHConfig  string // ConfigDir/ssh_config, Include-able from ~/.ssh/config
 
 	SocketPath string // RuntimeDir/bangerd.sock
 	LockPath   string // RuntimeDir/bangerd.lock
@@ -92,6 +96,10 @@ func New(configDir, stateDir, cacheDir, runtimeDir string) Layout {
 		KernelsDir: filepath.Join(stateDir, "kernels"),
 		TmpDir:     filepath.Join(stateDir, "tmp"),
 		InitrdDir:  filepath.Join(cacheDir, "initrd"),
+		SSHDir:     filepath.Join(stateDir, "ssh"),
+		KnownHosts: filepath.Join(stateDir, "ssh", "known_hosts"),
+		SSHKey:     filepath.Join(stateDir, "ssh", "id_ed25519"),
+		SSHConfig:  filepath.Join(configDir, "ssh_config"),
 		SocketPath: filepath.Join(runtimeDir, "bangerd.sock"),
 		LockPath:   filepath.Join(runtimeDir, "bangerd.lock"),
 		VMRunDir:   filepath.Join(runtimeDir, "vm"),
@@ -113,13 +121,14 @@ const (
 	ConsoleSock = "console.sock"
 	QMPSock     = "qmp.sock"
 	PidFile     = "vmm.pid"
+	HostKey     = "ssh_host_ed25519_key"
 )
 
 // EnsureDaemonDirs creates every directory bangerd writes, private to the
 // owner, and checks that the runtime directory is really private: a runtime
 // dir in /tmp that someone else created could expose the API socket.
 func (l Layout) EnsureDaemonDirs() error {
-	for _, d := range []string{l.ConfigDir, l.StateDir, l.CacheDir, l.VMsDir, l.ImagesDir, l.KernelsDir, l.TmpDir, l.InitrdDir} {
+	for _, d := range []string{l.ConfigDir, l.StateDir, l.CacheDir, l.VMsDir, l.ImagesDir, l.KernelsDir, l.TmpDir, l.InitrdDir, l.SSHDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("create %s: %w", d, err)
 		}

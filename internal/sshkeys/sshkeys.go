@@ -160,3 +160,12 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 	}
 	return nil
 }
+
+// ParseAuthorized parses one authorized_keys line.
+func ParseAuthorized(line string) (ssh.PublicKey, error) {
+	k, _, _, _, err := ssh.ParseAuthorizedKey([]byte(line))
+	if err != nil {
+		return nil, fmt.Errorf("parse public key: %w", err)
+	}
+	return k, nil
+}

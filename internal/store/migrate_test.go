@@ -44,11 +44,11 @@ func TestMigrateKeepsData(t *testing.T) {
 	if v.ID != "id1" || v.GuestIP != "" || v.NAT {
 		t.Fatalf("migrated vm = %+v", v)
 	}
-	v.GuestIP, v.NAT = "172.16.0.2", true
+	v.GuestIP, v.NAT, v.HostKey = "172.16.0.2", true, "ssh-ed25519 AAAA"
 	if err := st.UpdateVM(ctx, v); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := st.GetVM(ctx, "id1"); got.GuestIP != "172.16.0.2" || !got.NAT {
-		t.Fatalf("network fields did not round-trip: %+v", got)
+	if got, _ := st.GetVM(ctx, "id1"); got.GuestIP != "172.16.0.2" || !got.NAT || got.HostKey != "ssh-ed25519 AAAA" {
+		t.Fatalf("fields added by migrations did not round-trip: %+v", got)
 	}
 }

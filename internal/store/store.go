@@ -60,6 +60,8 @@ var migrations = []string{
 	// 2: guest networking
 	`ALTER TABLE vms ADD COLUMN guest_ip TEXT NOT NULL DEFAULT '';
 	ALTER TABLE vms ADD COLUMN nat INTEGER NOT NULL DEFAULT 0;`,
+	// 3: per-VM SSH host key (public, authorized_keys form)
+	`ALTER TABLE vms ADD COLUMN host_key TEXT NOT NULL DEFAULT '';`,
 }
 
 // Open opens (creating if needed) the database at path and migrates it.
@@ -170,16 +172,17 @@ type VM struct {
 	Runtime    Runtime
 	GuestIP    string // allocated at create, kept across restarts
 	NAT        bool
+	HostKey    string // the VM's SSH host public key, authorized_keys form
 }
 
-const vmCols = `id, name, state, image_name, image_id, kernel_name, kernel_id, vcpu, memory_mib, disk_size, created_at, started_at, last_error, runtime_json, guest_ip, nat`
+const vmCols = `id, name, state, image_name, image_id, kernel_name, kernel_id, vcpu, memory_mib, disk_size, created_at, started_at, last_error, runtime_json, guest_ip, nat, host_key`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanVM(r scanner) (VM, error) {
 	var v VM
 	var created, started, rt string
-	if err := r.Scan(&v.ID, &v.Name, &v.State, &v.ImageName, &v.ImageID, &v.KernelName, &v.KernelID, &v.VCPU, &v.MemoryMiB, &v.DiskSize, &created, &started, &v.LastError, &rt, &v.GuestIP, &v.NAT); err != nil {
+	if err := r.Scan(&v.ID, &v.Name, &v.State, &v.ImageName, &v.ImageID, &v.KernelName, &v.KernelID, &v.VCPU, &v.MemoryMiB, &v.DiskSize, &created, &started, &v.LastError, &rt, &v.GuestIP, &v.NAT, &v.HostKey); err != nil {
 		return v, err
 	}
 	v.CreatedAt = parseTime(created)
@@ -196,9 +199,9 @@ func scanVM(r scanner) (VM, error) {
 // CreateVM inserts v; the name must be unused.
 func (s *Store) CreateVM(ctx context.Context, v VM) error {
 	rt, _ := json.Marshal(v.Runtime)
-	_, err := s.db.ExecContext(ctx, `INSERT INTO vms(`+vmCols+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	_, err := s.db.ExecContext(ctx, `INSERT INTO vms(`+vmCols+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		v.ID, v.Name, v.State, v.ImageName, v.ImageID, v.KernelName, v.KernelID, v.VCPU, v.MemoryMiB, v.DiskSize,
-		fmtTime(v.CreatedAt), fmtTime(v.StartedAt), v.LastError, string(rt), v.GuestIP, v.NAT)
+		fmtTime(v.CreatedAt), fmtTime(v.StartedAt), v.LastError, string(rt), v.GuestIP, v.NAT, v.HostKey)
 	if isUnique(err) {
 		return errdefs.Exists("vm %q already exists", v.Name)
 	}
@@ -211,8 +214,8 @@ func (s *Store) CreateVM(ctx context.Context, v VM) error {
 // UpdateVM writes every mutable field of v.
 func (s *Store) UpdateVM(ctx context.Context, v VM) error {
 	rt, _ := json.Marshal(v.Runtime)
-	res, err := s.db.ExecContext(ctx, `UPDATE vms SET state=?, vcpu=?, memory_mib=?, disk_size=?, started_at=?, last_error=?, runtime_json=?, guest_ip=?, nat=? WHERE id=?`,
-		v.State, v.VCPU, v.MemoryMiB, v.DiskSize, fmtTime(v.StartedAt), v.LastError, string(rt), v.GuestIP, v.NAT, v.ID)
+	res, err := s.db.ExecContext(ctx, `UPDATE vms SET state=?, vcpu=?, memory_mib=?, disk_size=?, started_at=?, last_error=?, runtime_json=?, guest_ip=?, nat=?, host_key=? WHERE id=?`,
+		v.State, v.VCPU, v.MemoryMiB, v.DiskSize, fmtTime(v.StartedAt), v.LastError, string(rt), v.GuestIP, v.NAT, v.HostKey, v.ID)
 	if err != nil {
 		return fmt.Errorf("update vm: %w", err)
 	}

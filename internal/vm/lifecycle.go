@@ -204,8 +204,17 @@ func (s *Service) makeDisks(ctx context.Context, v *store.VM, progress Progress)
 	if err := image.MakeWorkDisk(ctx, filepath.Join(dir, paths.WorkDisk), v.DiskSize); err != nil {
 		return fmt.Errorf("create work disk: %w", err)
 	}
+	if s.ssh != nil {
+		if err := s.newHostKey(v); err != nil {
+			return err
+		}
+	}
 	v.State = api.StateCreated
-	return s.st.UpdateVM(ctx, *v)
+	if err := s.st.UpdateVM(ctx, *v); err != nil {
+		return err
+	}
+	s.refreshSSH(ctx)
+	return nil
 }
 
 // record inserts v, first allocating its guest address when networking is
@@ -338,6 +347,9 @@ func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) erro
 	v.StartedAt = time.Now()
 	if err := s.st.UpdateVM(context.Background(), *v); err != nil {
 		return err
+	}
+	if err := s.pushSSH(ctx, *v); err != nil {
+		s.log.Warn("push ssh keys", "vm", v.Name, "err", err)
 	}
 	return s.netUp(ctx, *v)
 }
@@ -741,6 +753,7 @@ func (s *Service) Delete(ctx context.Context, ref string) error {
 	s.mu.Lock()
 	delete(s.locks, v.ID)
 	s.mu.Unlock()
+	s.refreshSSH(ctx)
 	return nil
 }
 

@@ -42,6 +42,8 @@ type Options struct {
 	Version  string
 	// Network turns guest networking on; nil leaves guests without a NIC.
 	Network *NetworkOptions
+	// SSH turns on SSH material (host keys, known_hosts, ssh_config).
+	SSH *SSHOptions
 }
 
 // Service owns every VM of one owner.
@@ -56,6 +58,7 @@ type Service struct {
 	priv     privop.Host
 	version  string
 	net      *network
+	ssh      *SSHOptions
 
 	mu      sync.Mutex
 	running map[string]*instance   // by VM id
@@ -92,7 +95,7 @@ func New(o Options) (*Service, error) {
 			return nil, err
 		}
 	}
-	return &Service{net: nw,
+	return &Service{net: nw, ssh: o.SSH,
 		log: o.Log, st: o.Store, layout: o.Layout, cfg: o.Config, defaults: o.Config.ResolveDefaults(o.Host),
 		driver: o.Driver, agentBin: o.AgentBin, priv: o.Priv, version: o.Version,
 		running: map[string]*instance{}, locks: map[string]*sync.Mutex{},
