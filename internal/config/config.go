@@ -34,7 +34,7 @@ type Config struct {
 	DefaultKernelName string     `toml:"default_kernel_name"`
 	VMM               string     `toml:"vmm"` // auto | qemu
 	QEMUBin           string     `toml:"qemu_bin"`
-	KernelArgs        string     `toml:"kernel_args"` // appended to every guest kernel command line
+	KernelArgs        string     `toml:"kernel_args"`  // appended to every guest kernel command line
 	SSHKeyPath        string     `toml:"ssh_key_path"` // owner's SSH key; absolute; generated when missing
 	VMDefaults        VMDefaults `toml:"vm_defaults"`
 	Network           Network    `toml:"network"`
