@@ -24,6 +24,7 @@ func Run(mode, version, kind string, shutdown func(reboot bool)) error {
 			Logger.Printf("ready (%s, %s, %s s after boot)", mode, path, Uptime())
 		}
 	}
+	StartSSH(reaper.Default())
 	srv := &Server{Mode: mode, Version: version, Reaper: reaper.Default(), Shutdown: shutdown}
 	return srv.Serve(l)
 }
