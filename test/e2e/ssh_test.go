@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"errors"
 	"net"
 	"os"
 	"os/exec"
@@ -39,10 +40,9 @@ func TestSSH(t *testing.T) {
 		t.Fatalf("first ssh: %q, %v", out, err)
 	}
 	// The exit status comes back.
-	if _, err := run("ssh", "sshbox.vm", "exit 3"); err == nil {
-		t.Error("ssh 'exit 3' succeeded")
-	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 3 {
-		t.Errorf("ssh 'exit 3': %v", err)
+	var ee *exec.ExitError
+	if _, err := run("ssh", "sshbox.vm", "exit 3"); !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Errorf("ssh 'exit 3' = %v, want exit status 3", err)
 	}
 
 	src := filepath.Join(t.TempDir(), "src.txt")
