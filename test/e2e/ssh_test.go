@@ -99,3 +99,29 @@ func TestSSH(t *testing.T) {
 		t.Fatalf("ssh after re-create: %q, %v", out, err)
 	}
 }
+
+// TestSSHConfigInstall: --install twice leaves one Include, --uninstall
+// restores ~/.ssh/config byte for byte, and plain ssh then reads banger's
+// config through the Include.
+func TestSSHConfigInstall(t *testing.T) {
+	defer group(t)()
+	path := filepath.Join(h.root, "home", ".ssh", "config")
+	orig := "# mine\nHost example\n  User me\n"
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(orig), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.must(t, "ssh-config", "--install")
+	h.must(t, "ssh-config", "--install")
+	got, _ := os.ReadFile(path)
+	include := "Include " + filepath.Join(h.root, "config", "banger", "ssh_config")
+	if strings.Count(string(got), include) != 1 || !strings.HasSuffix(string(got), orig) {
+		t.Fatalf("after two installs:\n%s", got)
+	}
+	h.must(t, "ssh-config", "--uninstall")
+	if got, _ := os.ReadFile(path); string(got) != orig {
+		t.Fatalf("after uninstall:\n%q\nwant\n%q", got, orig)
+	}
+}
