@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -139,4 +141,48 @@ func newVMSSHCommand(e *env) *cobra.Command {
 			return syscall.Exec(bin, argv, os.Environ())
 		},
 	}
+}
+
+// sshWait bounds the wait for a fresh VM's SSH server.
+const sshWait = 60 * time.Second
+
+func haveSSH() bool {
+	_, err := exec.LookPath("ssh")
+	return err == nil
+}
+
+// waitSSH waits until the guest's SSH server sends its banner, through the
+// agent channel. On timeout the error names the VM and where to look.
+func (e *env) waitSSH(ctx context.Context, name string, limit time.Duration) error {
+	cl, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(limit)
+	for {
+		if conn, br, err := cl.Connect(ctx, name, "127.0.0.1:22"); err == nil {
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			banner, rerr := br.ReadString('\n')
+			conn.Close()
+			if rerr == nil && strings.HasPrefix(banner, "SSH-") {
+				return nil
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("vm %q: SSH did not answer within %s; the VM is kept: see 'banger vm logs %s'", name, limit, name)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// sshSession runs an interactive ssh to the VM and returns its exit status.
+func (e *env) sshSession(ctx context.Context, name string) (int, error) {
+	cmd := exec.CommandContext(ctx, "ssh", "-F", e.layout.SSHConfig, "-o", "StrictHostKeyChecking=yes", name+".vm")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = e.stdin, e.stdout, e.stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode(), nil
+	}
+	return 0, err
 }

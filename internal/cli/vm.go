@@ -146,7 +146,18 @@ func newVMRunCommand(e *env) *cobra.Command {
 				fmt.Fprintln(e.stdout, v.Name)
 				return nil
 			}
-			code, runErr := e.execIn(ctx, v.Name, argv, tty || (len(argv) == 0 && isTTY(e.stdin) && isTTY(e.stdout)))
+			var code int
+			var runErr error
+			if len(argv) == 0 && isTTY(e.stdin) && isTTY(e.stdout) && haveSSH() {
+				// An interactive session is an SSH session, so agent
+				// forwarding, escapes and terminal handling are OpenSSH's.
+				if err := e.waitSSH(ctx, v.Name, sshWait); err != nil {
+					return err // the VM stays, for inspection
+				}
+				code, runErr = e.sshSession(ctx, v.Name)
+			} else {
+				code, runErr = e.execIn(ctx, v.Name, argv, tty || (len(argv) == 0 && isTTY(e.stdin) && isTTY(e.stdout)))
+			}
 			if rm {
 				if err := e.deleteVM(context.WithoutCancel(ctx), v.Name); err != nil && runErr == nil {
 					runErr = err
