@@ -52,9 +52,11 @@ func TestHandshakeSkipsStaleBytes(t *testing.T) {
 		_, err = io.ReadFull(br, b)
 		done <- res{rest: string(b), err: err}
 	}()
-	go func() {
-		_, _ = host.Write([]byte("\x00\x01junk from before\nBANGER-SYNC 0000000000000000\n"))
-	}()
+	// The stale bytes are queued before the real handshake starts, as they
+	// are on a port that outlived an earlier connection.
+	if _, err := host.Write([]byte("\x00\x01junk from before\nBANGER-SYNC 0000000000000000\n")); err != nil {
+		t.Fatal(err)
+	}
 	// Drain the guest's ACK for the stale SYNC from the host side as part of
 	// the real handshake.
 	if err := HostHandshake(host, "0123456789abcdef", 20*time.Millisecond); err != nil {

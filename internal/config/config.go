@@ -15,6 +15,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"banger/internal/filesync"
 	"banger/internal/sizes"
 )
 
@@ -38,6 +39,9 @@ type Config struct {
 	SSHKeyPath        string     `toml:"ssh_key_path"` // owner's SSH key; absolute; generated when missing
 	VMDefaults        VMDefaults `toml:"vm_defaults"`
 	Network           Network    `toml:"network"`
+	// FileSync copies files from the owner's home into every guest at
+	// create and start ([[file_sync]] tables).
+	FileSync []filesync.Entry `toml:"file_sync"`
 }
 
 // Network is the [network] table.
@@ -126,6 +130,11 @@ func (c Config) validate() error {
 	if c.VMDefaults.DiskSize != "" {
 		if _, err := sizes.Parse(c.VMDefaults.DiskSize); err != nil {
 			return fmt.Errorf("vm_defaults.disk_size: %w", err)
+		}
+	}
+	for i, e := range c.FileSync {
+		if err := e.Validate(); err != nil {
+			return fmt.Errorf("file_sync entry %d: %w", i+1, err)
 		}
 	}
 	if c.SSHKeyPath != "" && !strings.HasPrefix(c.SSHKeyPath, "/") {

@@ -177,3 +177,21 @@ func TestNetworkConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestFileSyncConfig(t *testing.T) {
+	c, err := Parse("t", []byte("[[file_sync]]\nhost = \"~/.gitconfig\"\nguest = \"~/.gitconfig\"\nmode = \"0644\"\n"))
+	if err != nil || len(c.FileSync) != 1 || c.FileSync[0].Mode != "0644" {
+		t.Fatalf("file_sync = %+v, %v", c.FileSync, err)
+	}
+	for _, bad := range []string{
+		"[[file_sync]]\nhost = \"\"\nguest = \"~/x\"\n",
+		"[[file_sync]]\nhost = \"~/x\"\nguest = \"/etc/x\"\n",
+		"[[file_sync]]\nhost = \"~/../x\"\nguest = \"~/x\"\n",
+		"[[file_sync]]\nhost = \"~/x\"\nguest = \"~/x\"\nmode = \"bad\"\n",
+		"[[file_sync]]\nhost = \"~/x\"\nguest = \"~/x\"\ncolour = \"red\"\n",
+	} {
+		if _, err := Parse("t", []byte(bad)); err == nil {
+			t.Errorf("Parse(%q) accepted", bad)
+		}
+	}
+}

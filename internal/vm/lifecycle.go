@@ -351,6 +351,7 @@ func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) erro
 	if err := s.pushSSH(ctx, *v); err != nil {
 		s.log.Warn("push ssh keys", "vm", v.Name, "err", err)
 	}
+	s.applyFileSync(ctx, *v, progress)
 	return s.netUp(ctx, *v)
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"banger/internal/filesync"
 	"banger/internal/paths"
 	"banger/internal/sshconfig"
 	"banger/internal/sshkeys"
@@ -113,4 +114,38 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, path)
+}
+
+// applyFileSync copies the owner's [[file_sync]] entries into a booted
+// guest. Problems with one entry (a missing path, a path outside the home,
+// an escaping symlink) are notes, not failures: the VM is still usable.
+func (s *Service) applyFileSync(ctx context.Context, v store.VM, progress Progress) {
+	if len(s.cfg.FileSync) == 0 {
+		return
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		progress.say("note: file_sync skipped: %v", err)
+		return
+	}
+	sess, _, err := s.session(ctx, v.ID)
+	if err != nil {
+		progress.say("note: file_sync skipped: %v", err)
+		return
+	}
+	for _, e := range s.cfg.FileSync {
+		files, warnings, err := filesync.Resolve(e, home)
+		for _, w := range warnings {
+			progress.say("note: %s", w)
+		}
+		if err != nil {
+			progress.say("note: %v; skipped", err)
+			continue
+		}
+		for _, f := range files {
+			if err := sess.Put(ctx, f.Guest, f.Mode, f.Data); err != nil {
+				progress.say("note: file_sync %s -> %s: %v", e.Host, f.Guest, err)
+			}
+		}
+	}
 }
