@@ -64,8 +64,9 @@ func TestVMRunArgumentValidation(t *testing.T) {
 	}{
 		{"detach and rm", []string{"vm", "run", "-d", "--rm"}, "-d and --rm cannot be combined"},
 		{"detach with command", []string{"vm", "run", "-d", "--", "true"}, "-d cannot be combined with a command"},
-		{"argument before --", []string{"vm", "run", "oops", "--", "true"}, `unexpected argument "oops" before --`},
-		{"argument without --", []string{"vm", "run", "make"}, `unexpected argument "make": put the command after --`},
+		{"two arguments before --", []string{"vm", "run", "a", "b", "--", "true"}, `unexpected argument "b"`},
+		{"workspace that is not a directory", []string{"vm", "run", "/nonexistent-banger-path", "--", "true"}, "/nonexistent-banger-path"},
+		{"dry run without workspace", []string{"vm", "run", "--dry-run"}, "need a workspace PATH"},
 		{"nothing after --", []string{"vm", "run", "--"}, "nothing after --"},
 		{"unknown flag", []string{"vm", "run", "--frobnicate"}, "unknown flag: --frobnicate"},
 	}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -107,25 +108,42 @@ func newVMCreateCommand(e *env) *cobra.Command {
 
 func newVMRunCommand(e *env) *cobra.Command {
 	var f vmFlags
-	var rm, detach, tty bool
+	var rm, detach, tty, untracked, dryRun bool
 	c := &cobra.Command{
-		Use:   "run [flags] [-- CMD ARGS...]",
+		Use:   "run [PATH] [flags] [-- CMD ARGS...]",
 		Short: "Create and start a VM, then run CMD in it or open a shell",
 		Long: "Create and start a VM and wait until it is ready. With -- CMD, run CMD in it: its stdout and\n" +
 			"stderr are kept apart and banger exits with its status. Without, open an interactive shell.\n" +
+			"With PATH (a git work tree), its tracked files are copied to /root/<repo> first and CMD runs\n" +
+			"there; --include-untracked adds untracked files git does not ignore, --dry-run lists the files.\n" +
 			"--rm deletes the VM afterwards; -d leaves it running in the background.",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			argv := args
+			argv, pos := args, args
 			if dash := cmd.ArgsLenAtDash(); dash >= 0 {
-				if dash > 0 {
-					return usageError{fmt.Errorf("unexpected argument %q before --", args[0])}
-				}
-				argv = args[dash:]
+				pos, argv = args[:dash], args[dash:]
 				if len(argv) == 0 {
 					return usageError{fmt.Errorf("nothing after --: give a command to run")}
 				}
-			} else if len(args) > 0 {
-				return usageError{fmt.Errorf("unexpected argument %q: put the command after --", args[0])}
+			} else {
+				argv = nil
+			}
+			if len(pos) > 1 {
+				return usageError{fmt.Errorf("unexpected argument %q: give at most one workspace PATH, and put the command after --", pos[1])}
+			}
+			var ws *workspace
+			if len(pos) == 1 {
+				var err error
+				if ws, err = prepareWorkspace(pos[0], untracked); err != nil {
+					return err
+				}
+				if dryRun {
+					for _, f := range ws.Files {
+						fmt.Fprintln(e.stdout, f)
+					}
+					return nil
+				}
+			} else if untracked || dryRun {
+				return usageError{errors.New("--include-untracked and --dry-run need a workspace PATH")}
 			}
 			if detach && rm {
 				return usageError{fmt.Errorf("-d and --rm cannot be combined")}
@@ -142,6 +160,11 @@ func newVMRunCommand(e *env) *cobra.Command {
 			if p := e.progress(); p != nil {
 				p(fmt.Sprintf("%s ready in %s", v.Name, time.Since(start).Round(10*time.Millisecond)))
 			}
+			if ws != nil {
+				if err := e.copyWorkspace(ctx, v.Name, ws); err != nil {
+					return err
+				}
+			}
 			if detach {
 				fmt.Fprintln(e.stdout, v.Name)
 				return nil
@@ -156,7 +179,11 @@ func newVMRunCommand(e *env) *cobra.Command {
 				}
 				code, runErr = e.sshSession(ctx, v.Name)
 			} else {
-				code, runErr = e.execIn(ctx, v.Name, argv, tty || (len(argv) == 0 && isTTY(e.stdin) && isTTY(e.stdout)))
+				req := api.ExecRequest{Argv: argv}
+				if ws != nil {
+					req.Cwd = ws.GuestDir()
+				}
+				code, runErr = e.execWith(ctx, v.Name, req, tty || (len(argv) == 0 && isTTY(e.stdin) && isTTY(e.stdout)))
 			}
 			if rm {
 				if err := e.deleteVM(context.WithoutCancel(ctx), v.Name); err != nil && runErr == nil {
@@ -178,6 +205,8 @@ func newVMRunCommand(e *env) *cobra.Command {
 	c.Flags().BoolVar(&rm, "rm", false, "delete the VM when the command or shell ends")
 	c.Flags().BoolVarP(&detach, "detach", "d", false, "start the VM and return")
 	c.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal for CMD")
+	c.Flags().BoolVar(&untracked, "include-untracked", false, "also copy untracked files git does not ignore")
+	c.Flags().BoolVar(&dryRun, "dry-run", false, "list the workspace files and create nothing")
 	return c
 }
 
