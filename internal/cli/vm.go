@@ -118,14 +118,13 @@ func newVMRunCommand(e *env) *cobra.Command {
 			"there; --include-untracked adds untracked files git does not ignore, --dry-run lists the files.\n" +
 			"--rm deletes the VM afterwards; -d leaves it running in the background.",
 		RunE: func(cmd *cobra.Command, args []string) error {
-			argv, pos := args, args
+			var argv []string
+			pos := args
 			if dash := cmd.ArgsLenAtDash(); dash >= 0 {
 				pos, argv = args[:dash], args[dash:]
 				if len(argv) == 0 {
 					return usageError{fmt.Errorf("nothing after --: give a command to run")}
 				}
-			} else {
-				argv = nil
 			}
 			if len(pos) > 1 {
 				return usageError{fmt.Errorf("unexpected argument %q: give at most one workspace PATH, and put the command after --", pos[1])}

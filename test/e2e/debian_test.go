@@ -39,7 +39,7 @@ func TestDebianImage(t *testing.T) {
 	if got := sp.mustAs("vm", "run", "--dry-run", repo); got != ".gitignore\nMakefile\nsrc/lib.txt\n" {
 		t.Errorf("dry run = %q", got)
 	}
-	if got := sp.mustAs("vm", "run", "--dry-run", "--include-untracked", repo); got != ".gitignore\nMakefile\nsrc/lib.txt\nnotes.txt\n" {
+	if got := sp.mustAs("vm", "run", "--dry-run", "--include-untracked", repo); got != ".gitignore\nMakefile\nnotes.txt\nsrc/lib.txt\n" {
 		t.Errorf("dry run with untracked = %q", got)
 	}
 	if r := sp.run("vm", "run", "--rm", "--image", "debian-bookworm", repo, "--", "make", "check"); r.code != 0 || !strings.Contains(r.stdout, "lib-ok") {
