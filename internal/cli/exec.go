@@ -17,10 +17,6 @@ import (
 	"banger/internal/api"
 )
 
-func (e *env) execIn(ctx context.Context, name string, argv []string, tty bool) (int, error) {
-	return e.execWith(ctx, name, api.ExecRequest{Argv: argv}, tty)
-}
-
 // execWith runs a command in a VM through bangerd and relays stdio. It
 // returns the guest command's exit status.
 func (e *env) execWith(ctx context.Context, name string, req api.ExecRequest, tty bool) (int, error) {
