@@ -45,6 +45,7 @@ type VM struct {
 	GuestIP    string    `json:"guest_ip,omitempty"`
 	NAT        bool      `json:"nat,omitempty"`
 	DNSName    string    `json:"dns_name,omitempty"`
+	Workspace  string    `json:"workspace,omitempty"` // guest directory of the copied work tree
 	Dir        string    `json:"dir"`
 	ConsoleLog string    `json:"console_log"`
 }
@@ -70,6 +71,13 @@ type SetVMRequest struct {
 	VCPU      *int    `json:"vcpu,omitempty"`
 	MemoryMiB *int    `json:"memory_mib,omitempty"`
 	DiskSize  *string `json:"disk_size,omitempty"`
+}
+
+// WorkspaceRequest records the work tree copied into a VM.
+type WorkspaceRequest struct {
+	HostPath string `json:"host_path"`
+	GuestDir string `json:"guest_dir"`
+	Head     string `json:"head,omitempty"`
 }
 
 // NamesRequest names several VMs for a lifecycle command.

@@ -7,11 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
+
+	"github.com/spf13/cobra"
 
 	"banger/internal/api"
 )
@@ -151,5 +155,42 @@ func (e *env) copyWorkspace(ctx context.Context, vm string, w *workspace) error 
 	if code != 0 {
 		return fmt.Errorf("copy workspace into %s: tar exited %d: %s", dir, code, strings.TrimSpace(stderr.String()))
 	}
-	return nil
+	head := ""
+	if out, err := gitOut(w.Top, "rev-parse", "HEAD"); err == nil {
+		head = strings.TrimSpace(string(out))
+	}
+	req := api.WorkspaceRequest{HostPath: w.Top, GuestDir: dir, Head: head}
+	return e.call(ctx, http.MethodPut, "/v1/vms/"+url.PathEscape(vm)+"/workspace", req, nil)
+}
+
+func newVMWorkspaceCommand(e *env) *cobra.Command {
+	c := &cobra.Command{Use: "workspace", Short: "Copy a git work tree into a VM"}
+	var untracked bool
+	prepare := &cobra.Command{
+		Use:               "prepare NAME [PATH]",
+		Short:             "Copy (or re-sync) a git work tree into a running VM; vm exec then runs there",
+		Args:              minArgs(1),
+		ValidArgsFunction: completeVMs(e),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) > 2 {
+				return usageError{fmt.Errorf("unexpected argument %q", args[2])}
+			}
+			path := "."
+			if len(args) == 2 {
+				path = args[1]
+			}
+			w, err := prepareWorkspace(path, untracked)
+			if err != nil {
+				return err
+			}
+			if err := e.copyWorkspace(cmd.Context(), args[0], w); err != nil {
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s: %d files in %s\n", args[0], len(w.Files), w.GuestDir())
+			return nil
+		},
+	}
+	prepare.Flags().BoolVar(&untracked, "include-untracked", false, "also copy untracked files git does not ignore")
+	c.AddCommand(prepare)
+	return c
 }

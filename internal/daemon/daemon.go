@@ -158,6 +158,13 @@ func (s *Server) routes(m *http.ServeMux) {
 	})
 	m.HandleFunc("GET /v1/vms/{name}/logs", s.handleLogs)
 	m.HandleFunc("POST /v1/vms/{name}/exec", s.handleExec)
+	m.HandleFunc("PUT /v1/vms/{name}/workspace", func(w http.ResponseWriter, r *http.Request) {
+		var req api.WorkspaceRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		respond(w, func() (any, error) { return s.svc.SetWorkspace(r.Context(), r.PathValue("name"), req) })
+	})
 	m.HandleFunc("POST /v1/vms/{name}/connect", s.handleConnect)
 	m.HandleFunc("GET /v1/vms/{name}/ports", func(w http.ResponseWriter, r *http.Request) {
 		respond(w, func() (any, error) { return s.svc.Ports(r.Context(), r.PathValue("name")) })

@@ -62,6 +62,8 @@ var migrations = []string{
 	ALTER TABLE vms ADD COLUMN nat INTEGER NOT NULL DEFAULT 0;`,
 	// 3: per-VM SSH host key (public, authorized_keys form)
 	`ALTER TABLE vms ADD COLUMN host_key TEXT NOT NULL DEFAULT '';`,
+	// 4: the workspace copied into the VM
+	`ALTER TABLE vms ADD COLUMN workspace_json TEXT NOT NULL DEFAULT '{}';`,
 }
 
 // Open opens (creating if needed) the database at path and migrates it.
@@ -173,20 +175,29 @@ type VM struct {
 	GuestIP    string // allocated at create, kept across restarts
 	NAT        bool
 	HostKey    string // the VM's SSH host public key, authorized_keys form
+	Workspace  Workspace
 }
 
-const vmCols = `id, name, state, image_name, image_id, kernel_name, kernel_id, vcpu, memory_mib, disk_size, created_at, started_at, last_error, runtime_json, guest_ip, nat, host_key`
+// Workspace records the git work tree copied into a VM.
+type Workspace struct {
+	HostPath string `json:"host_path,omitempty"`
+	GuestDir string `json:"guest_dir,omitempty"`
+	Head     string `json:"head,omitempty"`
+}
+
+const vmCols = `id, name, state, image_name, image_id, kernel_name, kernel_id, vcpu, memory_mib, disk_size, created_at, started_at, last_error, runtime_json, guest_ip, nat, host_key, workspace_json`
 
 type scanner interface{ Scan(dest ...any) error }
 
 func scanVM(r scanner) (VM, error) {
 	var v VM
-	var created, started, rt string
-	if err := r.Scan(&v.ID, &v.Name, &v.State, &v.ImageName, &v.ImageID, &v.KernelName, &v.KernelID, &v.VCPU, &v.MemoryMiB, &v.DiskSize, &created, &started, &v.LastError, &rt, &v.GuestIP, &v.NAT, &v.HostKey); err != nil {
+	var created, started, rt, ws string
+	if err := r.Scan(&v.ID, &v.Name, &v.State, &v.ImageName, &v.ImageID, &v.KernelName, &v.KernelID, &v.VCPU, &v.MemoryMiB, &v.DiskSize, &created, &started, &v.LastError, &rt, &v.GuestIP, &v.NAT, &v.HostKey, &ws); err != nil {
 		return v, err
 	}
 	v.CreatedAt = parseTime(created)
 	v.StartedAt = parseTime(started)
+	_ = json.Unmarshal([]byte(ws), &v.Workspace) // a bad record only loses the default cwd
 	if err := json.Unmarshal([]byte(rt), &v.Runtime); err != nil {
 		// A torn runtime record must not hide the VM: keep it with empty
 		// handles so reconcile can still tear it down by its id.
@@ -199,9 +210,10 @@ func scanVM(r scanner) (VM, error) {
 // CreateVM inserts v; the name must be unused.
 func (s *Store) CreateVM(ctx context.Context, v VM) error {
 	rt, _ := json.Marshal(v.Runtime)
-	_, err := s.db.ExecContext(ctx, `INSERT INTO vms(`+vmCols+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
+	ws, _ := json.Marshal(v.Workspace)
+	_, err := s.db.ExecContext(ctx, `INSERT INTO vms(`+vmCols+`) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)`,
 		v.ID, v.Name, v.State, v.ImageName, v.ImageID, v.KernelName, v.KernelID, v.VCPU, v.MemoryMiB, v.DiskSize,
-		fmtTime(v.CreatedAt), fmtTime(v.StartedAt), v.LastError, string(rt), v.GuestIP, v.NAT, v.HostKey)
+		fmtTime(v.CreatedAt), fmtTime(v.StartedAt), v.LastError, string(rt), v.GuestIP, v.NAT, v.HostKey, string(ws))
 	if isUnique(err) {
 		return errdefs.Exists("vm %q already exists", v.Name)
 	}
@@ -214,8 +226,9 @@ func (s *Store) CreateVM(ctx context.Context, v VM) error {
 // UpdateVM writes every mutable field of v.
 func (s *Store) UpdateVM(ctx context.Context, v VM) error {
 	rt, _ := json.Marshal(v.Runtime)
-	res, err := s.db.ExecContext(ctx, `UPDATE vms SET state=?, vcpu=?, memory_mib=?, disk_size=?, started_at=?, last_error=?, runtime_json=?, guest_ip=?, nat=?, host_key=? WHERE id=?`,
-		v.State, v.VCPU, v.MemoryMiB, v.DiskSize, fmtTime(v.StartedAt), v.LastError, string(rt), v.GuestIP, v.NAT, v.HostKey, v.ID)
+	ws, _ := json.Marshal(v.Workspace)
+	res, err := s.db.ExecContext(ctx, `UPDATE vms SET state=?, vcpu=?, memory_mib=?, disk_size=?, started_at=?, last_error=?, runtime_json=?, guest_ip=?, nat=?, host_key=?, workspace_json=? WHERE id=?`,
+		v.State, v.VCPU, v.MemoryMiB, v.DiskSize, fmtTime(v.StartedAt), v.LastError, string(rt), v.GuestIP, v.NAT, v.HostKey, string(ws), v.ID)
 	if err != nil {
 		return fmt.Errorf("update vm: %w", err)
 	}

@@ -54,7 +54,7 @@ func (s *Service) View(v store.VM) api.VM {
 		Kernel: v.KernelName, KernelID: v.KernelID, VCPU: v.VCPU, MemoryMiB: v.MemoryMiB, DiskSize: v.DiskSize,
 		VMM: v.Runtime.VMM, CreatedAt: v.CreatedAt, StartedAt: v.StartedAt, LastError: v.LastError,
 		Dir: s.layout.VMDir(v.ID), ConsoleLog: filepath.Join(s.layout.VMDir(v.ID), paths.ConsoleLog),
-		GuestIP: v.GuestIP, NAT: v.NAT,
+		GuestIP: v.GuestIP, NAT: v.NAT, Workspace: v.Workspace.GuestDir,
 	}
 	if v.GuestIP != "" {
 		out.DNSName = v.Name + ".vm"
@@ -584,11 +584,33 @@ func (s *Service) session(ctx context.Context, ref string) (*agentclient.Session
 	return sess, v, nil
 }
 
+// SetWorkspace records the work tree the CLI copied into a VM; exec then
+// runs there by default.
+func (s *Service) SetWorkspace(ctx context.Context, ref string, req api.WorkspaceRequest) (api.VM, error) {
+	if !strings.HasPrefix(req.GuestDir, "/root/") || strings.Contains(req.GuestDir, "..") {
+		return api.VM{}, errdefs.Invalid("workspace guest dir %q: must be under /root/", req.GuestDir)
+	}
+	v, unlock, err := s.lockVM(ctx, ref)
+	if err != nil {
+		return api.VM{}, err
+	}
+	defer unlock()
+	v.Workspace = store.Workspace{HostPath: req.HostPath, GuestDir: req.GuestDir, Head: req.Head}
+	if err := s.st.UpdateVM(ctx, v); err != nil {
+		return api.VM{}, err
+	}
+	return s.View(v), nil
+}
+
 // Exec starts a command in a running VM and returns the exec frame stream.
+// Without an explicit cwd it runs in the VM's workspace, if it has one.
 func (s *Service) Exec(ctx context.Context, ref string, req api.ExecRequest) (net.Conn, error) {
 	sess, v, err := s.session(ctx, ref)
 	if err != nil {
 		return nil, err
+	}
+	if req.Cwd == "" {
+		req.Cwd = v.Workspace.GuestDir
 	}
 	st, err := sess.Exec(ctx, agentproto.Request{Argv: req.Argv, Env: req.Env, Cwd: req.Cwd, TTY: req.TTY, Rows: req.Rows, Cols: req.Cols})
 	if err != nil {
