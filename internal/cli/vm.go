@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -528,4 +527,3 @@ func newVMPruneCommand(e *env) *cobra.Command {
 	return c
 }
 
-var _ = os.Stdin

@@ -2,7 +2,6 @@ package vm
 
 import (
 	"errors"
-	"io"
 	"net"
 	"os"
 	"sync"
@@ -98,4 +97,3 @@ func readConsole(path string) ([]byte, error) {
 	return append(old, cur...), nil
 }
 
-var _ io.Closer = (*net.UnixConn)(nil)

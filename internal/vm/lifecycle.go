@@ -17,7 +17,6 @@ import (
 	"banger/internal/agentclient"
 	"banger/internal/agentproto"
 	"banger/internal/api"
-	"banger/internal/config"
 	"banger/internal/errdefs"
 	"banger/internal/execx"
 	"banger/internal/image"
@@ -966,4 +965,3 @@ func (s *Service) adopt(v store.VM) (*vmm.Process, error) {
 	return s.driver.Adopt(handleOf(v.Runtime))
 }
 
-var _ = config.MinimalImageName

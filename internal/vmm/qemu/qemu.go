@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"syscall"
-	"time"
 
 	"banger/internal/agentproto"
 	"banger/internal/execx"
@@ -327,7 +326,3 @@ func isOurs(argv []string, h vmm.Handle) bool {
 	}
 	return false
 }
-
-// StopTimeouts are the grace periods of a stop: agent shutdown first (the
-// caller's job), then SIGTERM, then SIGKILL.
-var StopTimeouts = struct{ Term, Kill time.Duration }{Term: 3 * time.Second, Kill: 2 * time.Second}
