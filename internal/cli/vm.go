@@ -526,4 +526,3 @@ func newVMPruneCommand(e *env) *cobra.Command {
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
 }
-

@@ -96,4 +96,3 @@ func readConsole(path string) ([]byte, error) {
 	}
 	return append(old, cur...), nil
 }
-

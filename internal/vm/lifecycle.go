@@ -964,4 +964,3 @@ func (s *Service) adopt(v store.VM) (*vmm.Process, error) {
 	}
 	return s.driver.Adopt(handleOf(v.Runtime))
 }
-
