@@ -18,6 +18,7 @@ import (
 	"github.com/creack/pty"
 	"golang.org/x/sys/unix"
 
+	"banger/internal/agent/procio"
 	"banger/internal/agent/reaper"
 	"banger/internal/agentproto"
 )
@@ -276,21 +277,7 @@ func (s *Server) exec(st net.Conn, r io.Reader, req *agentproto.Request) {
 
 	ws := <-status
 	close(p.exited)
-	drained := make(chan struct{})
-	go func() { pumps.Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(drainGrace):
-		// Closing the read ends unblocks the pumps (the files are in the
-		// runtime poller).
-		for _, f := range p.outs {
-			_ = f.Close()
-		}
-		<-drained
-	}
-	for _, f := range p.outs {
-		_ = f.Close()
-	}
+	procio.Drain(&pumps, p.outs, drainGrace)
 	code, sig := reaper.ExitCode(ws)
 	_ = fw.json(agentproto.FrameExit, agentproto.Exit{Code: code, Signal: sig})
 	_ = p.stdin.Close()

@@ -18,6 +18,8 @@ import (
 	"github.com/pkg/sftp"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
+
+	"banger/internal/agent/procio"
 )
 
 const (
@@ -346,20 +348,7 @@ func (ss *session) run(p *proc, wait WaitFunc) {
 	if code < 0 || code > 255 {
 		code = 255
 	}
-	drained := make(chan struct{})
-	go func() { pumps.Wait(); close(drained) }()
-	select {
-	case <-drained:
-	case <-time.After(drainGrace):
-		// The files are in the runtime poller, so Close unblocks Read.
-		for _, f := range p.outs {
-			_ = f.Close()
-		}
-		<-drained
-	}
-	for _, f := range p.outs {
-		_ = f.Close()
-	}
+	procio.Drain(&pumps, p.outs, drainGrace)
 	_ = p.stdin.Close()
 
 	_ = ch.CloseWrite()
