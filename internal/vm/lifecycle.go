@@ -289,7 +289,7 @@ func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) erro
 	if err != nil {
 		return s.fail(v, errdefs.NotFound("kernel %q (%s) is missing: %v", v.KernelName, v.KernelID, err))
 	}
-	initrd, err := kernel.BootInitrd(art, s.agentBin, s.layout.InitrdDir)
+	initrd, err := s.bootInitrd(art)
 	if err != nil {
 		return s.fail(v, fmt.Errorf("prepare initrd: %w", err))
 	}
@@ -407,6 +407,34 @@ func (s *Service) refreshFirewall(ctx context.Context) error {
 		return err
 	}
 	return s.net.applyFirewall(ctx, vms)
+}
+
+// bootInitrd returns the kernel's boot initramfs with the current agent.
+// Building it reads and hashes the agent and the modules archive (megabytes),
+// so the path is remembered per kernel and agent file version instead of
+// being recomputed on every start.
+func (s *Service) bootInitrd(art *kernel.Artifact) (string, error) {
+	st, err := os.Stat(s.agentBin)
+	if err != nil {
+		return "", fmt.Errorf("find guest agent: %w", err)
+	}
+	key := fmt.Sprintf("%s|%d|%d", art.ID, st.Size(), st.ModTime().UnixNano())
+	s.mu.Lock()
+	p, ok := s.initrds[key]
+	s.mu.Unlock()
+	if ok {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err = kernel.BootInitrd(art, s.agentBin, s.layout.InitrdDir)
+	if err != nil {
+		return "", err
+	}
+	s.mu.Lock()
+	s.initrds[key] = p
+	s.mu.Unlock()
+	return p, nil
 }
 
 func vmmLogTail(path string) string {

@@ -63,6 +63,7 @@ type Service struct {
 	mu      sync.Mutex
 	running map[string]*instance   // by VM id
 	locks   map[string]*sync.Mutex // per-VM operation locks, by id
+	initrds map[string]string      // boot initramfs path by kernel and agent version
 	ctx     context.Context        // lives as long as the service
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -98,7 +99,7 @@ func New(o Options) (*Service, error) {
 	return &Service{net: nw, ssh: o.SSH,
 		log: o.Log, st: o.Store, layout: o.Layout, cfg: o.Config, defaults: o.Config.ResolveDefaults(o.Host),
 		driver: o.Driver, agentBin: o.AgentBin, priv: o.Priv, version: o.Version,
-		running: map[string]*instance{}, locks: map[string]*sync.Mutex{},
+		running: map[string]*instance{}, locks: map[string]*sync.Mutex{}, initrds: map[string]string{},
 		ctx: ctx, cancel: cancel,
 	}, nil
 }
