@@ -27,27 +27,31 @@ const (
 
 // VM is a VM as the API shows it.
 type VM struct {
-	ID         string    `json:"id"`
-	Name       string    `json:"name"`
-	State      string    `json:"state"`
-	Image      string    `json:"image"`
-	ImageID    string    `json:"image_id"`
-	Kernel     string    `json:"kernel"`
-	KernelID   string    `json:"kernel_id"`
-	VCPU       int       `json:"vcpu"`
-	MemoryMiB  int       `json:"memory_mib"`
-	DiskSize   int64     `json:"disk_size"`
-	VMM        string    `json:"vmm,omitempty"`
-	PID        int       `json:"pid,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
-	StartedAt  time.Time `json:"started_at,omitzero"`
-	LastError  string    `json:"last_error,omitempty"`
-	GuestIP    string    `json:"guest_ip,omitempty"`
-	NAT        bool      `json:"nat,omitempty"`
-	DNSName    string    `json:"dns_name,omitempty"`
-	Workspace  string    `json:"workspace,omitempty"` // guest directory of the copied work tree
-	Dir        string    `json:"dir"`
-	ConsoleLog string    `json:"console_log"`
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	State     string    `json:"state"`
+	Image     string    `json:"image"`
+	ImageID   string    `json:"image_id"`
+	Kernel    string    `json:"kernel"`
+	KernelID  string    `json:"kernel_id"`
+	VCPU      int       `json:"vcpu"`
+	MemoryMiB int       `json:"memory_mib"`
+	DiskSize  int64     `json:"disk_size"`
+	VMM       string    `json:"vmm,omitempty"`
+	PID       int       `json:"pid,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	StartedAt time.Time `json:"started_at,omitzero"`
+	LastError string    `json:"last_error,omitempty"`
+	GuestIP   string    `json:"guest_ip,omitempty"`
+	NAT       bool      `json:"nat,omitempty"`
+	DNSName   string    `json:"dns_name,omitempty"`
+	Workspace string    `json:"workspace,omitempty"` // guest directory of the copied work tree
+	// WorkspaceHost and WorkspaceBase are the host work tree and the
+	// commit the workspace was copied at.
+	WorkspaceHost string `json:"workspace_host,omitempty"`
+	WorkspaceBase string `json:"workspace_base,omitempty"`
+	Dir           string `json:"dir"`
+	ConsoleLog    string `json:"console_log"`
 }
 
 // CreateVMRequest creates (and by default starts) a VM.

@@ -17,6 +17,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/sizes"
+	"banger/internal/workspace"
 )
 
 func newVMCommand(e *env) *cobra.Command {
@@ -107,14 +108,16 @@ func newVMCreateCommand(e *env) *cobra.Command {
 
 func newVMRunCommand(e *env) *cobra.Command {
 	var f vmFlags
-	var rm, detach, tty, untracked, dryRun bool
+	var rm, detach, tty bool
+	var wf workspaceFlags
 	c := &cobra.Command{
 		Use:   "run [PATH] [flags] [-- CMD ARGS...]",
 		Short: "Create and start a VM, then run CMD in it or open a shell",
 		Long: "Create and start a VM and wait until it is ready. With -- CMD, run CMD in it: its stdout and\n" +
 			"stderr are kept apart and banger exits with its status. Without, open an interactive shell.\n" +
 			"With PATH (a git work tree), its tracked files are copied to /root/<repo> first and CMD runs\n" +
-			"there; --include-untracked adds untracked files git does not ignore, --dry-run lists the files.\n" +
+			"there; --include-untracked adds untracked files git does not ignore, --dry-run lists the files,\n" +
+			"--branch NAME [--from REF] checks out a new guest branch (at REF, with REF's files).\n" +
 			"--rm deletes the VM afterwards; -d leaves it running in the background.",
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var argv []string
@@ -128,20 +131,19 @@ func newVMRunCommand(e *env) *cobra.Command {
 			if len(pos) > 1 {
 				return usageError{fmt.Errorf("unexpected argument %q: give at most one workspace PATH, and put the command after --", pos[1])}
 			}
-			var ws *workspace
+			var ws *workspace.Workspace
 			if len(pos) == 1 {
 				var err error
-				if ws, err = prepareWorkspace(pos[0], untracked); err != nil {
+				if ws, err = prepareWorkspace(cmd.Context(), pos[0], wf.opts); err != nil {
 					return err
 				}
-				if dryRun {
-					for _, f := range ws.Files {
-						fmt.Fprintln(e.stdout, f)
-					}
+				defer ws.Close()
+				if wf.dryRun {
+					e.listWorkspace(ws)
 					return nil
 				}
-			} else if untracked || dryRun {
-				return usageError{errors.New("--include-untracked and --dry-run need a workspace PATH")}
+			} else if wf.used() {
+				return usageError{errors.New("--include-untracked, --dry-run, --branch and --from need a workspace PATH")}
 			}
 			if detach && rm {
 				return usageError{fmt.Errorf("-d and --rm cannot be combined")}
@@ -159,7 +161,10 @@ func newVMRunCommand(e *env) *cobra.Command {
 				p(fmt.Sprintf("%s ready in %s", v.Name, time.Since(start).Round(10*time.Millisecond)))
 			}
 			if ws != nil {
-				if err := e.copyWorkspace(ctx, v.Name, ws); err != nil {
+				if err := e.copyWorkspace(ctx, v.Name, ws, false); err != nil {
+					if rm {
+						_ = e.deleteVM(context.WithoutCancel(ctx), v.Name)
+					}
 					return err
 				}
 			}
@@ -203,8 +208,7 @@ func newVMRunCommand(e *env) *cobra.Command {
 	c.Flags().BoolVar(&rm, "rm", false, "delete the VM when the command or shell ends")
 	c.Flags().BoolVarP(&detach, "detach", "d", false, "start the VM and return")
 	c.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal for CMD")
-	c.Flags().BoolVar(&untracked, "include-untracked", false, "also copy untracked files git does not ignore")
-	c.Flags().BoolVar(&dryRun, "dry-run", false, "list the workspace files and create nothing")
+	wf.register(c)
 	return c
 }
 

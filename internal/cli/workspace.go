@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"archive/tar"
 	"bytes"
 	"context"
 	"errors"
@@ -9,166 +8,90 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
+	"banger/internal/atomicfile"
+	"banger/internal/workspace"
 )
 
-// workspace is a git work tree to copy into a VM.
-type workspace struct {
-	Top   string   // the repository's top-level directory on the host
-	Name  string   // its base name: the guest directory is /root/<Name>
-	Files []string // paths relative to Top, sorted
+// prepareWorkspace runs the preflight, mapping bad input to a usage error.
+func prepareWorkspace(ctx context.Context, path string, o workspace.Options) (*workspace.Workspace, error) {
+	w, err := workspace.Prepare(ctx, path, o)
+	var inv workspace.InvalidError
+	if errors.As(err, &inv) {
+		return nil, usageError{inv}
+	}
+	return w, err
 }
 
-// GuestDir is where the workspace lands in the guest.
-func (w *workspace) GuestDir() string { return "/root/" + w.Name }
-
-// gitOut runs git with argv (never a shell) and returns its stdout.
-func gitOut(dir string, args ...string) ([]byte, error) {
-	cmd := exec.Command("git", append([]string{"-C", dir}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("git %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
-	}
-	return out, nil
+// workspaceFlags are the flags vm run and vm workspace prepare share.
+type workspaceFlags struct {
+	opts   workspace.Options
+	dryRun bool
 }
 
-// prepareWorkspace is the preflight: before any VM exists, path must be a
-// non-bare git work tree without submodules. It lists the tracked files,
-// and with untracked also the untracked files git does not ignore. Ignored
-// files never go in.
-func prepareWorkspace(path string, untracked bool) (*workspace, error) {
-	if _, err := exec.LookPath("git"); err != nil {
-		return nil, usageError{errors.New("a workspace needs git on the host")}
-	}
-	st, err := os.Stat(path)
-	if err != nil {
-		return nil, usageError{fmt.Errorf("workspace %s: %w", path, err)}
-	}
-	if !st.IsDir() {
-		return nil, usageError{fmt.Errorf("workspace %s: not a directory", path)}
-	}
-	if out, err := gitOut(path, "rev-parse", "--is-bare-repository"); err != nil {
-		return nil, usageError{fmt.Errorf("workspace %s: not a git repository", path)}
-	} else if strings.TrimSpace(string(out)) == "true" {
-		return nil, usageError{fmt.Errorf("workspace %s: a bare repository has no work tree", path)}
-	}
-	out, err := gitOut(path, "rev-parse", "--show-toplevel")
-	if err != nil {
-		return nil, usageError{fmt.Errorf("workspace %s: not inside a work tree", path)}
-	}
-	top := strings.TrimSpace(string(out))
-	if sub, err := gitOut(top, "submodule", "status"); err == nil && len(bytes.TrimSpace(sub)) > 0 {
-		return nil, usageError{fmt.Errorf("workspace %s: has submodules, which are not supported yet", top)}
-	}
-	args := []string{"ls-files", "-z", "--cached"}
-	if untracked {
-		args = append(args, "--others", "--exclude-standard")
-	}
-	list, err := gitOut(top, args...)
-	if err != nil {
-		return nil, err
-	}
-	w := &workspace{Top: top, Name: filepath.Base(top)}
-	seen := map[string]bool{}
-	for _, f := range strings.Split(string(list), "\x00") {
-		if f == "" || seen[f] {
-			continue
-		}
-		seen[f] = true
-		// A tracked file deleted in the work tree is simply not copied.
-		if _, err := os.Lstat(filepath.Join(top, f)); err != nil {
-			continue
-		}
-		w.Files = append(w.Files, f)
-	}
-	sort.Strings(w.Files)
-	return w, nil
+func (f *workspaceFlags) register(c *cobra.Command) {
+	c.Flags().BoolVar(&f.opts.Untracked, "include-untracked", false, "also copy untracked files git does not ignore")
+	c.Flags().BoolVar(&f.dryRun, "dry-run", false, "list the workspace files and copy nothing")
+	c.Flags().StringVar(&f.opts.Branch, "branch", "", "create and check out this branch in the guest repository")
+	c.Flags().StringVar(&f.opts.From, "from", "", "with --branch: start the branch at this commit and copy its tree instead of the work tree")
 }
 
-// tarball packs the workspace files (modes, symlinks as symlinks).
-func (w *workspace) tarball() (*bytes.Buffer, error) {
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
+func (f *workspaceFlags) used() bool {
+	return f.dryRun || f.opts.Untracked || f.opts.Branch != "" || f.opts.From != ""
+}
+
+func (e *env) listWorkspace(w *workspace.Workspace) {
 	for _, f := range w.Files {
-		p := filepath.Join(w.Top, f)
-		st, err := os.Lstat(p)
-		if err != nil {
-			return nil, err
-		}
-		link := ""
-		if st.Mode()&os.ModeSymlink != 0 {
-			if link, err = os.Readlink(p); err != nil {
-				return nil, err
-			}
-		}
-		hdr, err := tar.FileInfoHeader(st, link)
-		if err != nil {
-			return nil, err
-		}
-		hdr.Name = f
-		hdr.Uid, hdr.Gid, hdr.Uname, hdr.Gname = 0, 0, "root", "root"
-		if err := tw.WriteHeader(hdr); err != nil {
-			return nil, err
-		}
-		if st.Mode().IsRegular() {
-			fh, err := os.Open(p)
-			if err != nil {
-				return nil, err
-			}
-			_, err = io.Copy(tw, fh)
-			fh.Close()
-			if err != nil {
-				return nil, err
-			}
-		}
+		fmt.Fprintln(e.stdout, f)
 	}
-	if err := tw.Close(); err != nil {
-		return nil, err
-	}
-	return &buf, nil
 }
 
-// copyWorkspace unpacks the workspace into the guest with the guest's tar,
-// streamed over an exec session.
-func (e *env) copyWorkspace(ctx context.Context, vm string, w *workspace) error {
-	tb, err := w.tarball()
-	if err != nil {
-		return fmt.Errorf("pack workspace: %w", err)
+// copyWorkspace streams the workspace tarball into the guest, where sh and
+// tar unpack it, then records the workspace on the VM. A re-sync refuses to
+// replace a guest repository that has moved past the recorded commit
+// unless force is set.
+func (e *env) copyWorkspace(ctx context.Context, vm string, w *workspace.Workspace, force bool) error {
+	var prev api.VM
+	if err := e.call(ctx, http.MethodGet, "/v1/vms/"+url.PathEscape(vm), nil, &prev); err != nil {
+		return err
 	}
-	dir := w.GuestDir()
-	var stderr bytes.Buffer
-	sub := &env{stdin: tb, stdout: io.Discard, stderr: &stderr, layout: e.layout, cl: e.cl}
-	code, err := sub.execWith(ctx, vm, api.ExecRequest{Argv: []string{"sh", "-c", `mkdir -p "$1" && tar -x -f - -C "$1"`, "sh", dir}, Cwd: "/"}, false)
+	prevBase := ""
+	if prev.Workspace == w.GuestDir() {
+		prevBase = prev.WorkspaceBase
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(w.WriteTar(ctx, pw)) }()
+	defer pr.Close()
+	var stdout, stderr bytes.Buffer
+	sub := &env{stdin: pr, stdout: &stdout, stderr: &stderr, layout: e.layout, cl: e.cl}
+	code, err := sub.execWith(ctx, vm, api.ExecRequest{Argv: workspace.SyncArgv(w.GuestDir(), prevBase, force), Cwd: "/"}, false)
 	if err != nil {
 		return fmt.Errorf("copy workspace: %w", err)
 	}
+	if err := workspace.SyncError(vm, w.GuestDir(), prevBase, code, stdout.String()); err != nil {
+		return err
+	}
 	if code != 0 {
-		return fmt.Errorf("copy workspace into %s: tar exited %d: %s", dir, code, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("copy workspace into %s: exited %d: %s", w.GuestDir(), code, strings.TrimSpace(stderr.String()))
 	}
-	head := ""
-	if out, err := gitOut(w.Top, "rev-parse", "HEAD"); err == nil {
-		head = strings.TrimSpace(string(out))
-	}
-	req := api.WorkspaceRequest{HostPath: w.Top, GuestDir: dir, Head: head}
+	req := api.WorkspaceRequest{HostPath: w.Top, GuestDir: w.GuestDir(), Head: w.Base}
 	return e.call(ctx, http.MethodPut, "/v1/vms/"+url.PathEscape(vm)+"/workspace", req, nil)
 }
 
 func newVMWorkspaceCommand(e *env) *cobra.Command {
-	c := &cobra.Command{Use: "workspace", Short: "Copy a git work tree into a VM"}
-	var untracked bool
+	c := &cobra.Command{Use: "workspace", Short: "Copy a git work tree into a VM, or export what changed there"}
+	var wf workspaceFlags
+	var force bool
 	prepare := &cobra.Command{
-		Use:               "prepare NAME [PATH]",
-		Short:             "Copy (or re-sync) a git work tree into a running VM; vm exec then runs there",
+		Use:   "prepare NAME [PATH]",
+		Short: "Copy (or re-sync) a git work tree into a running VM; vm exec then runs there",
+		Long: "Copy PATH's tracked files (default: the current directory) to /root/<repo> in the VM, with a\n" +
+			"git repository at the host's commit, so the guest can commit and 'vm workspace export' can\n" +
+			"bring the changes back. Re-syncing refuses to replace guest commits unless --force is given.",
 		Args:              minArgs(1),
 		ValidArgsFunction: completeVMs(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -179,18 +102,73 @@ func newVMWorkspaceCommand(e *env) *cobra.Command {
 			if len(args) == 2 {
 				path = args[1]
 			}
-			w, err := prepareWorkspace(path, untracked)
+			w, err := prepareWorkspace(cmd.Context(), path, wf.opts)
 			if err != nil {
 				return err
 			}
-			if err := e.copyWorkspace(cmd.Context(), args[0], w); err != nil {
+			defer w.Close()
+			if wf.dryRun {
+				e.listWorkspace(w)
+				return nil
+			}
+			if err := e.copyWorkspace(cmd.Context(), args[0], w, force); err != nil {
 				return err
 			}
-			fmt.Fprintf(e.stdout, "%s: %d files in %s\n", args[0], len(w.Files), w.GuestDir())
+			fmt.Fprintf(e.stdout, "%s: %d files in %s at %s\n", args[0], len(w.Files), w.GuestDir(), w.Base[:12])
 			return nil
 		},
 	}
-	prepare.Flags().BoolVar(&untracked, "include-untracked", false, "also copy untracked files git does not ignore")
-	c.AddCommand(prepare)
+	wf.register(prepare)
+	prepare.Flags().BoolVar(&force, "force", false, "replace the guest repository even if it has commits the host has not seen")
+
+	var base, output string
+	export := &cobra.Command{
+		Use:   "export NAME [-o FILE]",
+		Short: "Write a patch of everything changed in the VM's workspace",
+		Long: "Write a patch from the commit the workspace was copied at (or --base-commit) to the guest's\n" +
+			"work tree: commits made in the guest, uncommitted changes and untracked files git does not\n" +
+			"ignore. Apply it on the host with 'git apply'. The guest repository is not modified.",
+		Args:              exactArgs(1),
+		ValidArgsFunction: completeVMs(e),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return e.exportWorkspace(cmd.Context(), args[0], base, output)
+		},
+	}
+	export.Flags().StringVar(&base, "base-commit", "", "diff against this commit instead of the one the workspace was copied at")
+	export.Flags().StringVarP(&output, "output", "o", "", "write the patch to FILE instead of stdout")
+	c.AddCommand(prepare, export)
 	return c
+}
+
+func (e *env) exportWorkspace(ctx context.Context, vm, base, output string) error {
+	var v api.VM
+	if err := e.call(ctx, http.MethodGet, "/v1/vms/"+url.PathEscape(vm), nil, &v); err != nil {
+		return err
+	}
+	if v.Workspace == "" {
+		return usageError{fmt.Errorf("%s has no workspace: copy one with 'banger vm run PATH' or 'banger vm workspace prepare %s PATH'", vm, vm)}
+	}
+	if base == "" {
+		base = v.WorkspaceBase
+	}
+	if base == "" {
+		return usageError{fmt.Errorf("%s's workspace has no recorded commit: give --base-commit", vm)}
+	}
+	var patch, stderr bytes.Buffer
+	sub := &env{stdout: &patch, stderr: &stderr, layout: e.layout, cl: e.cl}
+	code, err := sub.execWith(ctx, vm, api.ExecRequest{Argv: workspace.ExportArgv(v.Workspace, base), Cwd: "/"}, false)
+	if err != nil {
+		return fmt.Errorf("export from %s: %w", vm, err)
+	}
+	if err := workspace.ExportError(vm, v.Workspace, base, code, stderr.String()); err != nil {
+		return err
+	}
+	if patch.Len() == 0 {
+		fmt.Fprintf(e.stderr, "banger: note: no changes in %s since %s\n", v.Workspace, base)
+	}
+	if output == "" || output == "-" {
+		_, err := e.stdout.Write(patch.Bytes())
+		return err
+	}
+	return atomicfile.Write(output, patch.Bytes(), 0o644)
 }

@@ -149,11 +149,11 @@ func TestBinariesDoNotDependOnForbiddenPackages(t *testing.T) {
 		{
 			root: module + "/cmd/banger-agent",
 			forbidden: internalPkgs("daemon", "vm", "vmm", "store", "image", "kernel", "cli",
-				"api", "api/client", "privop", "agentclient", "testutil"),
+				"api", "api/client", "privop", "agentclient", "workspace", "testutil"),
 		},
 		{
 			root:      module + "/cmd/bangerd",
-			forbidden: internalPkgs("cli", "testutil"),
+			forbidden: internalPkgs("cli", "workspace", "testutil"),
 		},
 		{
 			// The root helper carries none of the daemon: a bug there
@@ -162,7 +162,7 @@ func TestBinariesDoNotDependOnForbiddenPackages(t *testing.T) {
 			// but nothing that holds daemon state or serves the API.
 			root: module + "/cmd/banger-helper",
 			forbidden: internalPkgs("daemon", "vm", "store", "kernel", "cli", "api", "api/client",
-				"agentclient", "agent", "vmm", "vmm/qemu", "privop/client", "testutil"),
+				"agentclient", "agent", "vmm", "vmm/qemu", "privop/client", "workspace", "testutil"),
 		},
 	}
 	for _, tc := range tests {

@@ -17,6 +17,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"banger/internal/atomicfile"
 )
 
 // KeyPair is a private key in OpenSSH PEM form and its public key.
@@ -77,7 +79,7 @@ func EnsureOwnerKey(path, comment string) (ssh.PublicKey, error) {
 	// The public half first: a crash between the two leaves no private key
 	// without its .pub, and the private key is written exclusively so a
 	// concurrent writer can never be overwritten.
-	if err := writeAtomic(path+".pub", []byte(kp.AuthorizedLine(comment)+"\n"), 0o644); err != nil {
+	if err := atomicfile.Write(path+".pub", []byte(kp.AuthorizedLine(comment)+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
@@ -127,38 +129,7 @@ func first(h Host) string {
 
 // WriteKnownHosts replaces the managed known_hosts file atomically.
 func WriteKnownHosts(path string, hosts []Host) error {
-	return writeAtomic(path, []byte(RenderKnownHosts(hosts)), 0o600)
-}
-
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, []byte(RenderKnownHosts(hosts)), 0o600)
 }
 
 // ParseAuthorized parses one authorized_keys line.

@@ -54,6 +54,7 @@ func (s *Service) View(v store.VM) api.VM {
 		VMM: v.Runtime.VMM, CreatedAt: v.CreatedAt, StartedAt: v.StartedAt, LastError: v.LastError,
 		Dir: s.layout.VMDir(v.ID), ConsoleLog: filepath.Join(s.layout.VMDir(v.ID), paths.ConsoleLog),
 		GuestIP: v.GuestIP, NAT: v.NAT, Workspace: v.Workspace.GuestDir,
+		WorkspaceHost: v.Workspace.HostPath, WorkspaceBase: v.Workspace.Head,
 	}
 	if v.GuestIP != "" {
 		out.DNSName = v.Name + ".vm"

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"banger/internal/atomicfile"
 	"banger/internal/filesync"
 	"banger/internal/paths"
 	"banger/internal/sshconfig"
@@ -78,7 +79,7 @@ func (s *Service) refreshSSH(ctx context.Context) {
 	text := sshconfig.Render(entries, sshconfig.Options{
 		IdentityFile: s.ssh.OwnerKeyPath, KnownHosts: s.layout.KnownHosts, ProxyCommand: s.ssh.ProxyCommand,
 	})
-	if err := writeFileAtomic(s.layout.SSHConfig, []byte(text), 0o600); err != nil {
+	if err := atomicfile.Write(s.layout.SSHConfig, []byte(text), 0o600); err != nil {
 		s.log.Warn("write ssh_config", "err", err)
 	}
 }
@@ -103,17 +104,6 @@ func (s *Service) pushSSH(ctx context.Context, v store.VM) error {
 		return fmt.Errorf("push authorized key: %w", err)
 	}
 	return nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return err
-	}
-	return os.Rename(tmp, path)
 }
 
 // applyFileSync copies the owner's [[file_sync]] entries into a booted

@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -48,6 +51,90 @@ func TestDebianImage(t *testing.T) {
 	if r := sp.run("vm", "run", "--rm", "--image", "debian-bookworm", repo, "--", "make", "check", "FAIL=1"); r.code != 2 {
 		t.Errorf("failing make check: exit %d (want make's 2), stderr %q", r.code, r.stderr)
 	}
+	testWorkspaceExport(t, sp, repo)
+}
+
+// testWorkspaceExport: work done in a guest branch (a commit, an
+// uncommitted change, an untracked file, an ignored one) comes back as a
+// patch that git apply accepts on the host, giving the guest's tree; the
+// export leaves the guest repository as it was. Re-syncing over guest
+// commits is refused unless forced, and --from starts a branch elsewhere.
+func testWorkspaceExport(t *testing.T, sp *split, repo string) {
+	const vm = "wsx"
+	sp.mustAs("vm", "run", "-d", "--name", vm, "--image", "debian-bookworm", "--branch", "guest-work", repo)
+	defer sp.run("vm", "delete", vm)
+	work := `set -e
+git rev-parse --abbrev-ref HEAD
+echo changed > src/lib.txt
+git -c user.name=g -c user.email=g@example.com commit -q -am 'guest commit'
+echo 'extra:' >> Makefile
+echo new > added.txt
+echo junk > build.log
+git status --porcelain`
+	if got := sp.mustAs("vm", "exec", vm, "--", "sh", "-c", work); got != "guest-work\n M Makefile\n?? added.txt\n" {
+		t.Fatalf("guest work printed %q", got)
+	}
+	patch := filepath.Join(sp.owner.HomeDir, "ws.patch")
+	sp.mustAs("vm", "workspace", "export", vm, "-o", patch)
+	if got := sp.mustAs("vm", "exec", vm, "--", "git", "status", "--porcelain"); got != " M Makefile\n?? added.txt\n" {
+		t.Errorf("guest status after export = %q: export changed the guest repository", got)
+	}
+	if err := os.Remove(filepath.Join(repo, "notes.txt")); err != nil { // the host's own untracked file
+		t.Fatal(err)
+	}
+	ownerGit(t, sp.owner, repo, "apply", "--check", patch)
+	ownerGit(t, sp.owner, repo, "apply", patch)
+	guest := sp.mustAs("vm", "exec", vm, "--", "sh", "-c", "git ls-files -z -co --exclude-standard | xargs -0 sha256sum")
+	if got, want := sumLines(guest), hostSums(t, sp.owner, repo); got != want {
+		t.Errorf("host tree after git apply:\n%s\nguest tree:\n%s", want, got)
+	}
+
+	r := sp.run("vm", "workspace", "prepare", vm, repo)
+	if r.code == 0 || !strings.Contains(r.stderr, "--force") {
+		t.Errorf("re-sync over a guest commit: exit %d, stderr %q; want a refusal naming --force", r.code, r.stderr)
+	}
+	// Forced, the repository and the tracked files are replaced; a file
+	// only the guest has is left alone.
+	sp.mustAs("vm", "workspace", "prepare", vm, repo, "--force", "--branch", "b2", "--from", "HEAD")
+	if got := sp.mustAs("vm", "exec", vm, "--", "sh", "-c", "git rev-parse --abbrev-ref HEAD; cat src/lib.txt; git status --porcelain"); got != "b2\nlib-ok\n?? added.txt\n" {
+		t.Errorf("after prepare --branch b2 --from HEAD: %q", got)
+	}
+}
+
+// ownerGit runs git as the owner (root's git refuses a repository another
+// user owns).
+func ownerGit(t *testing.T, owner *user.User, repo string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("runuser", append([]string{"-u", owner.Username, "--", "git", "-C", repo}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("git %v as %s: %v: %s", args, owner.Username, err, out)
+	}
+	return string(out)
+}
+
+// hostSums lists the repository's tracked and untracked, not-ignored files
+// as sha256sum would.
+func hostSums(t *testing.T, owner *user.User, repo string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, f := range strings.Split(ownerGit(t, owner, repo, "ls-files", "-z", "-co", "--exclude-standard"), "\x00") {
+		if f == "" {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(repo, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%x  %s\n", sha256.Sum256(data), f)
+	}
+	return sumLines(b.String())
+}
+
+// sumLines sorts sha256sum output so listings compare whatever the order.
+func sumLines(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
 }
 
 // makeRepo creates a small git repository in the owner's home, owned by
