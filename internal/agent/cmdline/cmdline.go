@@ -11,6 +11,7 @@ import (
 
 // Transports selectable with banger.transport=.
 const (
+	TransportAuto         = "auto" // whichever the VMM provides
 	TransportVirtioSerial = "virtio-serial"
 	TransportVsock        = "vsock"
 )
@@ -22,14 +23,14 @@ type Params struct {
 	Work       string // banger.work=: block device mounted at /root
 	Hostname   string // banger.hostname=
 	Init       string // banger.init=: explicit init path in the new root
-	Transport  string // banger.transport= (default virtio-serial)
+	Transport  string // banger.transport= (default auto)
 	Net        string // banger.net=ADDR/LEN,gw=GW,dns=DNS,mtu=N: static guest addressing
 }
 
 // Parse extracts Params from the text of /proc/cmdline. Later occurrences
 // win, as in the kernel. Quoted values ("a b") are unquoted.
 func Parse(s string) Params {
-	p := Params{Root: "/dev/vda", RootFSType: "ext4", Transport: TransportVirtioSerial}
+	p := Params{Root: "/dev/vda", RootFSType: "ext4", Transport: TransportAuto}
 	for _, f := range fields(s) {
 		k, v, ok := strings.Cut(f, "=")
 		if !ok {

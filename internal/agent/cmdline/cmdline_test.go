@@ -4,7 +4,7 @@ import "testing"
 
 func TestParse(t *testing.T) {
 	p := Parse("console=ttyS0 root=/dev/vdb rootfstype=xfs banger.work=/dev/vdc banger.hostname=t1 banger.init=\"/sbin/my init\" quiet\n")
-	want := Params{Root: "/dev/vdb", RootFSType: "xfs", Work: "/dev/vdc", Hostname: "t1", Init: "/sbin/my init", Transport: TransportVirtioSerial}
+	want := Params{Root: "/dev/vdb", RootFSType: "xfs", Work: "/dev/vdc", Hostname: "t1", Init: "/sbin/my init", Transport: TransportAuto}
 	if p != want {
 		t.Fatalf("Parse = %+v, want %+v", p, want)
 	}

@@ -1,7 +1,7 @@
 // Package transport gives the guest agent its host connections. Under QEMU
 // that is the virtio-serial port named agentproto.PortName; under
-// Firecracker it will be a vsock listener. Either way the agent sees a
-// listener that yields one byte stream per host connection.
+// Firecracker a vsock listener on agentproto.VsockPort. Either way the
+// agent sees a listener that yields one byte stream per host connection.
 package transport
 
 import (
@@ -32,13 +32,18 @@ type Listener interface {
 // Reads on such a port return 0 bytes at once, so waiting must not spin.
 const idlePoll = 75 * time.Millisecond
 
+// autoWait bounds how long Auto waits for a channel device to appear.
+const autoWait = 30 * time.Second
+
 // New returns the listener for a banger.transport= value.
 func New(kind string) (Listener, error) {
 	switch kind {
-	case "", cmdline.TransportVirtioSerial:
+	case "", cmdline.TransportAuto:
+		return Auto("/sys", "/dev", autoWait)
+	case cmdline.TransportVirtioSerial:
 		return NewVirtioSerial(agentproto.PortName), nil
 	case cmdline.TransportVsock:
-		return nil, errors.New("vsock transport: not implemented yet")
+		return ListenVsock(unix.VMADDR_CID_ANY, agentproto.VsockPort)
 	default:
 		return nil, fmt.Errorf("unknown transport %q", kind)
 	}
