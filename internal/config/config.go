@@ -30,15 +30,19 @@ const (
 
 // Config is the parsed file.
 type Config struct {
-	LogLevel          string     `toml:"log_level"`
-	DefaultImageName  string     `toml:"default_image_name"`
-	DefaultKernelName string     `toml:"default_kernel_name"`
-	VMM               string     `toml:"vmm"` // auto | qemu
-	QEMUBin           string     `toml:"qemu_bin"`
-	KernelArgs        string     `toml:"kernel_args"`  // appended to every guest kernel command line
-	SSHKeyPath        string     `toml:"ssh_key_path"` // owner's SSH key; absolute; generated when missing
-	VMDefaults        VMDefaults `toml:"vm_defaults"`
-	Network           Network    `toml:"network"`
+	LogLevel          string `toml:"log_level"`
+	DefaultImageName  string `toml:"default_image_name"`
+	DefaultKernelName string `toml:"default_kernel_name"`
+	VMM               string `toml:"vmm"` // auto | firecracker | qemu
+	QEMUBin           string `toml:"qemu_bin"`
+	// Firecracker runs under firecracker-jailer, launched by the root
+	// helper; both binaries must be root-owned and writable only by root.
+	FirecrackerBin string     `toml:"firecracker_bin"`
+	JailerBin      string     `toml:"jailer_bin"`
+	KernelArgs     string     `toml:"kernel_args"`  // appended to every guest kernel command line
+	SSHKeyPath     string     `toml:"ssh_key_path"` // owner's SSH key; absolute; generated when missing
+	VMDefaults     VMDefaults `toml:"vm_defaults"`
+	Network        Network    `toml:"network"`
 	// FileSync copies files from the owner's home into every guest at
 	// create and start ([[file_sync]] tables).
 	FileSync []filesync.Entry `toml:"file_sync"`
@@ -59,6 +63,13 @@ type Network struct {
 	// banger's DNS; everything else on the host is closed to guests.
 	AllowHost []string `toml:"allow_host"`
 }
+
+// Firecracker defaults: where the release tarball's binaries are usually
+// installed.
+const (
+	DefaultFirecrackerBin = "/usr/local/bin/firecracker"
+	DefaultJailerBin      = "/usr/local/bin/jailer"
+)
 
 // Network defaults.
 const (
@@ -117,9 +128,14 @@ func (c Config) validate() error {
 		return fmt.Errorf("log_level %q: want debug, info, warn or error", c.LogLevel)
 	}
 	switch c.VMM {
-	case "", "auto", "qemu":
+	case "", "auto", "qemu", "firecracker":
 	default:
-		return fmt.Errorf("vmm %q: want auto or qemu", c.VMM)
+		return fmt.Errorf("vmm %q: want auto, firecracker or qemu", c.VMM)
+	}
+	for _, b := range []struct{ key, val string }{{"firecracker_bin", c.FirecrackerBin}, {"jailer_bin", c.JailerBin}} {
+		if b.val != "" && !strings.HasPrefix(b.val, "/") {
+			return fmt.Errorf("%s %q: must be an absolute path", b.key, b.val)
+		}
 	}
 	if c.VMDefaults.VCPU < 0 {
 		return fmt.Errorf("vm_defaults.vcpu %d: must be positive", c.VMDefaults.VCPU)
@@ -187,6 +203,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.VMM == "" {
 		c.VMM = "auto"
+	}
+	if c.FirecrackerBin == "" {
+		c.FirecrackerBin = DefaultFirecrackerBin
+	}
+	if c.JailerBin == "" {
+		c.JailerBin = DefaultJailerBin
 	}
 	n := &c.Network
 	if n.BridgeName == "" {

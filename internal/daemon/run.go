@@ -28,6 +28,8 @@ import (
 	"banger/internal/version"
 	"banger/internal/vm"
 	"banger/internal/vmdns"
+	"banger/internal/vmm"
+	"banger/internal/vmm/firecracker"
 	"banger/internal/vmm/qemu"
 )
 
@@ -87,7 +89,7 @@ func Run(o RunOptions) error {
 	_ = kernel.CleanStale(l.KernelsDir)
 	_ = cleanTmp(l.TmpDir)
 
-	driver := &qemu.Driver{Bin: cfg.QEMUBin, ProbeCache: filepath.Join(l.CacheDir, "kvm-probe.json"), ProbeKernel: func() string {
+	qd := &qemu.Driver{Bin: cfg.QEMUBin, ProbeCache: filepath.Join(l.CacheDir, "kvm-probe.json"), ProbeKernel: func() string {
 		k, err := st.GetKernel(context.Background(), cfg.DefaultKernelName)
 		if err != nil {
 			return ""
@@ -102,6 +104,14 @@ func Run(o RunOptions) error {
 	if err != nil {
 		return err
 	}
+	fc := &firecracker.Driver{FirecrackerBin: cfg.FirecrackerBin, JailerBin: cfg.JailerBin,
+		Helper: firecrackerHelper(cfg),
+		KVM: func(ctx context.Context) (bool, string) {
+			p := qd.Probe(ctx)
+			return p.Accel == "kvm", p.Reason
+		}}
+	driver, driverNote := chooseDriver(context.Background(), cfg.VMM, qd, fc)
+	log.Info("vmm chosen", "vmm", driver.Name(), "why", driverNote)
 	if dns != nil {
 		defer func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -125,11 +135,13 @@ func Run(o RunOptions) error {
 	svc, err := vm.New(vm.Options{
 		SSH: sshOpts,
 		Log: log, Store: st, Layout: l, Config: cfg, Host: config.ProbeHost(),
-		Driver:   driver,
-		AgentBin: agentBin,
-		Priv:     privop.InProcess{Run: runPrivOp},
-		Version:  version.Version,
-		Network:  netOpts,
+		Driver:      driver,
+		DriverNote:  driverNote,
+		Firecracker: fc,
+		AgentBin:    agentBin,
+		Priv:        privop.InProcess{Run: runPrivOp},
+		Version:     version.Version,
+		Network:     netOpts,
 	})
 	if err != nil {
 		return err
@@ -175,6 +187,26 @@ func Run(o RunOptions) error {
 // setupNetwork turns guest networking on when the root helper answers (and
 // is really root). network.enabled = false turns it off; true makes a
 // missing helper an error instead of a quiet fallback to no network.
+// chooseDriver picks the VMM: the configured one, or with "auto"
+// Firecracker when it is installed, the helper can jail it and KVM really
+// runs guests, QEMU otherwise. The note says why, for doctor.
+func chooseDriver(ctx context.Context, want string, qd *qemu.Driver, fc *firecracker.Driver) (vmm.Driver, string) {
+	switch want {
+	case "qemu":
+		return qd, "vmm = qemu in the config"
+	case "firecracker":
+		return fc, "vmm = firecracker in the config"
+	}
+	p := fc.Probe(ctx)
+	switch {
+	case !p.Available:
+		return qd, "auto: qemu, since firecracker cannot be used: " + p.Reason
+	case p.Reason != "":
+		return qd, "auto: qemu, since " + p.Reason
+	}
+	return fc, "auto: firecracker and jailer installed, root helper present, KVM works"
+}
+
 func setupNetwork(cfg config.Config, log *slog.Logger) (*vm.NetworkOptions, *vmdns.Server, error) {
 	n := cfg.Network
 	if n.Enabled != nil && !*n.Enabled {
@@ -245,5 +277,11 @@ func cleanTmp(dir string) error {
 	for _, e := range ents {
 		_ = os.RemoveAll(filepath.Join(dir, e.Name()))
 	}
+	return nil
+}
+
+// firecrackerHelper is the root helper as the Firecracker driver needs
+// it, or nil when none answers (the driver then reports why it cannot run).
+func firecrackerHelper(cfg config.Config) firecracker.Helper {
 	return nil
 }

@@ -143,13 +143,13 @@ func TestBinariesDoNotDependOnForbiddenPackages(t *testing.T) {
 	}{
 		{
 			root: module + "/cmd/banger",
-			forbidden: internalPkgs("daemon", "vm", "vmm", "vmm/qemu", "store", "image", "kernel",
+			forbidden: internalPkgs("daemon", "vm", "vmm", "vmm/qemu", "vmm/firecracker", "store", "image", "kernel",
 				"agent", "privop", "agentclient", "testutil"),
 		},
 		{
 			root: module + "/cmd/banger-agent",
 			forbidden: internalPkgs("daemon", "vm", "vmm", "store", "image", "kernel", "cli",
-				"api", "api/client", "privop", "agentclient", "workspace", "testutil"),
+				"api", "api/client", "privop", "agentclient", "workspace", "vmm/firecracker", "testutil"),
 		},
 		{
 			root:      module + "/cmd/bangerd",
@@ -162,7 +162,7 @@ func TestBinariesDoNotDependOnForbiddenPackages(t *testing.T) {
 			// but nothing that holds daemon state or serves the API.
 			root: module + "/cmd/banger-helper",
 			forbidden: internalPkgs("daemon", "vm", "store", "kernel", "cli", "api", "api/client",
-				"agentclient", "agent", "vmm", "vmm/qemu", "privop/client", "workspace", "testutil"),
+				"agentclient", "agent", "vmm", "vmm/qemu", "vmm/firecracker", "privop/client", "workspace", "testutil"),
 		},
 	}
 	for _, tc := range tests {

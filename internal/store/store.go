@@ -151,9 +151,11 @@ type Runtime struct {
 	PIDStart    uint64 `json:"pid_start,omitempty"` // /proc/<pid>/stat starttime, guards against pid reuse
 	RunDir      string `json:"run_dir,omitempty"`
 	AgentSock   string `json:"agent_sock,omitempty"`
+	AgentPort   uint32 `json:"agent_port,omitempty"` // vsock port behind AgentSock (Firecracker)
 	ConsoleSock string `json:"console_sock,omitempty"`
 	Accel       string `json:"accel,omitempty"`
 	Tap         string `json:"tap,omitempty"`
+	JailID      string `json:"jail_id,omitempty"` // the VMM's jail, to clean up once it exits
 }
 
 // VM is a stored VM record.

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"time"
 )
 
 // consoleLogMax bounds console.log; at the limit it becomes console.log.1
@@ -21,6 +22,48 @@ type consoleLog struct {
 	f    *os.File
 	size int64
 	done chan struct{}
+	stop chan struct{} // without conn: ends the bounding loop
+}
+
+// consoleCheck is how often a console log written by the VMM itself is
+// checked against consoleLogMax.
+const consoleCheck = 2 * time.Second
+
+// boundConsoleLog keeps a console log that the VMM appends to itself
+// (O_APPEND) within bounds: past consoleLogMax its content moves to
+// console.log.1 and the file is truncated in place, so the VMM's next
+// write lands at the new, empty end.
+func boundConsoleLog(path string) *consoleLog {
+	c := &consoleLog{path: path, done: make(chan struct{}), stop: make(chan struct{})}
+	go func() {
+		defer close(c.done)
+		t := time.NewTicker(consoleCheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-t.C:
+				rotateInPlace(path, consoleLogMax)
+			}
+		}
+	}()
+	return c
+}
+
+func rotateInPlace(path string, limit int64) {
+	st, err := os.Stat(path)
+	if err != nil || st.Size() <= limit {
+		return
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	if err := os.WriteFile(path+".1", data, 0o600); err != nil {
+		return
+	}
+	_ = os.Truncate(path, 0)
 }
 
 func startConsoleLog(conn net.Conn, path string) (*consoleLog, error) {
@@ -74,7 +117,11 @@ func (c *consoleLog) Close() {
 	if c == nil {
 		return
 	}
-	c.conn.Close()
+	if c.conn != nil {
+		c.conn.Close()
+	} else {
+		close(c.stop)
+	}
 	<-c.done
 	c.mu.Lock()
 	if c.f != nil {

@@ -52,3 +52,30 @@ func TestConsoleLogIsBounded(t *testing.T) {
 		t.Errorf("newest output lost: tail %q", all[max(0, len(all)-20):])
 	}
 }
+
+// A log the VMM appends to itself is rotated in place: its content moves
+// to .1 and the same file (the VMM's open O_APPEND fd) starts over empty.
+func TestRotateInPlace(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "console.log")
+	w, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if _, err := w.WriteString("0123456789"); err != nil {
+		t.Fatal(err)
+	}
+	rotateInPlace(p, 20)
+	if got, _ := os.ReadFile(p); string(got) != "0123456789" {
+		t.Fatalf("under the limit the log changed: %q", got)
+	}
+	rotateInPlace(p, 5)
+	if _, err := w.WriteString("next"); err != nil {
+		t.Fatal(err)
+	}
+	old, _ := os.ReadFile(p + ".1")
+	cur, _ := os.ReadFile(p)
+	if string(old) != "0123456789" || string(cur) != "next" {
+		t.Fatalf("after rotation .1 = %q, log = %q", old, cur)
+	}
+}

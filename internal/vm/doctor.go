@@ -36,7 +36,16 @@ func (s *Service) Doctor(ctx context.Context) api.Doctor {
 	} else {
 		add("kvm", "ok", "usable")
 	}
-	add("firecracker", "warn", "not supported yet; when it is, distro kernels will need Firecracker >= 1.8.0 (ACPI device discovery)")
+	if s.opts.DriverNote != "" {
+		add("vmm choice", "ok", "%s", s.opts.DriverNote)
+	}
+	if fc := s.opts.Firecracker; fc != nil {
+		status, detail := fc.Doctor(ctx)
+		if s.driver.Name() != "firecracker" && status != "fail" {
+			detail += "; " + s.driver.Name() + " is used"
+		}
+		add("firecracker", status, "%s", detail)
+	}
 	for _, tool := range []string{"mkfs.ext4", "debugfs", "e2fsck", "resize2fs"} {
 		if p, err := execx.LookPath(tool); err != nil {
 			add(tool, "fail", "not found: apt-get install e2fsprogs")

@@ -302,8 +302,9 @@ func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) erro
 			{ID: "root", Path: filepath.Join(dir, paths.RootDisk)},
 			{ID: "work", Path: filepath.Join(dir, paths.WorkDisk)},
 		},
-		RunDir:  s.layout.VMRun(v.ID),
-		LogPath: filepath.Join(dir, "vmm.log"),
+		RunDir:     s.layout.VMRun(v.ID),
+		LogPath:    filepath.Join(dir, "vmm.log"),
+		ConsoleLog: filepath.Join(dir, paths.ConsoleLog),
 	}
 	tap := ""
 	if ip, ok := s.guestIP(*v); ok {
@@ -313,7 +314,7 @@ func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) erro
 			return s.fail(v, errdefs.Unavailable("set up network: %v", err))
 		}
 		defer f.Close() // the VMM holds its own copy once started
-		spec.Net = &vmm.Net{Tap: f, MAC: ipam.MAC(ip)}
+		spec.Net = &vmm.Net{Tap: f, TapName: tap, MAC: ipam.MAC(ip)}
 		spec.Cmdline += " " + s.net.cmdline(ip)
 		v.Runtime.Tap = tap
 	}
@@ -381,9 +382,23 @@ func (s *Service) netUp(ctx context.Context, v store.VM) error {
 	return nil
 }
 
-// netDown releases what a stopped VM held: its tap, DNS name and NAT rule.
-// Errors are logged, not returned: a VM must always be able to stop.
+// releaser is a driver that holds something per VM beyond the process
+// (Firecracker's jail), to release once the VMM has exited.
+type releaser interface {
+	Release(ctx context.Context, h vmm.Handle, runDir string) error
+}
+
+// netDown releases what a stopped VM held: its VMM's jail, its tap, DNS
+// name and NAT rule. Errors are logged, not returned: a VM must always be
+// able to stop.
 func (s *Service) netDown(v store.VM) {
+	if r, ok := s.driver.(releaser); ok && v.Runtime.VMM == s.driver.Name() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := r.Release(ctx, handleOf(v.Runtime), v.Runtime.RunDir); err != nil {
+			s.log.Warn("release vmm", "vm", v.Name, "err", err)
+		}
+		cancel()
+	}
 	if s.net == nil {
 		return
 	}
@@ -452,12 +467,12 @@ func vmmLogTail(path string) string {
 
 func runtimeOf(h vmm.Handle, runDir string) store.Runtime {
 	return store.Runtime{VMM: h.VMM, PID: h.PID, PIDStart: h.PIDStart, RunDir: runDir,
-		AgentSock: h.AgentSock, ConsoleSock: h.ConsoleSock, Accel: h.Accel}
+		AgentSock: h.AgentSock, AgentPort: h.AgentPort, ConsoleSock: h.ConsoleSock, Accel: h.Accel, JailID: h.JailID}
 }
 
 func handleOf(rt store.Runtime) vmm.Handle {
-	return vmm.Handle{VMM: rt.VMM, PID: rt.PID, PIDStart: rt.PIDStart, AgentSock: rt.AgentSock,
-		ConsoleSock: rt.ConsoleSock, Accel: rt.Accel}
+	return vmm.Handle{VMM: rt.VMM, PID: rt.PID, PIDStart: rt.PIDStart, AgentSock: rt.AgentSock, AgentPort: rt.AgentPort,
+		ConsoleSock: rt.ConsoleSock, Accel: rt.Accel, JailID: rt.JailID}
 }
 
 // fail records err on v (state error) and returns it.
@@ -475,19 +490,24 @@ func (s *Service) fail(v *store.VM, err error) error {
 
 // attach starts tracking a VMM process: console copy and exit watcher.
 func (s *Service) attach(in *instance, fresh bool) error {
-	ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
-	defer cancel()
-	conn, err := vmm.WaitForSocket(ctx, in.proc.Handle.ConsoleSock, in.proc.Exited())
-	if err != nil {
-		return fmt.Errorf("attach console: %w", err)
-	}
 	logPath := filepath.Join(s.layout.VMDir(in.id), paths.ConsoleLog)
-	if fresh {
-		_ = removeAll(logPath, logPath+".1")
-	}
-	in.console, err = startConsoleLog(conn, logPath)
-	if err != nil {
-		return fmt.Errorf("attach console: %w", err)
+	if in.proc.Handle.ConsoleSock == "" {
+		// The VMM writes the console log itself (Firecracker's serial
+		// port is its stdout): only keep it bounded.
+		in.console = boundConsoleLog(logPath)
+	} else {
+		ctx, cancel := context.WithTimeout(s.ctx, 10*time.Second)
+		defer cancel()
+		conn, err := vmm.WaitForSocket(ctx, in.proc.Handle.ConsoleSock, in.proc.Exited())
+		if err != nil {
+			return fmt.Errorf("attach console: %w", err)
+		}
+		if fresh {
+			_ = removeAll(logPath, logPath+".1")
+		}
+		if in.console, err = startConsoleLog(conn, logPath); err != nil {
+			return fmt.Errorf("attach console: %w", err)
+		}
 	}
 	s.mu.Lock()
 	s.running[in.id] = in

@@ -31,12 +31,19 @@ func (p Progress) say(format string, a ...any) {
 
 // Options wires a Service.
 type Options struct {
-	Log      *slog.Logger
-	Store    *store.Store
-	Layout   paths.Layout
-	Config   config.Config
-	Host     config.Host
-	Driver   vmm.Driver
+	Log    *slog.Logger
+	Store  *store.Store
+	Layout paths.Layout
+	Config config.Config
+	Host   config.Host
+	Driver vmm.Driver
+	// DriverNote says why Driver was chosen (shown by doctor).
+	DriverNote string
+	// Firecracker reports on the Firecracker setup for doctor, whichever
+	// driver is in use; nil when unknown.
+	Firecracker interface {
+		Doctor(ctx context.Context) (status, detail string)
+	}
 	AgentBin string // static guest agent binary
 	Priv     privop.Host
 	Version  string
@@ -54,6 +61,7 @@ type Service struct {
 	cfg      config.Config
 	defaults config.Defaults
 	driver   vmm.Driver
+	opts     Options
 	agentBin string
 	priv     privop.Host
 	version  string
@@ -98,7 +106,7 @@ func New(o Options) (*Service, error) {
 	}
 	return &Service{net: nw, ssh: o.SSH,
 		log: o.Log, st: o.Store, layout: o.Layout, cfg: o.Config, defaults: o.Config.ResolveDefaults(o.Host),
-		driver: o.Driver, agentBin: o.AgentBin, priv: o.Priv, version: o.Version,
+		driver: o.Driver, opts: o, agentBin: o.AgentBin, priv: o.Priv, version: o.Version,
 		running: map[string]*instance{}, locks: map[string]*sync.Mutex{}, initrds: map[string]string{},
 		ctx: ctx, cancel: cancel,
 	}, nil

@@ -39,25 +39,37 @@ type Spec struct {
 	Drives    []Drive
 	RunDir    string // private dir for sockets (short path: sun_path is 108 bytes)
 	LogPath   string // where the VMM's own stderr goes
-	Net       *Net   // nil: no network device
+	// ConsoleLog is the VM's console log. A driver whose VMM serves the
+	// console on a socket (Handle.ConsoleSock) leaves it to bangerd; one
+	// whose VMM can only write its serial port to stdout sends it here.
+	ConsoleLog string
+	Net        *Net // nil: no network device
 }
 
 // Net is the guest's network device: a tap opened by the root helper and
 // handed over as a file, since an unprivileged VMM may not be able to open
 // /dev/net/tun itself.
 type Net struct {
-	Tap *os.File
-	MAC string
+	Tap     *os.File
+	TapName string // for a VMM that opens the tap itself (Firecracker)
+	MAC     string
 }
 
 // Handle identifies a running VMM process across bangerd restarts.
 type Handle struct {
-	VMM         string
-	PID         int
-	PIDStart    uint64
-	AgentSock   string
+	VMM       string
+	PID       int
+	PIDStart  uint64
+	AgentSock string
+	// AgentPort, when set, makes AgentSock a Firecracker vsock socket:
+	// a connection starts with "CONNECT <port>" and its "OK" answer.
+	AgentPort uint32 `json:",omitempty"`
+	// ConsoleSock is empty when the VMM writes the console to
+	// Spec.ConsoleLog itself.
 	ConsoleSock string
 	Accel       string
+	// JailID is the id the VMM runs under in its jail (Firecracker).
+	JailID string `json:",omitempty"`
 }
 
 // Probe is a driver's verdict on this host.
@@ -164,7 +176,46 @@ func (p *Process) Close() {
 // DialAgent connects to the guest agent's transport (before the handshake).
 func (p *Process) DialAgent(ctx context.Context) (net.Conn, error) {
 	var d net.Dialer
-	return d.DialContext(ctx, "unix", p.Handle.AgentSock)
+	c, err := d.DialContext(ctx, "unix", p.Handle.AgentSock)
+	if err != nil || p.Handle.AgentPort == 0 {
+		return c, err
+	}
+	if err := VsockConnect(ctx, c, p.Handle.AgentPort); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// VsockConnect runs the host side of Firecracker's hybrid vsock handshake
+// on c: "CONNECT <port>\n", answered by "OK <host port>\n". Firecracker
+// closes the connection instead when nothing listens on port in the guest.
+func VsockConnect(ctx context.Context, c net.Conn, port uint32) error {
+	deadline := time.Now().Add(5 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	_ = c.SetDeadline(deadline)
+	defer func() { _ = c.SetDeadline(time.Time{}) }()
+	if _, err := fmt.Fprintf(c, "CONNECT %d\n", port); err != nil {
+		return fmt.Errorf("vsock connect to port %d: %w", port, err)
+	}
+	// Read byte by byte: whatever follows the line is the guest's stream.
+	var line []byte
+	b := make([]byte, 1)
+	for len(line) < 64 {
+		if _, err := c.Read(b); err != nil {
+			return fmt.Errorf("vsock connect to port %d: no answer (is the guest listening?): %w", port, err)
+		}
+		if b[0] == '\n' {
+			if !strings.HasPrefix(string(line), "OK ") {
+				return fmt.Errorf("vsock connect to port %d: unexpected answer %q", port, line)
+			}
+			return nil
+		}
+		line = append(line, b[0])
+	}
+	return fmt.Errorf("vsock connect to port %d: answer too long", port)
 }
 
 // DialConsole connects to the serial console stream.
