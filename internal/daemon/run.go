@@ -212,10 +212,7 @@ func setupNetwork(cfg config.Config, log *slog.Logger) (*vm.NetworkOptions, *vmd
 	if n.Enabled != nil && !*n.Enabled {
 		return nil, nil, nil
 	}
-	socket := n.HelperSocket
-	if v := os.Getenv("BANGER_HELPER_SOCKET"); v != "" {
-		socket = v
-	}
+	socket := helperSocket(cfg)
 	hc := privclient.New(socket)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -281,7 +278,24 @@ func cleanTmp(dir string) error {
 }
 
 // firecrackerHelper is the root helper as the Firecracker driver needs
-// it, or nil when none answers (the driver then reports why it cannot run).
+// it, or nil when none answers for this owner (the driver then reports
+// why it cannot run).
 func firecrackerHelper(cfg config.Config) firecracker.Helper {
-	return nil
+	hc := privclient.New(helperSocket(cfg))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	ping, err := hc.Ping(ctx)
+	if err != nil || ping.OwnerUID != os.Getuid() {
+		return nil
+	}
+	return hc
+}
+
+// helperSocket is where the root helper listens (BANGER_HELPER_SOCKET
+// overrides the config, for tests and unusual installs).
+func helperSocket(cfg config.Config) string {
+	if v := os.Getenv("BANGER_HELPER_SOCKET"); v != "" {
+		return v
+	}
+	return cfg.Network.HelperSocket
 }

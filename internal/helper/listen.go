@@ -79,13 +79,19 @@ func checkPrivateDir(dir string) error {
 	return nil
 }
 
-// PrepareStateDir creates the helper's state directory (mode 0700) if
-// missing and checks it like the socket directory.
+// PrepareStateDir creates the helper's state directory (mode 0711) if
+// missing and checks it like the socket directory. It is searchable by
+// others because the Firecracker jails live below it and bangerd must
+// reach their sockets; what it holds stays private (ledgers 0600, build
+// directories 0700).
 func PrepareStateDir(dir string) error {
 	if !filepath.IsAbs(dir) || filepath.Clean(dir) != dir {
 		return fmt.Errorf("state dir %q: want a clean absolute path", dir)
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return fmt.Errorf("prepare state dir: %w", err)
+	}
+	if err := os.Chmod(dir, 0o711); err != nil {
 		return fmt.Errorf("prepare state dir: %w", err)
 	}
 	if err := checkPrivateDir(dir); err != nil {

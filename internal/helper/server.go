@@ -14,7 +14,9 @@
 // image builds by an ImageBuilder (internal/image, wired by the binary).
 // An image build runs alone (a second one is refused as busy, other ops are
 // still served), in a directory of the state dir that is gone before the
-// answer, and has BuildTimeout instead of OpTimeout.
+// answer, and has BuildTimeout instead of OpTimeout. Firecracker jails
+// (internal/jail) live under JailBase and are recorded in a JailLedger;
+// a launch_firecracker request carries its files as fds (see jail.go).
 //
 // Socket permissions (see Listen): the socket lives in a directory owned by
 // root with mode 0711, so only root can create, replace or remove entries
@@ -70,7 +72,14 @@ type Config struct {
 	StateDir string
 	// Images builds root images for debootstrap_image; nil answers that
 	// op with an internal "image building not configured".
-	Images  ImageBuilder
+	Images ImageBuilder
+	// JailBase is the jailer's --chroot-base-dir, checked at each launch
+	// (internal/jail.CheckBase). Default: <StateDir>/jail.
+	JailBase string
+	// Jails records the jails the helper staged. Default: the JailLedger
+	// in StateDir. Without either, the jail ops answer internal "jails
+	// not configured".
+	Jails   *JailLedger
 	Version string
 	Log     *slog.Logger
 	// ReadTimeout bounds the time from accept to the last byte of the
@@ -97,7 +106,11 @@ type Server struct {
 	// buildMu is held by the one image build in progress; a second build
 	// does not wait for it but is refused as busy.
 	buildMu sync.Mutex
-	wg      sync.WaitGroup
+	// jailMu serializes launches and cleanups of jails, apart from
+	// opMu: staging a jail copies binaries and must not hold up the
+	// network ops.
+	jailMu sync.Mutex
+	wg     sync.WaitGroup
 }
 
 // NewServer checks cfg and returns a Server.
@@ -129,6 +142,9 @@ func NewServer(cfg Config) (*Server, error) {
 	if cfg.MaxConns <= 0 {
 		cfg.MaxConns = DefaultMaxConns
 	}
+	if err := configureJails(&cfg); err != nil {
+		return nil, fmt.Errorf("new helper server: %w", err)
+	}
 	return &Server{cfg: cfg, log: cfg.Log, slots: make(chan struct{}, cfg.MaxConns)}, nil
 }
 
@@ -139,6 +155,7 @@ func NewServer(cfg Config) (*Server, error) {
 // cancels them (their directory is removed either way), so a stop does not
 // wait up to BuildTimeout.
 func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
+	s.reconcileJails()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	opCtx := context.WithoutCancel(ctx)
@@ -188,11 +205,16 @@ func (s *Server) handle(ctx, buildCtx context.Context, conn *net.UnixConn) {
 		return
 	}
 	_ = conn.SetReadDeadline(start.Add(s.cfg.ReadTimeout))
-	body, err := privop.ReadFrame(conn, privop.MaxRequest)
+	fr := &rightsReader{conn: conn}
+	defer fr.closeFiles()
+	body, err := privop.ReadFrame(fr, privop.MaxRequest)
+	if fr.err != nil {
+		err = fr.err
+	}
 	if err != nil {
 		var ne net.Error
 		switch {
-		case errors.Is(err, privop.ErrFrameTooLarge):
+		case errors.Is(err, privop.ErrFrameTooLarge), fr.err != nil:
 			log.Warn("refused request", "err", err)
 			s.reply(conn, nil, nil, privop.Errorf(privop.CodeBadRequest, "%v", err))
 		case errors.As(err, &ne) && ne.Timeout():
@@ -210,13 +232,18 @@ func (s *Server) handle(ctx, buildCtx context.Context, conn *net.UnixConn) {
 		return
 	}
 	log = log.With("op", op.Name())
+	if want := privop.RequestFiles(op); len(fr.files) != want {
+		log.Warn("refused request: wrong number of fds", "fds", len(fr.files), "want", want)
+		s.reply(conn, nil, nil, privop.Errorf(privop.CodeBadRequest, "%s: the request carries %d fds, want %d", op.Name(), len(fr.files), want))
+		return
+	}
 	timeout := s.cfg.OpTimeout
 	if _, ok := op.(privop.DebootstrapImage); ok {
 		ctx, timeout = buildCtx, s.cfg.BuildTimeout
 	}
 	octx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	result, file, err := s.dispatch(octx, cred, op)
+	result, file, err := s.dispatch(octx, cred, op, fr.files)
 	if file != nil {
 		defer file.Close()
 	}
@@ -226,6 +253,72 @@ func (s *Server) handle(ctx, buildCtx context.Context, conn *net.UnixConn) {
 		log.Info("op done", "took", time.Since(start))
 	}
 	s.reply(conn, result, file, err)
+}
+
+// errTooManyFiles: a request carried more than privop.MaxRequestFiles fds.
+var errTooManyFiles = fmt.Errorf("more than %d fds with the request", privop.MaxRequestFiles)
+
+// rightsReader reads a request from conn and keeps the fds passed with it
+// (SCM_RIGHTS), at most privop.MaxRequestFiles; past that, every one is
+// closed and err is set. The fds arrive close-on-exec (Go receives with
+// MSG_CMSG_CLOEXEC), so no child inherits them.
+type rightsReader struct {
+	conn  *net.UnixConn
+	files []*os.File
+	err   error
+}
+
+func (r *rightsReader) Read(p []byte) (int, error) {
+	oob := make([]byte, unix.CmsgSpace(4*privop.MaxRequestFiles))
+	n, oobn, flags, _, err := r.conn.ReadMsgUnix(p, oob)
+	if oobn > 0 {
+		r.take(oob[:oobn])
+	}
+	if flags&unix.MSG_CTRUNC != 0 && r.err == nil {
+		r.err = errTooManyFiles // the kernel dropped the fds that did not fit
+	}
+	if r.err != nil {
+		r.closeFiles()
+	}
+	return n, err
+}
+
+// take keeps the fds of the control messages in oob.
+func (r *rightsReader) take(oob []byte) {
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		r.err = fmt.Errorf("parse request fds: %w", err)
+		return
+	}
+	for _, m := range msgs {
+		if m.Header.Level != unix.SOL_SOCKET || m.Header.Type != unix.SCM_RIGHTS {
+			continue
+		}
+		fds, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			r.err = fmt.Errorf("parse request fds: %w", err)
+			continue
+		}
+		for _, fd := range fds {
+			if r.err == nil && len(r.files) == privop.MaxRequestFiles {
+				r.err = errTooManyFiles
+			}
+			if r.err != nil {
+				unix.Close(fd)
+				continue
+			}
+			r.files = append(r.files, os.NewFile(uintptr(fd), "request-fd"))
+		}
+	}
+}
+
+// closeFiles closes the request's fds: after the op (anything that must
+// outlive it holds its own reference), or when the request is refused.
+func (r *rightsReader) closeFiles() {
+	for _, f := range r.files {
+		f.Close()
+	}
+	r.files = nil
 }
 
 // reply writes one answer frame, with file's fd attached when not nil.
@@ -254,7 +347,7 @@ func errNotOurs(kind, name string) error {
 
 // dispatch runs a validated op. Errors from Net are internal (not_found
 // when they wrap fs.ErrNotExist).
-func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op) (any, *os.File, error) {
+func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op, files []*os.File) (any, *os.File, error) {
 	switch o := op.(type) {
 	case privop.Ping:
 		return privop.PingResult{Version: s.cfg.Version, OwnerUID: s.cfg.OwnerUID, PeerUID: int(cred.UID), Ops: privop.HelperOps()}, nil, nil
@@ -328,6 +421,17 @@ func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op)
 			return nil, nil, err
 		}
 		return r, f, nil
+	case privop.LaunchFirecracker:
+		// Not under opMu: under jailMu.
+		r, err := s.launchFirecracker(o, files)
+		if err != nil {
+			return nil, nil, err
+		}
+		return r, nil, nil
+	case privop.ChownAPISocket:
+		return nil, nil, s.chownAPISocket(ctx, o)
+	case privop.CleanupJail:
+		return nil, nil, s.cleanupJail(o)
 	default:
 		return nil, nil, privop.Errorf(privop.CodeBadRequest, "op %s is not served by the helper", op.Name())
 	}

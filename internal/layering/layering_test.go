@@ -144,7 +144,7 @@ func TestBinariesDoNotDependOnForbiddenPackages(t *testing.T) {
 		{
 			root: module + "/cmd/banger",
 			forbidden: internalPkgs("daemon", "vm", "vmm", "vmm/qemu", "vmm/firecracker", "store", "image", "kernel",
-				"agent", "privop", "agentclient", "testutil"),
+				"agent", "privop", "agentclient", "jail", "testutil"),
 		},
 		{
 			root: module + "/cmd/banger-agent",
@@ -153,7 +153,7 @@ func TestBinariesDoNotDependOnForbiddenPackages(t *testing.T) {
 		},
 		{
 			root:      module + "/cmd/bangerd",
-			forbidden: internalPkgs("cli", "workspace", "testutil"),
+			forbidden: internalPkgs("cli", "workspace", "jail", "helper", "testutil"),
 		},
 		{
 			// The root helper carries none of the daemon: a bug there

@@ -13,6 +13,7 @@ var (
 	acceptedBridge = regexp.MustCompile(`^br-fc(-[a-z0-9]{1,9})?$`)
 	acceptedTap    = regexp.MustCompile(`^tap-fc-[a-z0-9]{1,8}$`)
 	acceptedSuite  = regexp.MustCompile(`^[a-z][a-z0-9-]{1,31}$`)
+	acceptedVMID   = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 )
 
 // FuzzDecodeRequest feeds arbitrary bytes to the frame reader and the
@@ -26,6 +27,8 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"op":"sync_resolver_routing","args":{"bridge":"br-fc","server":"172.16.0.1:42069"}}`))
 	f.Add([]byte(`{"op":"debootstrap_image","args":{"suite":"bookworm","mirror":"http://deb.debian.org/debian"}}`))
 	f.Add([]byte(`{"op":"debootstrap_image","args":{"suite":"trixie","mirror":""}}`))
+	f.Add([]byte(`{"op":"launch_firecracker","args":{"vm_id":"vm-1","firecracker_bin":"/usr/bin/firecracker","jailer_bin":"/usr/bin/jailer","files":[{"role":"console"},{"role":"kernel","name":"vmlinux"},{"role":"drive","name":"rootfs","read_only":true}]}}`))
+	f.Add([]byte(`{"op":"cleanup_jail","args":{"vm_id":"vm-1"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if _, err := ReadFrame(bytes.NewReader(data), MaxRequest); err == nil {
 			if len(data) < 4 {
@@ -123,6 +126,26 @@ func checkAccepted(t *testing.T, op Op) {
 		if o.Mirror != "" && (len(o.Mirror) > MaxMirrorLen || strings.ContainsAny(o.Mirror, " \t\r\n\x00") ||
 			!(strings.HasPrefix(o.Mirror, "http://") || strings.HasPrefix(o.Mirror, "https://"))) {
 			t.Fatalf("accepted mirror %q", o.Mirror)
+		}
+	case LaunchFirecracker:
+		if !acceptedVMID.MatchString(o.VMID) {
+			t.Fatalf("accepted vm id %q", o.VMID)
+		}
+		if len(o.Files) < 2 || len(o.Files) > MaxRequestFiles {
+			t.Fatalf("accepted %d files", len(o.Files))
+		}
+		for _, f := range o.Files {
+			if strings.ContainsAny(f.Name, "/\x00") || f.Name == "." || f.Name == ".." {
+				t.Fatalf("accepted file name %q", f.Name)
+			}
+		}
+	case ChownAPISocket:
+		if !acceptedVMID.MatchString(o.VMID) {
+			t.Fatalf("accepted vm id %q", o.VMID)
+		}
+	case CleanupJail:
+		if !acceptedVMID.MatchString(o.VMID) {
+			t.Fatalf("accepted vm id %q", o.VMID)
 		}
 	case Ping, ClearFirewall:
 	default:

@@ -340,6 +340,10 @@ var helperOps = map[string]opDecoder{
 	SyncResolverRouting{}.Name():  decoderFor[SyncResolverRouting](),
 	ClearResolverRouting{}.Name(): decoderFor[ClearResolverRouting](),
 	DebootstrapImage{}.Name():     decoderFor[DebootstrapImage](),
+
+	LaunchFirecracker{}.Name(): decoderFor[LaunchFirecracker](),
+	ChownAPISocket{}.Name():    decoderFor[ChownAPISocket](),
+	CleanupJail{}.Name():       decoderFor[CleanupJail](),
 }
 
 // HelperOps lists the wire names of the ops the helper serves, sorted.

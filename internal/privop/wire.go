@@ -14,13 +14,26 @@ import (
 // bytes of JSON. A request is {"op":NAME,"args":{...}}; an answer is
 // {"ok":true,"result":{...}} or {"ok":false,"error":{"code":...,"message":...}}.
 // An open_tap answer carries the tap's fd, and a debootstrap_image answer
-// the finished image's fd, as SCM_RIGHTS on its first byte.
+// the finished image's fd, as SCM_RIGHTS on its first byte. A
+// launch_firecracker request carries its files' fds the same way, one per
+// JailFile and in that order (RequestFiles); any other request carries none.
 
-// Frame limits.
+// Frame limits. MaxRequestFiles bounds the fds one request may carry.
 const (
-	MaxRequest = 64 << 10
-	MaxAnswer  = 1 << 20
+	MaxRequest      = 64 << 10
+	MaxAnswer       = 1 << 20
+	MaxRequestFiles = 16
 )
+
+// RequestFiles is the number of fds op's request must carry: one per file
+// of a LaunchFirecracker, none for any other op. The helper refuses a
+// request with any other number.
+func RequestFiles(op Op) int {
+	if o, ok := op.(LaunchFirecracker); ok {
+		return len(o.Files)
+	}
+	return 0
+}
 
 // Code classifies a helper error on the wire.
 type Code string

@@ -1,9 +1,9 @@
 // Package client is bangerd's side of the root helper protocol
 // (internal/privop): it dials the helper's socket, checks through
 // SO_PEERCRED that the process serving it is root before sending anything,
-// sends one typed op per connection and returns the result, a typed
-// *privop.Error, or a file descriptor passed with SCM_RIGHTS (open_tap,
-// debootstrap_image).
+// sends one typed op per connection (with file descriptors for
+// launch_firecracker) and returns the result, a typed *privop.Error, or a
+// file descriptor passed with SCM_RIGHTS (open_tap, debootstrap_image).
 package client
 
 import (
@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"time"
 
 	"banger/internal/peercred"
@@ -48,6 +49,16 @@ func New(socket string) *Client { return &Client{Socket: socket} }
 // if any (the caller owns the file). A refusal or failure of the helper is
 // a *privop.Error.
 func (c *Client) Call(ctx context.Context, op privop.Op) (json.RawMessage, *os.File, error) {
+	return c.CallWithFiles(ctx, op, nil)
+}
+
+// CallWithFiles is Call for an op whose request carries fds
+// (privop.RequestFiles): files are sent with the request (SCM_RIGHTS) and
+// stay the caller's.
+func (c *Client) CallWithFiles(ctx context.Context, op privop.Op, files []*os.File) (json.RawMessage, *os.File, error) {
+	if want := privop.RequestFiles(op); len(files) != want {
+		return nil, nil, fmt.Errorf("%s: %d files given, the request carries %d", op.Name(), len(files), want)
+	}
 	body, err := privop.EncodeRequest(op)
 	if err != nil {
 		return nil, nil, err
@@ -82,7 +93,7 @@ func (c *Client) Call(ctx context.Context, op privop.Op) (json.RawMessage, *os.F
 		return nil, nil, fmt.Errorf("%s is served by uid %d (pid %d), want uid %d: %w", c.Socket, cred.UID, cred.PID, c.HelperUID, ErrNotRoot)
 	}
 
-	_, werr := conn.Write(privop.Frame(body))
+	werr := writeRequest(conn, privop.Frame(body), files)
 	answer, file, rerr := readAnswer(conn)
 	if rerr != nil {
 		if ctx.Err() != nil {
@@ -102,6 +113,36 @@ func (c *Client) Call(ctx context.Context, op privop.Op) (json.RawMessage, *os.F
 		return nil, nil, err
 	}
 	return result, file, nil
+}
+
+// writeRequest writes one request frame, with files' fds on its first
+// byte.
+func writeRequest(conn *net.UnixConn, frame []byte, files []*os.File) error {
+	if len(files) == 0 {
+		_, err := conn.Write(frame)
+		return err
+	}
+	fds := make([]int, len(files))
+	for i, f := range files {
+		if f == nil {
+			return fmt.Errorf("send request: file %d is nil", i)
+		}
+		// Not f.Fd(): that would switch the caller's file to blocking
+		// mode for good.
+		rc, err := f.SyscallConn()
+		if err != nil {
+			return fmt.Errorf("send request: file %d: %w", i, err)
+		}
+		if err := rc.Control(func(fd uintptr) { fds[i] = int(fd) }); err != nil {
+			return fmt.Errorf("send request: file %d: %w", i, err)
+		}
+	}
+	n, _, err := conn.WriteMsgUnix(frame, unix.UnixRights(fds...), nil)
+	runtime.KeepAlive(files) // the fds must stay open until sent
+	if err == nil && n < len(frame) {
+		_, err = conn.Write(frame[n:])
+	}
+	return err
 }
 
 // readAnswer reads one answer frame, collecting any fds passed with it.
@@ -278,4 +319,39 @@ func (c *Client) DebootstrapImage(ctx context.Context, suite, mirror string) (pr
 		return r, nil, fmt.Errorf("build %s image: helper sent a %v file of %d bytes, want a regular file of %d", suite, fi.Mode().Type(), fi.Size(), r.Size)
 	}
 	return r, f, nil
+}
+
+// LaunchFirecracker asks the helper to stage op.VMID's jail and start
+// firecracker in it through the jailer, as the helper's registered owner.
+// files are the fds of op.Files, in that order: the console (opened for
+// writing; it becomes firecracker's stdout and stderr), the kernel and
+// initrd (opened for reading) and the drives (read-write unless the drive
+// is read-only); they stay the caller's. The helper answers with
+// firecracker's pid and the jail's root as the host sees it.
+func (c *Client) LaunchFirecracker(ctx context.Context, op privop.LaunchFirecracker, files []*os.File) (privop.LaunchFirecrackerResult, error) {
+	var r privop.LaunchFirecrackerResult
+	raw, f, err := c.CallWithFiles(ctx, op, files)
+	if f != nil {
+		f.Close()
+	}
+	if err != nil {
+		return r, err
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return r, fmt.Errorf("decode launch_firecracker result: %w", err)
+	}
+	return r, nil
+}
+
+// ChownAPISocket asks the helper to wait (a few seconds at most) for the
+// API socket of vmID's firecracker and give it to the owner.
+func (c *Client) ChownAPISocket(ctx context.Context, vmID string) error {
+	return c.Do(ctx, privop.ChownAPISocket{VMID: vmID}, nil)
+}
+
+// CleanupJail asks the helper to unmount and remove vmID's jail. It is
+// refused while that VM's firecracker still runs; a jail already gone is
+// fine.
+func (c *Client) CleanupJail(ctx context.Context, vmID string) error {
+	return c.Do(ctx, privop.CleanupJail{VMID: vmID}, nil)
 }

@@ -97,7 +97,8 @@ func (d *Driver) Probe(ctx context.Context) vmm.Probe {
 
 // CheckBinary checks what the helper will insist on before running a
 // binary as root: an absolute path to a regular file (not a symlink) owned
-// by root and writable by nobody else, in directories likewise.
+// by root and writable by nobody else, in directories likewise (or
+// root-owned and sticky).
 func CheckBinary(path string) error {
 	if path == "" {
 		return errors.New("not configured")
@@ -124,7 +125,9 @@ func CheckBinary(path string) error {
 		if !ok || sys.Uid != 0 {
 			return fmt.Errorf("%s is not owned by root", p)
 		}
-		if st.Mode().Perm()&0o022 != 0 {
+		// A root-owned sticky directory (/tmp) is fine: others may add
+		// entries to it but not replace root's.
+		if st.Mode().Perm()&0o022 != 0 && (p == path || st.Mode()&os.ModeSticky == 0) {
 			return fmt.Errorf("%s is writable by group or others", p)
 		}
 		if p == "/" {

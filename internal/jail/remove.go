@@ -1,0 +1,170 @@
+package jail
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Remove tears l's jail down: it detaches every mount below the VM's jail
+// directory, checks that none is left, then removes the directory tree.
+// Removal never descends into a live mount and never follows a symlink
+// (the owner owns the chroot once the jailer ran, and may have planted
+// some). A jail that is already gone is fine. The caller makes sure the
+// jail's firecracker is no longer running.
+func Remove(l Layout) error {
+	if _, err := NewLayout(l.Base, l.ExecName, l.VMID); err != nil {
+		return err
+	}
+	dir := l.VMDir()
+	if _, err := os.Lstat(dir); isNotExist(err) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("remove jail: %w", err)
+	}
+	if err := Unmount(dir); err != nil {
+		return err
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove jail: %w", err)
+	}
+	return nil
+}
+
+// Unmount detaches every mount at or below dir, deepest first, and fails
+// unless none is left. Each mount point is reached by a walk that refuses
+// symlinks and unmounted through its fd, so a path the owner rearranged
+// cannot redirect the unmount elsewhere; the lazy detach of the chroot's
+// self-bind takes whatever is still below it.
+func Unmount(dir string) error {
+	var errs []error
+	for range 3 {
+		mps, err := MountsUnder(dir)
+		if err != nil {
+			return err
+		}
+		if len(mps) == 0 {
+			return nil
+		}
+		for _, mp := range mps {
+			if err := detach(mp); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	mps, err := MountsUnder(dir)
+	if err != nil {
+		return err
+	}
+	if len(mps) > 0 {
+		return fmt.Errorf("unmount jail: still mounted below %s: %v: %w", dir, mps, errors.Join(errs...))
+	}
+	return nil
+}
+
+// detach lazily unmounts the mount at mp. A path that is gone or no longer
+// a mount point (its parent's detach took it) is fine.
+func detach(mp string) error {
+	fd, err := openNoFollow(mp)
+	if isNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("unmount %s: %w", mp, err)
+	}
+	defer unix.Close(fd)
+	if err := unix.Unmount(fdPath(fd), unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("unmount %s: %w", mp, err)
+	}
+	return nil
+}
+
+// MountsUnder lists the mount points at or below dir in the helper's
+// mount namespace, deepest first.
+func MountsUnder(dir string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, fmt.Errorf("read mounts: %w", err)
+	}
+	defer f.Close()
+	return parseMountinfo(f, dir)
+}
+
+// parseMountinfo lists the mount points of a mountinfo table at or below
+// dir, deepest first, then in reverse order of mounting. A path mounted
+// over twice is listed twice: each detach takes one.
+func parseMountinfo(r io.Reader, dir string) ([]string, error) {
+	var out []string
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMountinfo(fields[4])
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read mounts: %w", err)
+	}
+	slices.Reverse(out)
+	slices.SortStableFunc(out, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
+	return out, nil
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space)
+// in a mountinfo path.
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
+			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
+			i += 3
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isOctal(c byte) bool { return c >= '0' && c <= '7' }
+
+// Find lists the jails of vmID under base, whatever their exec name: for a
+// cleanup that has no record of the binary's name.
+func Find(base, vmID string) ([]Layout, error) {
+	if _, err := NewLayout(base, "x", vmID); err != nil {
+		return nil, err
+	}
+	entries, err := os.ReadDir(base)
+	if isNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("find jails: %w", err)
+	}
+	var out []Layout
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		l := Layout{Base: base, ExecName: e.Name(), VMID: vmID}
+		if _, err := os.Lstat(l.VMDir()); err == nil {
+			out = append(out, l)
+		} else if !isNotExist(err) {
+			return nil, fmt.Errorf("find jails: %w", err)
+		}
+	}
+	return out, nil
+}
