@@ -8,7 +8,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X banger/internal/version.Version=$(VERSION) -X banger/internal/version.Commit=$(COMMIT)
 E2E_CACHE ?= $(HOME)/.cache/banger-e2e
 
-.PHONY: all build deps quickstart test unit root-test e2e bench lint clean
+.PHONY: all build fakes deps quickstart test unit root-test e2e bench lint clean
 
 all: build
 
@@ -17,6 +17,12 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/bangerd ./cmd/bangerd
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger-helper ./cmd/banger-helper
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS) -X main.version=$(VERSION)' -o $(BIN)/banger-agent ./cmd/banger-agent
+
+# Test doubles for firecracker and firecracker-jailer (static: the fake
+# firecracker runs inside the jail). Only tests use them.
+fakes:
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/fakes/firecracker ./test/fakes/firecracker
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/fakes/jailer ./test/fakes/jailer
 
 # Host packages (idempotent: installs only what is missing).
 deps:
@@ -33,13 +39,13 @@ unit:
 	$(GO) test -count=1 ./...
 
 root-test:
-	BANGER_TEST_ROOT=1 $(GO) test -count=1 ./internal/...
+	BANGER_TEST_ROOT=1 $(GO) test -count=1 ./internal/... ./test/fakes/...
 
 # The Debian image and network tests need root: enabled when run as root.
 E2E_DEBOOTSTRAP ?= $(shell [ "$$(id -u)" = 0 ] && echo 1 || echo 0)
 
 e2e: build
-	BANGER_TEST_VM=1 BANGER_E2E_DEBOOTSTRAP=$(E2E_DEBOOTSTRAP) BANGER_E2E_NETWORK=$(E2E_DEBOOTSTRAP) BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
+	BANGER_TEST_VM=1 BANGER_E2E_DEBOOTSTRAP=$(E2E_DEBOOTSTRAP) BANGER_E2E_NETWORK=$(E2E_DEBOOTSTRAP) BANGER_E2E_FIRECRACKER=$(E2E_DEBOOTSTRAP) BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
 		$(GO) test -count=1 -timeout 40m -v ./test/e2e/ ./internal/vmm/...
 
 bench: build

@@ -309,11 +309,14 @@ func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) erro
 	tap := ""
 	if ip, ok := s.guestIP(*v); ok {
 		var f *os.File
-		tap, f, err = s.net.setupTap(ctx, v.ID)
+		_, opensTap := s.driver.(interface{ OpensTapByName() bool })
+		tap, f, err = s.net.setupTap(ctx, v.ID, !opensTap)
 		if err != nil {
 			return s.fail(v, errdefs.Unavailable("set up network: %v", err))
 		}
-		defer f.Close() // the VMM holds its own copy once started
+		if f != nil {
+			defer f.Close() // the VMM holds its own copy once started
+		}
 		spec.Net = &vmm.Net{Tap: f, TapName: tap, MAC: ipam.MAC(ip)}
 		spec.Cmdline += " " + s.net.cmdline(ip)
 		v.Runtime.Tap = tap

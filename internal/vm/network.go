@@ -145,13 +145,19 @@ func (n *network) cmdline(ip netip.Addr) string {
 }
 
 // setupTap creates the VM's tap and opens it for the VMM.
-func (n *network) setupTap(ctx context.Context, id string) (string, *os.File, error) {
+// setupTap creates the VM's tap and, with open, opens it for a VMM that
+// cannot (QEMU). A VMM that opens it by name itself (Firecracker) must get
+// it unopened: a single-queue tap takes one attachment at a time.
+func (n *network) setupTap(ctx context.Context, id string, open bool) (string, *os.File, error) {
 	if err := n.ensureBridge(ctx); err != nil {
 		return "", nil, err
 	}
 	tap := tapName(id)
 	if _, _, err := n.Helper.Call(ctx, privop.CreateTap{Tap: tap, Bridge: n.Bridge, MTU: n.MTU}); err != nil {
 		return "", nil, fmt.Errorf("create tap %s: %w", tap, err)
+	}
+	if !open {
+		return tap, nil, nil
 	}
 	f, err := n.Helper.OpenTap(ctx, tap)
 	if err != nil {

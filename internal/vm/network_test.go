@@ -63,13 +63,20 @@ func TestNetworkPlansHelperOps(t *testing.T) {
 	if err != nil || ip.String() != "172.16.0.3" {
 		t.Fatalf("allocate = %v, %v", ip, err)
 	}
-	tap, f, err := n.setupTap(ctx, "0123456789ab")
+	tap, f, err := n.setupTap(ctx, "0123456789ab", true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.Close()
 	if tap != "tap-fc-01234567" {
 		t.Fatalf("tap = %q", tap)
+	}
+	// For a VMM that opens the tap by name, the tap is created only.
+	if _, f, err := n.setupTap(ctx, "fedcba987654", false); err != nil || f != nil {
+		t.Fatalf("setupTap without open = %v, %v", f, err)
+	}
+	if err := n.deleteTap(ctx, "tap-fc-fedcba98"); err != nil {
+		t.Fatal(err)
 	}
 	vms := []store.VM{
 		{Name: "a", GuestIP: "172.16.0.2", NAT: true, State: api.StateRunning},
@@ -89,6 +96,8 @@ func TestNetworkPlansHelperOps(t *testing.T) {
 		`sync_resolver_routing {"bridge":"br-fc","server":"172.16.0.1:42069"}`,
 		`create_tap {"tap":"tap-fc-01234567","bridge":"br-fc","mtu":1500}`,
 		`open_tap tap-fc-01234567`,
+		`create_tap {"tap":"tap-fc-fedcba98","bridge":"br-fc","mtu":1500}`,
+		`delete_tap {"tap":"tap-fc-fedcba98"}`,
 		`apply_firewall {"bridge":"br-fc","subnet":"172.16.0.0/24","gateway":"172.16.0.1","dns_ports":[42069],"allow_host":[],"vm_to_vm":true,"nat":["172.16.0.2"]}`,
 		`delete_tap {"tap":"tap-fc-01234567"}`,
 		`clear_resolver_routing {"bridge":"br-fc"}`,

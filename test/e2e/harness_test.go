@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -164,6 +163,7 @@ type vmView struct {
 	PID       int    `json:"pid"`
 	Dir       string `json:"dir"`
 	MemoryMiB int    `json:"memory_mib"`
+	VMM       string `json:"vmm"`
 }
 
 func (h *harness) vms(t *testing.T) map[string]vmView {
@@ -255,16 +255,4 @@ func (h *harness) teardown() {
 		}
 	}
 	_ = os.RemoveAll(h.root)
-}
-
-// lockedWriter serialises writes from several goroutines.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

@@ -14,6 +14,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -162,6 +163,94 @@ type split struct {
 	deb    string // kernel package the owner can read
 	run    func(args ...string) result
 	mustAs func(args ...string) string
+
+	supArgs []string
+	inNetns bool
+	sup     *exec.Cmd
+	supLog  syncLog
+}
+
+// syncLog collects a child's stderr for failure reports.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// startSupervisor runs `banger system run` (the helper and the owner's
+// bangerd) and waits until it says it is up.
+func (sp *split) startSupervisor(t *testing.T) {
+	t.Helper()
+	var sup *exec.Cmd
+	if sp.inNetns {
+		sup = exec.Command("ip", append([]string{"netns", "exec", sp.ns.name}, sp.supArgs...)...)
+	} else {
+		sup = exec.Command(sp.supArgs[0], append(sp.supArgs[1:], "--netns", sp.ns.path)...)
+	}
+	sup.Env = append(os.Environ(), "NO_COLOR=1")
+	out, err := sup.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sup.Stderr = &sp.supLog
+	if err := sup.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sp.sup = sup
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err == nil && line == "" {
+			err = io.EOF
+		}
+		ready <- err
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			t.Fatalf("system run: %v\n%s", err, sp.supLog.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("system run not up after 60s:\n%s", sp.supLog.String())
+	}
+}
+
+// stopSupervisor stops `banger system run` (VMs keep running).
+func (sp *split) stopSupervisor(t *testing.T) {
+	t.Helper()
+	if sp.sup == nil {
+		return
+	}
+	_ = sp.sup.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- sp.sup.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = sp.sup.Process.Kill()
+		t.Errorf("banger system run did not stop on SIGTERM")
+	}
+	sp.sup = nil
+}
+
+// restart stops and starts the helper and bangerd again, as an upgrade or
+// a unit restart would.
+func (sp *split) restart(t *testing.T) {
+	t.Helper()
+	sp.stopSupervisor(t)
+	sp.startSupervisor(t)
 }
 
 // ensureKernel imports the default kernel for the owner once.
@@ -195,32 +284,9 @@ func startSplit(t *testing.T, inNetns bool) *split {
 	args := []string{filepath.Join(ownerBin, "banger"), "system", "run",
 		"--owner", owner.Username, "--install-meta", filepath.Join(h.root, "install.toml"),
 		"--helper-socket", sock, "--state-dir", filepath.Join(h.root, "hs")}
-	var sup *exec.Cmd
-	if inNetns {
-		sup = exec.Command("ip", append([]string{"netns", "exec", ns.name}, args...)...)
-	} else {
-		sup = exec.Command(args[0], append(args[1:], "--netns", ns.path)...)
-	}
-	sup.Env = append(os.Environ(), "NO_COLOR=1")
-	out, err := sup.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var supLog strings.Builder
-	sup.Stderr = &lockedWriter{w: &supLog}
-	if err := sup.Start(); err != nil {
-		t.Fatal(err)
-	}
+	sp := &split{ns: ns, owner: owner, deb: deb, supArgs: args, inNetns: inNetns}
 	t.Cleanup(func() {
-		_ = sup.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- sup.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = sup.Process.Kill()
-			t.Errorf("banger system run did not stop on SIGTERM")
-		}
+		sp.stopSupervisor(t)
 		// No helper or bangerd of this run is left.
 		if pids := procsFrom(ownerBin); len(pids) > 0 {
 			t.Errorf("processes still running from %s: %v", ownerBin, pids)
@@ -235,32 +301,15 @@ func startSplit(t *testing.T, inNetns bool) *split {
 			t.Errorf("left in the namespace after system run stopped: %v", leaks)
 		}
 		if t.Failed() {
-			t.Logf("system run log:\n%s", supLog.String())
+			t.Logf("system run log:\n%s", sp.supLog.String())
 		}
 	})
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(out).ReadString('\n')
-		if err == nil && line == "" {
-			err = io.EOF
-		}
-		ready <- err
-		_, _ = io.Copy(io.Discard, out)
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			t.Fatalf("system run: %v\n%s", err, supLog.String())
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("system run not up after 60s:\n%s", supLog.String())
-	}
+	sp.startSupervisor(t)
 
 	nsName := ""
 	if inNetns {
 		nsName = ns.name
 	}
-	sp := &split{ns: ns, owner: owner, deb: deb}
 	sp.run = func(args ...string) result { return ownerRun(nsName, owner, args...) }
 	sp.mustAs = func(args ...string) string {
 		t.Helper()

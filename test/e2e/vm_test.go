@@ -144,3 +144,19 @@ func TestSeveralNames(t *testing.T) {
 		}
 	}
 }
+
+// TestDoctorExplainsVMM: with no firecracker installed (this machine),
+// doctor says so and that QEMU is used.
+func TestDoctorExplainsVMM(t *testing.T) {
+	t.Parallel()
+	defer group(t)()
+	if _, err := os.Stat("/usr/local/bin/firecracker"); err == nil {
+		t.Skip("firecracker is installed here")
+	}
+	out := h.must(t, "doctor")
+	for _, want := range []string{"VMM: qemu", "firecracker unusable", "/usr/local/bin/firecracker", "qemu is used", "auto: qemu, since firecracker cannot be used"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("doctor output lacks %q:\n%s", want, out)
+		}
+	}
+}

@@ -390,6 +390,10 @@ func isOurs(argv []string, id string) bool {
 	return false
 }
 
+// OpensTapByName tells bangerd that firecracker opens the VM's tap itself
+// (inside its jail, as the owner, who owns the tap).
+func (d *Driver) OpensTapByName() bool { return true }
+
 // Release implements the cleanup after the VMM has exited: the jail goes
 // (through the helper), and so do the socket links.
 func (d *Driver) Release(ctx context.Context, h vmm.Handle, runDir string) error {

@@ -1,0 +1,200 @@
+package e2e
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// TestConformance runs one lifecycle against each VMM driver, through the
+// real split (root helper + the owner's bangerd, in a test network
+// namespace): run, exec, stop/start persistence, surviving a restart of
+// the helper and bangerd, delete, and nothing left behind. Firecracker runs
+// as an ordinary banger configured with vmm = "firecracker" whose binaries
+// are the contract-checking test doubles (test/fakes): the helper stages
+// the jail and runs the (fake) jailer, which drops to the owner and execs
+// the (fake) firecracker in the chroot; bangerd configures it over the API
+// socket with the SDK and reaches the agent over the vsock socket.
+func TestConformance(t *testing.T) {
+	if os.Geteuid() != 0 || os.Getenv("BANGER_E2E_NETWORK") != "1" {
+		t.Skip("set BANGER_E2E_NETWORK=1 and run as root")
+	}
+	for _, drv := range []string{"qemu", "firecracker"} {
+		t.Run(drv, func(t *testing.T) {
+			defer group(t)()
+			if drv == "firecracker" && os.Getenv("BANGER_E2E_FIRECRACKER") != "1" {
+				t.Skip("set BANGER_E2E_FIRECRACKER=1")
+			}
+			conformance(t, drv)
+		})
+	}
+}
+
+func conformance(t *testing.T, drv string) {
+	config := "vmm = \"" + drv + "\"\n"
+	var fakes string
+	if drv == "firecracker" {
+		fakes = buildFakes(t)
+		config += "firecracker_bin = \"" + filepath.Join(fakes, "firecracker") + "\"\njailer_bin = \"" + filepath.Join(fakes, "jailer") + "\"\n"
+	}
+	writeOwnerConfig(t, config)
+	sp := startSplit(t, true)
+	sp.ensureKernel(t)
+	jails := filepath.Join(h.root, "hs", "jail", "firecracker")
+
+	if out := sp.mustAs("vm", "run", "--rm", "--", "echo", "ok"); out != "ok\n" {
+		t.Fatalf("vm run --rm -- echo ok printed %q", out)
+	}
+
+	sp.mustAs("vm", "create", "--name", "conf")
+	defer sp.run("vm", "delete", "conf")
+	v := showVM(t, sp, "conf")
+	if v.VMM != drv || v.State != "running" {
+		t.Fatalf("vm conf runs under %q in state %q, want %s running", v.VMM, v.State, drv)
+	}
+	sp.mustAs("vm", "exec", "conf", "--", "sh", "-c", "echo persisted > /root/p")
+	sp.mustAs("vm", "stop", "conf")
+	if alive(v.PID) {
+		t.Errorf("VMM pid %d still alive after stop", v.PID)
+	}
+	sp.mustAs("vm", "start", "conf")
+	if out := sp.mustAs("vm", "exec", "conf", "--", "cat", "/root/p"); out != "persisted\n" {
+		t.Errorf("after stop/start /root/p = %q", out)
+	}
+
+	// Restarting the helper and bangerd leaves the VM running; it is
+	// adopted again and answers.
+	v = showVM(t, sp, "conf")
+	sp.restart(t)
+	if after := showVM(t, sp, "conf"); after.State != "running" || after.PID != v.PID {
+		t.Fatalf("after restarting helper and bangerd: state %q pid %d, want running pid %d", after.State, after.PID, v.PID)
+	}
+	if out := sp.mustAs("vm", "exec", "conf", "--", "echo", "alive"); out != "alive\n" {
+		t.Errorf("exec after restart = %q", out)
+	}
+
+	var decoy *exec.Cmd
+	if drv == "firecracker" {
+		// The jailer's pid file sits in the owner-writable chroot: point it
+		// at another process; deleting the VM must not signal that one.
+		decoy = exec.Command("sleep", "300")
+		if err := decoy.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = decoy.Process.Kill(); _ = decoy.Wait() }()
+		pidFile := filepath.Join(jails, v.ID, "root", "firecracker.pid")
+		if err := os.WriteFile(pidFile, []byte(strconv.Itoa(decoy.Process.Pid)), 0o644); err != nil {
+			t.Fatalf("tamper with the pid file: %v", err)
+		}
+	}
+	sp.mustAs("vm", "delete", "conf")
+	if decoy != nil && !alive(decoy.Process.Pid) {
+		t.Error("deleting the VM killed the process its tampered pid file named")
+	}
+	if alive(v.PID) {
+		t.Errorf("VMM pid %d still alive after delete", v.PID)
+	}
+	if _, err := os.Stat(v.Dir); !os.IsNotExist(err) {
+		t.Errorf("VM dir %s left after delete (%v)", v.Dir, err)
+	}
+	if ents, _ := os.ReadDir(jails); len(ents) > 0 {
+		t.Errorf("jails left: %v", ents)
+	}
+	if m := mountsUnder(t, h.root); len(m) > 0 {
+		t.Errorf("mounts left under the test root: %v", m)
+	}
+	if fakes != "" {
+		if pids := procsFrom(fakes); len(pids) > 0 {
+			t.Errorf("fake jailer sidecars left: %v", pids)
+		}
+	}
+}
+
+// alive reports whether pid exists and is not a zombie.
+func alive(pid int) bool {
+	if pid <= 0 || syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || !strings.HasPrefix(s[i+1:], " Z")
+}
+
+func showVM(t *testing.T, sp *split, name string) vmView {
+	t.Helper()
+	var v vmView
+	if err := json.Unmarshal([]byte(sp.mustAs("vm", "show", name, "--json")), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// buildFakes builds the test doubles into a root-owned directory, as the
+// helper insists for binaries it runs as root.
+func buildFakes(t *testing.T) string {
+	t.Helper()
+	fakes := filepath.Join(h.root, "fakes")
+	for _, b := range []string{"firecracker", "jailer"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(fakes, b), "./test/fakes/"+b)
+		cmd.Dir = repoRoot(t)
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("build fake %s: %v: %s", b, err, out)
+		}
+	}
+	if err := os.Chmod(fakes, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return fakes
+}
+
+// writeOwnerConfig gives the split's owner a config.toml for this test.
+func writeOwnerConfig(t *testing.T, body string) {
+	t.Helper()
+	dir := filepath.Join(h.root, "owner", ".config", "banger")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "config.toml")
+	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.Remove(p) })
+}
+
+func mountsUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) > 4 && strings.HasPrefix(fields[4], dir+"/") {
+			out = append(out, fields[4])
+		}
+	}
+	return out
+}
+
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Clean(filepath.Join(wd, "..", ".."))
+}
