@@ -135,13 +135,14 @@ func Run(o RunOptions) error {
 	svc, err := vm.New(vm.Options{
 		SSH: sshOpts,
 		Log: log, Store: st, Layout: l, Config: cfg, Host: config.ProbeHost(),
-		Driver:      driver,
-		DriverNote:  driverNote,
-		Firecracker: fc,
-		AgentBin:    agentBin,
-		Priv:        privop.InProcess{Run: runPrivOp},
-		Version:     version.Version,
-		Network:     netOpts,
+		Driver:       driver,
+		DriverNote:   driverNote,
+		OtherDrivers: otherDrivers(driver, qd, fc),
+		Firecracker:  fc,
+		AgentBin:     agentBin,
+		Priv:         privop.InProcess{Run: runPrivOp},
+		Version:      version.Version,
+		Network:      netOpts,
 	})
 	if err != nil {
 		return err
@@ -205,6 +206,16 @@ func chooseDriver(ctx context.Context, want string, qd *qemu.Driver, fc *firecra
 		return qd, "auto: qemu, since " + p.Reason
 	}
 	return fc, "auto: firecracker and jailer installed, root helper present, KVM works"
+}
+
+func otherDrivers(chosen vmm.Driver, all ...vmm.Driver) []vmm.Driver {
+	var out []vmm.Driver
+	for _, d := range all {
+		if d.Name() != chosen.Name() {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 func setupNetwork(cfg config.Config, log *slog.Logger) (*vm.NetworkOptions, *vmdns.Server, error) {

@@ -395,7 +395,7 @@ type releaser interface {
 // name and NAT rule. Errors are logged, not returned: a VM must always be
 // able to stop.
 func (s *Service) netDown(v store.VM) {
-	if r, ok := s.driver.(releaser); ok && v.Runtime.VMM == s.driver.Name() {
+	if r, ok := s.driverFor(v.Runtime.VMM).(releaser); ok {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := r.Release(ctx, handleOf(v.Runtime), v.Runtime.RunDir); err != nil {
 			s.log.Warn("release vmm", "vm", v.Name, "err", err)
@@ -1011,8 +1011,23 @@ func (s *Service) adopt(v store.VM) (*vmm.Process, error) {
 	if v.Runtime.PID == 0 {
 		return nil, errors.New("no pid recorded")
 	}
-	if v.Runtime.VMM != s.driver.Name() {
-		return nil, fmt.Errorf("recorded vmm %q is not the active driver %q", v.Runtime.VMM, s.driver.Name())
+	d := s.driverFor(v.Runtime.VMM)
+	if d == nil {
+		return nil, fmt.Errorf("recorded vmm %q is not one this bangerd knows", v.Runtime.VMM)
 	}
-	return s.driver.Adopt(handleOf(v.Runtime))
+	return d.Adopt(handleOf(v.Runtime))
+}
+
+// driverFor returns the driver named name: the active one, or another one
+// bangerd knows, so VMs started before a change of vmm stay managed.
+func (s *Service) driverFor(name string) vmm.Driver {
+	if s.driver.Name() == name {
+		return s.driver
+	}
+	for _, d := range s.opts.OtherDrivers {
+		if d.Name() == name {
+			return d
+		}
+	}
+	return nil
 }

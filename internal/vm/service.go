@@ -37,6 +37,9 @@ type Options struct {
 	Config config.Config
 	Host   config.Host
 	Driver vmm.Driver
+	// OtherDrivers are the drivers not chosen: VMs they started (before a
+	// change of vmm) are still adopted and released through them.
+	OtherDrivers []vmm.Driver
 	// DriverNote says why Driver was chosen (shown by doctor).
 	DriverNote string
 	// Firecracker reports on the Firecracker setup for doctor, whichever

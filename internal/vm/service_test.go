@@ -197,3 +197,42 @@ func TestSetRefusesRunningAndShrink(t *testing.T) {
 		t.Fatalf("set vcpu = %+v, %v", got, err)
 	}
 }
+
+// otherDriver is a second fake VMM that also holds something per VM.
+type otherDriver struct {
+	fakeDriver
+	released []string
+}
+
+func (o *otherDriver) Name() string { return "other" }
+func (o *otherDriver) Release(_ context.Context, h vmm.Handle, _ string) error {
+	o.released = append(o.released, h.JailID)
+	return nil
+}
+
+// A VM started by a driver that is no longer the chosen one (vmm changed
+// in the config) is still adopted, and released, through that driver.
+func TestReconcileUsesTheVMsOwnDriver(t *testing.T) {
+	svc, st, l := newTestService(t)
+	other := &otherDriver{}
+	svc.opts.OtherDrivers = []vmm.Driver{other}
+	ctx := context.Background()
+	v := store.VM{ID: "o1", Name: "old", State: api.StateRunning, ImageName: "img", ImageID: "abc", KernelName: "k", KernelID: "x",
+		VCPU: 1, MemoryMiB: 512, DiskSize: 1 << 30, CreatedAt: time.Now(),
+		Runtime: store.Runtime{VMM: "other", PID: 434343, PIDStart: 7, RunDir: l.VMRun("o1"), JailID: "o1"}}
+	if err := st.CreateVM(ctx, v); err != nil {
+		t.Fatal(err)
+	}
+	if err := svc.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(other.adopted) != 1 || other.adopted[0] != 434343 {
+		t.Errorf("other driver adopt calls = %v, want the VM's pid", other.adopted)
+	}
+	if f := svc.driver.(*fakeDriver); len(f.adopted) != 0 {
+		t.Errorf("the active driver was asked to adopt %v", f.adopted)
+	}
+	if len(other.released) != 1 || other.released[0] != "o1" {
+		t.Errorf("released = %v, want the VM's jail", other.released)
+	}
+}

@@ -88,16 +88,20 @@ func TestDNSRelayUDPAndTCP(t *testing.T) {
 			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
 		}
 	}()
-	// Pick a free port for the relay.
-	probe, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := probe.LocalAddr().String()
-	probe.Close()
-	r, err := StartDNSRelay(listen, upAddr)
-	if err != nil {
-		t.Fatal(err)
+	// Pick a port free for UDP and TCP both; another test process may
+	// hold the TCP side of a port that is free for UDP, so try a few.
+	var r io.Closer
+	var listen string
+	for attempt := 0; r == nil; attempt++ {
+		probe, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		listen = probe.LocalAddr().String()
+		probe.Close()
+		if r, err = StartDNSRelay(listen, upAddr); err != nil && attempt == 9 {
+			t.Fatal(err)
+		}
 	}
 	defer r.Close()
 	c, err := net.Dial("udp", listen)

@@ -1,18 +1,22 @@
 package firecracker
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 
+	"banger/internal/privop"
 	"banger/internal/vmm"
 )
 
@@ -39,6 +43,10 @@ func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	r.mu.Lock()
 	r.reqs = append(r.reqs, line)
 	r.mu.Unlock()
+	if req.Method == http.MethodGet && req.URL.Path == "/" {
+		_, _ = io.WriteString(w, `{"id":"x","state":"Not started","vmm_version":"1.16.1","app_name":"Firecracker"}`)
+		return
+	}
 	if req.Method == http.MethodGet && req.URL.Path == "/machine-config" {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"vcpu_count":2,"mem_size_mib":512,"smt":false}`)
@@ -215,6 +223,148 @@ func TestVersions(t *testing.T) {
 	} {
 		if got := CompareVersions(tc.a, tc.b); got != tc.want {
 			t.Errorf("CompareVersions(%s, %s) = %d", tc.a, tc.b, got)
+		}
+	}
+}
+
+// fakeHelper stands in for the root helper: it "launches" a placeholder
+// process and serves an API recorder and a vsock echo inside a chroot
+// whose socket paths are far longer than AF_UNIX allows.
+type fakeHelper struct {
+	t       *testing.T
+	chroot  string
+	rec     *recorder
+	cleaned []string
+}
+
+// listenLong binds a unix socket at path, which may exceed sun_path: bind
+// a short path, then move the socket into place.
+func listenLong(t *testing.T, path string) net.Listener {
+	t.Helper()
+	short := filepath.Join(os.TempDir(), fmt.Sprintf("fcl-%d-%d", os.Getpid(), len(path)))
+	_ = os.Remove(short)
+	ln, err := net.Listen("unix", short)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	if err := os.Rename(short, path); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+func (f *fakeHelper) LaunchFirecracker(_ context.Context, op privop.LaunchFirecracker, files []*os.File) (privop.LaunchFirecrackerResult, error) {
+	if err := op.Validate(); err != nil {
+		return privop.LaunchFirecrackerResult{}, err
+	}
+	if len(files) != len(op.Files) {
+		return privop.LaunchFirecrackerResult{}, fmt.Errorf("%d fds for %d files", len(files), len(op.Files))
+	}
+	if err := os.MkdirAll(filepath.Join(f.chroot, "run"), 0o700); err != nil {
+		return privop.LaunchFirecrackerResult{}, err
+	}
+	api := listenLong(f.t, filepath.Join(f.chroot, privop.JailAPISocket))
+	srv := &http.Server{Handler: f.rec}
+	go func() { _ = srv.Serve(api) }()
+	f.t.Cleanup(func() { srv.Close() })
+	vs := listenLong(f.t, filepath.Join(f.chroot, privop.JailVsock))
+	go func() {
+		for {
+			c, err := vs.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err != nil || line != "CONNECT 52\n" {
+					return
+				}
+				_, _ = io.WriteString(c, "OK 1073741824\n")
+				_, _ = io.Copy(c, c) // the "guest" echoes
+			}()
+		}
+	}()
+	child := exec.Command("sleep", "60")
+	if err := child.Start(); err != nil {
+		return privop.LaunchFirecrackerResult{}, err
+	}
+	f.t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+	st, err := vmm.StartTime(child.Process.Pid)
+	if err != nil {
+		return privop.LaunchFirecrackerResult{}, err
+	}
+	return privop.LaunchFirecrackerResult{PID: child.Process.Pid, PIDStart: st, Chroot: f.chroot}, nil
+}
+
+func (f *fakeHelper) ChownAPISocket(context.Context, string) error { return nil }
+
+func (f *fakeHelper) CleanupJail(_ context.Context, id string) error {
+	f.cleaned = append(f.cleaned, id)
+	return nil
+}
+
+// TestStartThroughLongJailPaths: the jail's sockets lie beyond the 108
+// bytes of sun_path; bangerd still configures firecracker and reaches the
+// agent, through its short links.
+func TestStartThroughLongJailPaths(t *testing.T) {
+	if _, err := exec.LookPath("sleep"); err != nil {
+		t.Skip("no sleep")
+	}
+	dir := t.TempDir()
+	chroot := filepath.Join(dir, strings.Repeat("j", 100), "firecracker", "0123456789abcdef0123456789abcdef", "root")
+	if len(filepath.Join(chroot, privop.JailAPISocket)) <= 108 {
+		t.Fatal("chroot path not long enough for the test")
+	}
+	spec := typicalSpec()
+	spec.RunDir = filepath.Join(dir, "run")
+	spec.ConsoleLog = filepath.Join(dir, "console.log")
+	spec.Kernel = filepath.Join(dir, "vmlinux")
+	spec.Initrd = ""
+	spec.Drives = []vmm.Drive{{ID: "root", Path: filepath.Join(dir, "root.ext4")}}
+	for _, p := range []string{spec.Kernel, spec.Drives[0].Path} {
+		if err := os.WriteFile(p, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fh := &fakeHelper{t: t, chroot: chroot, rec: &recorder{}}
+	d := &Driver{FirecrackerBin: "/usr/bin/true", JailerBin: "/usr/bin/true", Helper: fh}
+	if err := CheckBinary(d.FirecrackerBin); err != nil {
+		t.Skipf("no root-owned stand-in binary: %v", err)
+	}
+	proc, err := d.Start(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := fh.rec.reqs[len(fh.rec.reqs)-1]; last != `PUT /actions {"action_type":"InstanceStart"}` {
+		t.Errorf("last request %q, want InstanceStart", last)
+	}
+	if proc.Handle.AgentPort != 52 || len(proc.Handle.AgentSock) >= 108 {
+		t.Errorf("agent handle %+v", proc.Handle)
+	}
+	c, err := proc.DialAgent(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(c, "ping"); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("through the vsock link read %q, %v", buf, err)
+	}
+	c.Close()
+	if err := d.Release(context.Background(), proc.Handle, spec.RunDir); err != nil {
+		t.Fatal(err)
+	}
+	if len(fh.cleaned) != 1 || fh.cleaned[0] != spec.ID {
+		t.Errorf("cleanup calls %v", fh.cleaned)
+	}
+	for _, l := range []string{apiLink, vsockLink} {
+		if _, err := os.Lstat(filepath.Join(spec.RunDir, l)); !os.IsNotExist(err) {
+			t.Errorf("link %s left after release (%v)", l, err)
 		}
 	}
 }
