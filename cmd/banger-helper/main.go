@@ -47,6 +47,7 @@ func run(ctx context.Context, args []string) error {
 	metaPath := fs.String("install-meta", installmeta.DefaultPath, "install metadata naming the owner")
 	stateDir := fs.String("state-dir", helper.DefaultStateDir, "root-owned directory for the helper's ledger and image builds")
 	netnsPath := fs.String("netns", "", "run every network op inside this network namespace (e.g. /run/netns/NAME)")
+	jailBase := fs.String("jail-base", "", "root-owned directory for Firecracker jails, on a filesystem that allows device nodes (default: STATE-DIR/jail)")
 	debug := fs.Bool("debug", false, "log debug messages")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -88,7 +89,7 @@ func run(ctx context.Context, args []string) error {
 	cfg := helper.Config{
 		Net: host, Ledger: ledger, OwnerUID: meta.OwnerUID, OwnerGID: meta.OwnerGID,
 		Version: version.Version, Log: log,
-		StateDir: *stateDir, Images: debootstrapBuilder{},
+		StateDir: *stateDir, Images: debootstrapBuilder{}, JailBase: *jailBase,
 	}
 	if *netnsPath != "" {
 		// systemd-resolved serves the host's namespace; a bridge of the

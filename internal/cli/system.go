@@ -60,5 +60,6 @@ and the command fails naming the one that died.`,
 	f.StringVar(&o.HelperSocket, "helper-socket", sysrun.DefaultHelperSocket, "the helper's unix socket (its directory is made root-owned)")
 	f.StringVar(&o.InstallMeta, "install-meta", installmeta.DefaultPath, "install metadata to write")
 	f.StringVar(&o.HelperStateDir, "state-dir", sysrun.DefaultHelperStateDir, "the helper's root-owned state directory")
+	f.StringVar(&o.JailBase, "jail-base", "", "where the helper stages Firecracker jails: root-owned, on a filesystem that allows device nodes (default: STATE-DIR/jail)")
 	return c
 }

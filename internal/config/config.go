@@ -37,12 +37,16 @@ type Config struct {
 	QEMUBin           string `toml:"qemu_bin"`
 	// Firecracker runs under firecracker-jailer, launched by the root
 	// helper; both binaries must be root-owned and writable only by root.
-	FirecrackerBin string     `toml:"firecracker_bin"`
-	JailerBin      string     `toml:"jailer_bin"`
-	KernelArgs     string     `toml:"kernel_args"`  // appended to every guest kernel command line
-	SSHKeyPath     string     `toml:"ssh_key_path"` // owner's SSH key; absolute; generated when missing
-	VMDefaults     VMDefaults `toml:"vm_defaults"`
-	Network        Network    `toml:"network"`
+	FirecrackerBin string `toml:"firecracker_bin"`
+	JailerBin      string `toml:"jailer_bin"`
+	// JailerEnabled and JailerChrootBase are recognised only to explain
+	// why they cannot be changed here (see validate).
+	JailerEnabled    *bool      `toml:"jailer_enabled"`
+	JailerChrootBase string     `toml:"jailer_chroot_base"`
+	KernelArgs       string     `toml:"kernel_args"`  // appended to every guest kernel command line
+	SSHKeyPath       string     `toml:"ssh_key_path"` // owner's SSH key; absolute; generated when missing
+	VMDefaults       VMDefaults `toml:"vm_defaults"`
+	Network          Network    `toml:"network"`
 	// FileSync copies files from the owner's home into every guest at
 	// create and start ([[file_sync]] tables).
 	FileSync []filesync.Entry `toml:"file_sync"`
@@ -131,6 +135,12 @@ func (c Config) validate() error {
 	case "", "auto", "qemu", "firecracker":
 	default:
 		return fmt.Errorf("vmm %q: want auto, firecracker or qemu", c.VMM)
+	}
+	if c.JailerEnabled != nil && !*c.JailerEnabled {
+		return errors.New("jailer_enabled = false: banger always runs firecracker under the jailer, as your uid in a chroot; use vmm = \"qemu\" to run without it")
+	}
+	if c.JailerChrootBase != "" {
+		return errors.New("jailer_chroot_base: the jail base is where root creates device nodes and mounts, so the root helper chooses it: pass --jail-base to 'banger system run' (or banger-helper)")
 	}
 	for _, b := range []struct{ key, val string }{{"firecracker_bin", c.FirecrackerBin}, {"jailer_bin", c.JailerBin}} {
 		if b.val != "" && !strings.HasPrefix(b.val, "/") {

@@ -57,6 +57,7 @@ type Options struct {
 	HelperStateDir string // default DefaultHelperStateDir
 	InstallMeta    string // default installmeta.DefaultPath
 	Netns          string // run the helper's network ops in this namespace ("" = host)
+	JailBase       string // the helper's Firecracker jail base ("" = its default)
 	// BinDir holds banger-helper and bangerd; default: the directory of
 	// the running executable.
 	BinDir string
@@ -101,9 +102,9 @@ func (o Options) Validate() error {
 	}
 	for _, p := range []struct{ flag, val string }{
 		{"--helper-socket", o.HelperSocket}, {"--state-dir", o.HelperStateDir},
-		{"--install-meta", o.InstallMeta}, {"--netns", o.Netns}, {"bin dir", o.BinDir},
+		{"--install-meta", o.InstallMeta}, {"--netns", o.Netns}, {"bin dir", o.BinDir}, {"--jail-base", o.JailBase},
 	} {
-		if p.val == "" && (p.flag == "--netns" || p.flag == "bin dir") {
+		if p.val == "" && (p.flag == "--netns" || p.flag == "bin dir" || p.flag == "--jail-base") {
 			continue
 		}
 		if !filepath.IsAbs(p.val) || filepath.Clean(p.val) != p.val {
@@ -184,6 +185,9 @@ func Run(ctx context.Context, o Options) error {
 	helperArgs := []string{"--socket", o.HelperSocket, "--install-meta", o.InstallMeta, "--state-dir", o.HelperStateDir}
 	if o.Netns != "" {
 		helperArgs = append(helperArgs, "--netns", o.Netns)
+	}
+	if o.JailBase != "" {
+		helperArgs = append(helperArgs, "--jail-base", o.JailBase)
 	}
 	hcmd := exec.Command(helperBin, helperArgs...) // our own binary, argv only
 	hcmd.Env = os.Environ()

@@ -161,6 +161,7 @@ func TestValidate(t *testing.T) {
 		"relative netns":  {Owner: "dev", Netns: "ns"},
 		"relative state":  {Owner: "dev", HelperStateDir: "state"},
 		"relative bindir": {Owner: "dev", BinDir: "bin"},
+		"relative jails":  {Owner: "dev", JailBase: "jail"},
 	}
 	for name, o := range bad {
 		t.Run(name, func(t *testing.T) {
