@@ -14,6 +14,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -26,6 +27,7 @@ import (
 	"banger/internal/image"
 	"banger/internal/installmeta"
 	"banger/internal/netdev"
+	"banger/internal/privop"
 	"banger/internal/resolved"
 	"banger/internal/version"
 )
@@ -49,8 +51,12 @@ func run(ctx context.Context, args []string) error {
 	netnsPath := fs.String("netns", "", "run every network op inside this network namespace (e.g. /run/netns/NAME)")
 	jailBase := fs.String("jail-base", "", "root-owned directory for Firecracker jails, on a filesystem that allows device nodes (default: STATE-DIR/jail)")
 	debug := fs.Bool("debug", false, "log debug messages")
+	describe := fs.Bool("describe", false, "print this helper's version and operation allow-list as JSON, and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *describe {
+		return json.NewEncoder(os.Stdout).Encode(helper.Description{Version: version.Version, Ops: privop.HelperOps()})
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())

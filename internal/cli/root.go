@@ -20,6 +20,7 @@ import (
 
 	"banger/internal/api/client"
 	"banger/internal/errdefs"
+	"banger/internal/installmeta"
 	"banger/internal/paths"
 	"banger/internal/sysrun"
 	"banger/internal/version"
@@ -104,10 +105,19 @@ func Main(args []string) int {
 			bangerd = filepath.Join(filepath.Dir(exe), "bangerd")
 		}
 	}
+	hint := ""
+	if m, err := installmeta.Read(installmeta.DefaultPath); err == nil && m.Mode == installmeta.ModeSystemd && m.OwnerUID == os.Getuid() {
+		// The owner of a systemd install talks to bangerd.service, which
+		// keeps its state in the system directories; it is never spawned
+		// from here.
+		layout, bangerd = sysrun.SystemLayout(m.OwnerHome), ""
+		hint = "; it runs as bangerd.service: sudo systemctl start bangerd.service (banger system status shows both services)"
+	}
 	e := &env{
 		stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, layout: layout,
 		cl: client.New(layout.SocketPath, bangerd, filepath.Join(layout.StateDir, "bangerd.stderr.log")),
 	}
+	e.cl.Hint = hint
 	root := newRoot(e)
 	root.SetArgs(args)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)

@@ -23,6 +23,7 @@ func newSystemCommand(e *env, run runSupervisor) *cobra.Command {
 		Short: "Run banger's root helper and daemon on this host",
 	}
 	c.AddCommand(newSystemRunCommand(e, run))
+	c.AddCommand(newSystemInstallCommands(e)...)
 	return c
 }
 

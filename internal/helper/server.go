@@ -114,6 +114,13 @@ type Server struct {
 }
 
 // NewServer checks cfg and returns a Server.
+// Description is what `banger-helper --describe` prints: the version and
+// the closed list of operations this helper serves.
+type Description struct {
+	Version string   `json:"version"`
+	Ops     []string `json:"ops"`
+}
+
 func NewServer(cfg Config) (*Server, error) {
 	if cfg.Net == nil || cfg.Ledger == nil {
 		return nil, errors.New("new helper server: Net and Ledger are required")

@@ -29,7 +29,14 @@ type Meta struct {
 	Version     string    `toml:"version"`
 	Commit      string    `toml:"commit"`
 	InstalledAt time.Time `toml:"installed_at"`
+	// Mode is how the services run: ModeSystemd after `banger system
+	// install`, empty for `banger system run`.
+	Mode string `toml:"mode,omitempty"`
 }
+
+// ModeSystemd marks an install whose services systemd runs; the CLI then
+// finds bangerd in the system directories.
+const ModeSystemd = "systemd"
 
 // Validate checks the owner fields: a named, non-root owner with an
 // absolute home.
@@ -43,6 +50,8 @@ func (m Meta) Validate() error {
 		return fmt.Errorf("owner_gid %d: out of range", m.OwnerGID)
 	case !filepath.IsAbs(m.OwnerHome) || filepath.Clean(m.OwnerHome) != m.OwnerHome:
 		return fmt.Errorf("owner_home %q: want a clean absolute path", m.OwnerHome)
+	case m.Mode != "" && m.Mode != ModeSystemd:
+		return fmt.Errorf("mode %q: want %q or nothing", m.Mode, ModeSystemd)
 	}
 	return nil
 }

@@ -31,6 +31,9 @@ type Client struct {
 	Bangerd string
 	// LogPath receives the auto-started daemon's stderr.
 	LogPath string
+	// Hint is added to the error when no daemon answers and none may be
+	// started.
+	Hint string
 
 	http *http.Client
 }
@@ -54,7 +57,7 @@ func (c *Client) Ensure(ctx context.Context) error {
 		return nil
 	}
 	if c.Bangerd == "" {
-		return errdefs.Unavailable("bangerd is not running (socket %s)", c.Socket)
+		return errdefs.Unavailable("bangerd is not running (socket %s)%s", c.Socket, c.Hint)
 	}
 	if err := c.spawn(); err != nil {
 		return errdefs.Unavailable("start bangerd: %v", err)
