@@ -113,7 +113,6 @@ type Server struct {
 	wg     sync.WaitGroup
 }
 
-// NewServer checks cfg and returns a Server.
 // Description is what `banger-helper --describe` prints: the version and
 // the closed list of operations this helper serves.
 type Description struct {
@@ -121,6 +120,7 @@ type Description struct {
 	Ops     []string `json:"ops"`
 }
 
+// NewServer checks cfg and returns a Server.
 func NewServer(cfg Config) (*Server, error) {
 	if cfg.Net == nil || cfg.Ledger == nil {
 		return nil, errors.New("new helper server: Net and Ledger are required")
