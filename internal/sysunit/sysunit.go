@@ -165,7 +165,9 @@ func Helper(s Spec) string {
 		"AmbientCapabilities=",
 		"NoNewPrivileges=yes",
 		"ProtectSystem=strict",
-		"ReadWritePaths="+s.HelperStateDir+" "+filepath.Dir(s.HelperSocket),
+		// bangerd's state: the drives the helper bind-mounts into jails
+		// must stay writable there. "-": absent until bangerd first runs.
+		"ReadWritePaths="+s.HelperStateDir+" "+filepath.Dir(s.HelperSocket)+" -"+StateDir,
 		"ProtectHome=yes",
 		"PrivateTmp=yes",
 		"PrivateIPC=yes",
