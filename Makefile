@@ -8,7 +8,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X banger/internal/version.Version=$(VERSION) -X banger/internal/version.Commit=$(COMMIT)
 E2E_CACHE ?= $(HOME)/.cache/banger-e2e
 
-.PHONY: all build fakes deps quickstart test unit root-test e2e bench lint clean
+.PHONY: all build fakes deps quickstart test unit root-test e2e e2e-systemd bench lint clean
 
 all: build
 
@@ -45,8 +45,15 @@ root-test:
 E2E_DEBOOTSTRAP ?= $(shell [ "$$(id -u)" = 0 ] && echo 1 || echo 0)
 
 e2e: build
-	BANGER_TEST_VM=1 BANGER_E2E_DEBOOTSTRAP=$(E2E_DEBOOTSTRAP) BANGER_E2E_NETWORK=$(E2E_DEBOOTSTRAP) BANGER_E2E_FIRECRACKER=$(E2E_DEBOOTSTRAP) BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
+	BANGER_TEST_VM=1 BANGER_E2E_DEBOOTSTRAP=$(E2E_DEBOOTSTRAP) BANGER_E2E_NETWORK=$(E2E_DEBOOTSTRAP) BANGER_E2E_FIRECRACKER=$(E2E_DEBOOTSTRAP) BANGER_E2E_SYSTEMD=$(E2E_DEBOOTSTRAP) BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
 		$(GO) test -count=1 -timeout 40m -v ./test/e2e/ ./internal/vmm/...
+
+# The systemd install test on its own: banger's two units under a real
+# systemd in a systemd-nspawn container (root; the container's rootfs is
+# debootstrapped once into the cache).
+e2e-systemd: deps build
+	BANGER_TEST_VM=1 BANGER_E2E_SYSTEMD=1 BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
+		$(GO) test -count=1 -timeout 30m -v -run 'TestSystemdInstall' ./test/e2e/
 
 bench: build
 	BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \

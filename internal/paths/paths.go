@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
 	"strconv"
 )
@@ -44,7 +45,12 @@ var envKeys = []string{"XDG_CONFIG_HOME", "XDG_STATE_HOME", "XDG_CACHE_HOME", "X
 func FromEnv() (Layout, error) {
 	home, err := os.UserHomeDir()
 	if err != nil {
-		return Layout{}, fmt.Errorf("resolve home: %w", err)
+		// No $HOME (a service, env -i): the account's home will do.
+		u, uerr := user.Current()
+		if uerr != nil || u.HomeDir == "" {
+			return Layout{}, fmt.Errorf("resolve home: %w", err)
+		}
+		home = u.HomeDir
 	}
 	env := make(map[string]string, len(envKeys))
 	for _, k := range envKeys {

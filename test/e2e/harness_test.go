@@ -34,6 +34,9 @@ type harness struct {
 }
 
 func TestMain(m *testing.M) {
+	if dirs := os.Getenv(cgexecEnv); dirs != "" {
+		cgexec(dirs, os.Args[1:]) // does not return
+	}
 	if os.Getenv("BANGER_TEST_VM") != "1" {
 		fmt.Println("e2e: skipped (set BANGER_TEST_VM=1 and BANGER_E2E_KERNEL_DEB)")
 		os.Exit(m.Run())
