@@ -77,6 +77,22 @@ func TestSystemdInstall(t *testing.T) {
 		t.Errorf("guest boot id changed across the restart: %q -> %q", boot, again)
 	}
 
+	// banger's own restart does the same, and waits for both sockets.
+	c.must(t, "banger", "system", "restart")
+	if again := c.mustAs(t, "dev", "banger", "vm", "exec", "keep", "--", "cat", "/proc/sys/kernel/random/boot_id"); again != boot {
+		t.Errorf("guest boot id changed across banger system restart: %q -> %q", boot, again)
+	}
+	units := c.must(t, "banger", "system", "install", "--owner", "dev", "--print-units")
+	for _, want := range []string{"# bangerd-root.service", "# bangerd.service", "User=dev", "KillMode=process"} {
+		if !strings.Contains(units, want) {
+			t.Errorf("--print-units lacks %q", want)
+		}
+	}
+
+	r := c.run("banger", "system", "uninstall", "--purge")
+	if r.code == 0 || !strings.Contains(r.stderr, "keep") || !strings.Contains(r.stderr, "--force") {
+		t.Errorf("uninstall with a running VM: exit %d, stderr %q; want a refusal naming keep and --force", r.code, r.stderr)
+	}
 	c.must(t, "banger", "system", "uninstall", "--purge", "--force")
 	for _, p := range []string{"/etc/systemd/system/bangerd.service", "/etc/systemd/system/bangerd-root.service",
 		"/etc/banger/install.toml", "/run/banger", "/run/banger-root", "/var/lib/banger", "/var/lib/banger-root",
