@@ -143,6 +143,36 @@ type Image struct {
 	CreatedAt time.Time `json:"created_at"`
 	Path      string    `json:"path"`
 	UsedBy    []string  `json:"used_by,omitempty"`
+	Ref       string    `json:"ref,omitempty"`    // registry reference it was pulled from
+	Digest    string    `json:"digest,omitempty"` // its manifest digest
+	Kernel    string    `json:"kernel,omitempty"` // kernel VMs of this image boot when they name none
+	Parent    string    `json:"parent,omitempty"` // for a committed VM: the image it was created from
+}
+
+// PullImageRequest pulls an OCI image from a registry.
+type PullImageRequest struct {
+	Ref      string `json:"ref"`
+	Name     string `json:"name,omitempty"`
+	Platform string `json:"platform,omitempty"` // default linux/amd64
+	Kernel   string `json:"kernel,omitempty"`
+}
+
+// Transfer is a blob's download progress, streamed during a pull.
+type Transfer struct {
+	Digest string `json:"digest"`
+	Index  int    `json:"index"` // 1-based layer position
+	Count  int    `json:"count"`
+	Done   int64  `json:"done"`
+	Total  int64  `json:"total"`
+	Cached bool   `json:"cached,omitempty"`
+}
+
+// CachePruneResult lists what an image cache prune removed (or would
+// remove).
+type CachePruneResult struct {
+	Removed []string `json:"removed"`
+	Bytes   int64    `json:"bytes"`
+	DryRun  bool     `json:"dry_run,omitempty"`
 }
 
 // ImportImageRequest imports a rootfs tarball or directory on the host.
@@ -195,6 +225,7 @@ type ErrorBody struct {
 // Event is one line of a streamed (ndjson) response.
 type Event struct {
 	Progress string          `json:"progress,omitempty"`
+	Transfer *Transfer       `json:"transfer,omitempty"`
 	Result   json.RawMessage `json:"result,omitempty"`
 	Error    *Error          `json:"error,omitempty"`
 }

@@ -186,6 +186,19 @@ func (s *Server) routes(m *http.ServeMux) {
 		}
 		stream(w, func(p vm.Progress) (any, error) { return s.svc.ImportImage(r.Context(), req, p) })
 	})
+	m.HandleFunc("POST /v1/images/pull", func(w http.ResponseWriter, r *http.Request) {
+		var req api.PullImageRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		streamTransfers(w, func(p vm.Progress, tr func(api.Transfer)) (any, error) {
+			return s.svc.PullImage(r.Context(), req, p, tr)
+		})
+	})
+	m.HandleFunc("POST /v1/images/cache/prune", func(w http.ResponseWriter, r *http.Request) {
+		dry, _ := strconv.ParseBool(r.URL.Query().Get("dry_run"))
+		respond(w, func() (any, error) { return s.svc.PruneImageCache(r.Context(), dry) })
+	})
 	m.HandleFunc("POST /v1/images/build", func(w http.ResponseWriter, r *http.Request) {
 		var req api.BuildImageRequest
 		if !decode(w, r, &req) {
@@ -265,6 +278,12 @@ func respond(w http.ResponseWriter, fn func() (any, error)) {
 // stream runs a long operation, sending progress lines as ndjson events
 // and the result (or error) as the last line.
 func stream(w http.ResponseWriter, fn func(vm.Progress) (any, error)) {
+	streamTransfers(w, func(p vm.Progress, _ func(api.Transfer)) (any, error) { return fn(p) })
+}
+
+// streamTransfers is stream for operations that also report transfers
+// (pulls).
+func streamTransfers(w http.ResponseWriter, fn func(vm.Progress, func(api.Transfer)) (any, error)) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	fl, _ := w.(http.Flusher)
@@ -278,7 +297,7 @@ func stream(w http.ResponseWriter, fn func(vm.Progress) (any, error)) {
 			fl.Flush()
 		}
 	}
-	v, err := fn(func(msg string) { send(api.Event{Progress: msg}) })
+	v, err := fn(func(msg string) { send(api.Event{Progress: msg}) }, func(tr api.Transfer) { send(api.Event{Transfer: &tr}) })
 	if err != nil {
 		_, e := status(err)
 		send(api.Event{Error: &e})

@@ -20,6 +20,7 @@ import (
 	"banger/internal/config"
 	"banger/internal/image"
 	"banger/internal/kernel"
+	"banger/internal/oci"
 	"banger/internal/paths"
 	"banger/internal/privop"
 	privclient "banger/internal/privop/client"
@@ -139,6 +140,7 @@ func Run(o RunOptions) error {
 		DriverNote:   driverNote,
 		OtherDrivers: otherDrivers(driver, qd, fc),
 		Firecracker:  fc,
+		OCI:          &oci.Cache{Dir: filepath.Join(l.CacheDir, "oci")},
 		AgentBin:     agentBin,
 		Priv:         privop.InProcess{Run: runPrivOp},
 		Version:      version.Version,

@@ -152,6 +152,7 @@ func (s *stager) adopt(ctx context.Context) error {
 		case e.Kind == KindHardlink:
 			t := s.entries[e.Target]
 			e.digest = t.digest
+			s.links[e.Target]++
 		}
 		if why := inexpressible(e.Path); why != "" {
 			return fmt.Errorf("staged entry %q: %s", e.Path, why)

@@ -1,7 +1,7 @@
 // Package image owns banger's root filesystem images: building an ext4 file
-// from a rootfs tarball, a directory, the host's static busybox (the embedded
-// minimal image) or debootstrap, and preparing the per-VM disks cloned from
-// or created next to them.
+// from a rootfs tarball, OCI image layers, a directory, the host's static
+// busybox (the embedded minimal image) or debootstrap, and preparing the
+// per-VM disks cloned from or created next to them.
 //
 // An image is just an ext4 root filesystem. banger's own initramfs mounts it
 // as the guest's root and starts either its systemd or banger's agent, so

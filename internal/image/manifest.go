@@ -122,7 +122,10 @@ type stager struct {
 	skipped     []Skipped
 	skippedDirs map[string]bool
 	skippedAt   map[string]bool
-	asRoot      bool // can chown in staging, which keeps the debugfs pass small
+	// links counts the hardlinks to each regular file entry, so removing
+	// a file only looks for links to re-home when it has some.
+	links  map[string]int
+	asRoot bool // can chown in staging, which keeps the debugfs pass small
 }
 
 // noChown makes a root process stage like a non-root one, so tests run
@@ -135,6 +138,7 @@ func newStager(root string) *stager {
 		entries:     map[string]*Entry{},
 		skippedDirs: map[string]bool{},
 		skippedAt:   map[string]bool{},
+		links:       map[string]int{},
 		asRoot:      os.Geteuid() == 0 && !noChown,
 	}
 	s.entries[""] = &Entry{Path: "", Kind: KindDir, Mode: 0o755}
@@ -282,17 +286,64 @@ func (s *stager) add(e *Entry, content io.Reader) error {
 	return s.create(e, content)
 }
 
+// remove deletes old, and everything under it if it is a directory, from
+// staging and the manifest.
 func (s *stager) remove(old *Entry) error {
 	if err := os.RemoveAll(s.host(old.Path)); err != nil {
-		return fmt.Errorf("replace %q: %w", old.Path, err)
+		return fmt.Errorf("remove %q: %w", old.Path, err)
 	}
-	prefix := old.Path + "/"
-	for p := range s.entries {
-		if p == old.Path || strings.HasPrefix(p, prefix) {
-			delete(s.entries, p)
+	gone := []*Entry{old}
+	delete(s.entries, old.Path)
+	if old.Kind == KindDir {
+		prefix := old.Path + "/"
+		for p, e := range s.entries {
+			if strings.HasPrefix(p, prefix) {
+				gone = append(gone, e)
+				delete(s.entries, p)
+			}
 		}
 	}
+	s.relink(gone)
 	return nil
+}
+
+// relink keeps the manifest true to staging after gone were removed. A
+// removed regular file's inode lives on under its remaining hardlinks, with
+// the content it had: the first remaining link becomes the regular file
+// (taking over the xattrs, which the manifest keeps on the file entry
+// only) and the others point at it.
+func (s *stager) relink(gone []*Entry) {
+	for _, g := range gone {
+		if g.Kind == KindHardlink {
+			if s.links[g.Target]--; s.links[g.Target] <= 0 {
+				delete(s.links, g.Target)
+			}
+		}
+	}
+	for _, g := range gone {
+		if g.Kind != KindFile || s.links[g.Path] == 0 {
+			continue
+		}
+		delete(s.links, g.Path)
+		var names []string
+		for p, e := range s.entries {
+			if e.Kind == KindHardlink && e.Target == g.Path {
+				names = append(names, p)
+			}
+		}
+		if len(names) == 0 {
+			continue
+		}
+		sort.Strings(names)
+		first := s.entries[names[0]]
+		first.Kind, first.Target, first.Xattrs, first.ModTime = KindFile, "", g.Xattrs, g.ModTime
+		for _, n := range names[1:] {
+			s.entries[n].Target = first.Path
+		}
+		if len(names) > 1 {
+			s.links[first.Path] = len(names) - 1
+		}
+	}
 }
 
 func (s *stager) create(e *Entry, content io.Reader) error {
@@ -340,6 +391,7 @@ func (s *stager) create(e *Entry, content io.Reader) error {
 		if t.Kind == KindHardlink {
 			e.Target = t.Target
 		}
+		s.links[e.Target]++
 		e.UID, e.GID, e.Mode, e.ModTime, e.Size, e.digest = t.UID, t.GID, t.Mode, t.ModTime, t.Size, t.digest
 	case KindChar, KindBlock, KindFifo:
 		// Created by debugfs: a non-root stager cannot mknod.

@@ -95,8 +95,20 @@ func stageTarEntry(s *stager, h *tar.Header, body io.Reader) error {
 	if err != nil {
 		return err
 	}
+	e, err := tarHeaderEntry(s, rel, h, true)
+	if err != nil || e == nil {
+		return err
+	}
+	return s.add(e, body)
+}
+
+// tarHeaderEntry turns header h for path rel into a manifest entry. A nil
+// entry with no error means h was left out (and recorded as skipped, unless
+// it carries nothing, like a global header). Device nodes and FIFOs are
+// skipped unless nodes is set.
+func tarHeaderEntry(s *stager, rel string, h *tar.Header, nodes bool) (*Entry, error) {
 	if h.Uid < 0 || h.Gid < 0 || int64(h.Uid) > 1<<32-1 || int64(h.Gid) > 1<<32-1 {
-		return fmt.Errorf("owner %d:%d out of range", h.Uid, h.Gid)
+		return nil, fmt.Errorf("owner %d:%d out of range", h.Uid, h.Gid)
 	}
 	e := &Entry{
 		Path:    rel,
@@ -114,21 +126,21 @@ func stageTarEntry(s *stager, h *tar.Header, body io.Reader) error {
 		e.Kind = KindSymlink
 		e.Target = h.Linkname
 		if h.Linkname == "" {
-			return fmt.Errorf("symlink with an empty target")
+			return nil, fmt.Errorf("symlink with an empty target")
 		}
 	case tar.TypeLink:
 		e.Kind = KindHardlink
 		t, err := cleanName(h.Linkname)
 		if err != nil {
-			return fmt.Errorf("hardlink target %q: %w", h.Linkname, err)
+			return nil, fmt.Errorf("hardlink target %q: %w", h.Linkname, err)
 		}
 		if t == rel {
-			return fmt.Errorf("hardlink to itself")
+			return nil, fmt.Errorf("hardlink to itself")
 		}
 		e.Target = t
 		if _, skipped := s.underSkipped(t + "/x"); skipped || s.wasSkipped(t) {
 			s.skip(rel, KindHardlink, fmt.Sprintf("hardlink target %q was skipped", t))
-			return nil
+			return nil, nil
 		}
 	case tar.TypeChar:
 		e.Kind = KindChar
@@ -137,14 +149,18 @@ func stageTarEntry(s *stager, h *tar.Header, body io.Reader) error {
 	case tar.TypeFifo:
 		e.Kind = KindFifo
 	case tar.TypeXGlobalHeader:
-		return nil
+		return nil, nil
 	default:
 		s.skip(rel, 0, fmt.Sprintf("unsupported tar entry type %q", h.Typeflag))
-		return nil
+		return nil, nil
+	}
+	if e.Kind.isNode() && !nodes {
+		s.skip(rel, e.Kind, fmt.Sprintf("%s node not created: device nodes and FIFOs from image layers are not trusted", e.Kind))
+		return nil, nil
 	}
 	if e.Kind == KindChar || e.Kind == KindBlock {
 		if h.Devmajor < 0 || h.Devminor < 0 || h.Devmajor > 1<<12-1 || h.Devminor > 1<<20-1 {
-			return fmt.Errorf("device number %d:%d out of range", h.Devmajor, h.Devminor)
+			return nil, fmt.Errorf("device number %d:%d out of range", h.Devmajor, h.Devminor)
 		}
 		e.Major, e.Minor = uint32(h.Devmajor), uint32(h.Devminor)
 	}
@@ -165,7 +181,7 @@ func stageTarEntry(s *stager, h *tar.Header, body io.Reader) error {
 		}
 		e.Xattrs[name] = []byte(v)
 	}
-	return s.add(e, body)
+	return e, nil
 }
 
 func (s *stager) wasSkipped(rel string) bool { return s.skippedAt[rel] }

@@ -144,12 +144,12 @@ func TestBinariesDoNotDependOnForbiddenPackages(t *testing.T) {
 		{
 			root: module + "/cmd/banger",
 			forbidden: internalPkgs("daemon", "vm", "vmm", "vmm/qemu", "vmm/firecracker", "store", "image", "kernel",
-				"agent", "privop", "agentclient", "jail", "testutil"),
+				"agent", "privop", "agentclient", "jail", "oci", "testutil"),
 		},
 		{
 			root: module + "/cmd/banger-agent",
 			forbidden: internalPkgs("daemon", "vm", "vmm", "store", "image", "kernel", "cli",
-				"api", "api/client", "privop", "agentclient", "workspace", "vmm/firecracker", "testutil"),
+				"api", "api/client", "privop", "agentclient", "workspace", "vmm/firecracker", "oci", "testutil"),
 		},
 		{
 			root:      module + "/cmd/bangerd",
@@ -162,7 +162,7 @@ func TestBinariesDoNotDependOnForbiddenPackages(t *testing.T) {
 			// but nothing that holds daemon state or serves the API.
 			root: module + "/cmd/banger-helper",
 			forbidden: internalPkgs("daemon", "vm", "store", "kernel", "cli", "api", "api/client",
-				"agentclient", "agent", "vmm", "vmm/qemu", "vmm/firecracker", "privop/client", "workspace", "testutil"),
+				"agentclient", "agent", "vmm", "vmm/qemu", "vmm/firecracker", "privop/client", "workspace", "oci", "testutil"),
 		},
 	}
 	for _, tc := range tests {

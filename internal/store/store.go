@@ -64,6 +64,8 @@ var migrations = []string{
 	`ALTER TABLE vms ADD COLUMN host_key TEXT NOT NULL DEFAULT '';`,
 	// 4: the workspace copied into the VM
 	`ALTER TABLE vms ADD COLUMN workspace_json TEXT NOT NULL DEFAULT '{}';`,
+	// 5: image provenance (registry digest and blobs, preferred kernel, lineage)
+	`ALTER TABLE images ADD COLUMN meta_json TEXT NOT NULL DEFAULT '{}';`,
 }
 
 // Open opens (creating if needed) the database at path and migrates it.
@@ -285,18 +287,30 @@ type Image struct {
 	Size      int64
 	Source    string
 	CreatedAt time.Time
+	Meta      ImageMeta
 	// Note is not stored: resolution may attach a message for the user
 	// (such as a fallback to the minimal image).
 	Note string
 }
 
+// ImageMeta is what is known of where an image came from.
+type ImageMeta struct {
+	Ref    string   `json:"ref,omitempty"`    // registry reference it was pulled from
+	Digest string   `json:"digest,omitempty"` // manifest digest
+	Blobs  []string `json:"blobs,omitempty"`  // cached blobs it was built from (kept by cache prune)
+	Kernel string   `json:"kernel,omitempty"` // kernel to boot it with when a VM names none
+	Parent string   `json:"parent,omitempty"` // the image a committed VM was created from
+	VM     string   `json:"vm,omitempty"`     // the VM it was committed from
+}
+
 // PutImage inserts or (with replace) overwrites an image name.
 func (s *Store) PutImage(ctx context.Context, im Image, replace bool) error {
-	q := `INSERT INTO images(name, id, size, source, created_at) VALUES(?,?,?,?,?)`
+	q := `INSERT INTO images(name, id, size, source, created_at, meta_json) VALUES(?,?,?,?,?,?)`
 	if replace {
-		q = `INSERT OR REPLACE INTO images(name, id, size, source, created_at) VALUES(?,?,?,?,?)`
+		q = `INSERT OR REPLACE INTO images(name, id, size, source, created_at, meta_json) VALUES(?,?,?,?,?,?)`
 	}
-	_, err := s.db.ExecContext(ctx, q, im.Name, im.ID, im.Size, im.Source, fmtTime(im.CreatedAt))
+	meta, _ := json.Marshal(im.Meta)
+	_, err := s.db.ExecContext(ctx, q, im.Name, im.ID, im.Size, im.Source, fmtTime(im.CreatedAt), string(meta))
 	if isUnique(err) {
 		return errdefs.Exists("image %q already exists", im.Name)
 	}
@@ -309,9 +323,9 @@ func (s *Store) PutImage(ctx context.Context, im Image, replace bool) error {
 // GetImage finds an image by name.
 func (s *Store) GetImage(ctx context.Context, name string) (Image, error) {
 	var im Image
-	var created string
-	err := s.db.QueryRowContext(ctx, `SELECT name, id, size, source, created_at FROM images WHERE name=?`, name).
-		Scan(&im.Name, &im.ID, &im.Size, &im.Source, &created)
+	var created, meta string
+	err := s.db.QueryRowContext(ctx, `SELECT name, id, size, source, created_at, meta_json FROM images WHERE name=?`, name).
+		Scan(&im.Name, &im.ID, &im.Size, &im.Source, &created, &meta)
 	if errors.Is(err, sql.ErrNoRows) {
 		return im, errdefs.NotFound("image %q not found", name)
 	}
@@ -319,12 +333,13 @@ func (s *Store) GetImage(ctx context.Context, name string) (Image, error) {
 		return im, fmt.Errorf("get image: %w", err)
 	}
 	im.CreatedAt = parseTime(created)
+	_ = json.Unmarshal([]byte(meta), &im.Meta) // a bad record only loses provenance
 	return im, nil
 }
 
 // ListImages returns every image by name.
 func (s *Store) ListImages(ctx context.Context) ([]Image, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT name, id, size, source, created_at FROM images ORDER BY name`)
+	rows, err := s.db.QueryContext(ctx, `SELECT name, id, size, source, created_at, meta_json FROM images ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("list images: %w", err)
 	}
@@ -332,11 +347,12 @@ func (s *Store) ListImages(ctx context.Context) ([]Image, error) {
 	var out []Image
 	for rows.Next() {
 		var im Image
-		var created string
-		if err := rows.Scan(&im.Name, &im.ID, &im.Size, &im.Source, &created); err != nil {
+		var created, meta string
+		if err := rows.Scan(&im.Name, &im.ID, &im.Size, &im.Source, &created, &meta); err != nil {
 			return nil, fmt.Errorf("list images: %w", err)
 		}
 		im.CreatedAt = parseTime(created)
+		_ = json.Unmarshal([]byte(meta), &im.Meta)
 		out = append(out, im)
 	}
 	return out, rows.Err()

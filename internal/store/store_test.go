@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -259,6 +260,23 @@ func TestImages(t *testing.T) {
 	}
 	if list, _ := s.ListImages(ctx); len(list) != 0 {
 		t.Fatalf("ListImages after delete = %+v", list)
+	}
+}
+
+func TestImageMetaRoundTrips(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t)
+	meta := ImageMeta{Ref: "reg.example/app:v1", Digest: "sha256:aa", Blobs: []string{"sha256:bb", "sha256:cc"}, Kernel: "k6", Parent: "deb", VM: "dev"}
+	if err := s.PutImage(ctx, Image{Name: "app", ID: "sha-3", Source: "oci", CreatedAt: time.Now(), Meta: meta}, false); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetImage(ctx, "app")
+	if err != nil || !reflect.DeepEqual(got.Meta, meta) {
+		t.Fatalf("GetImage meta = %+v, %v", got.Meta, err)
+	}
+	all, err := s.ListImages(ctx)
+	if err != nil || len(all) != 1 || !reflect.DeepEqual(all[0].Meta, meta) {
+		t.Fatalf("ListImages = %+v, %v", all, err)
 	}
 }
 

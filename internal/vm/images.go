@@ -26,7 +26,8 @@ func (s *Service) imagePath(id string) string {
 }
 
 func (s *Service) imageView(ctx context.Context, im store.Image) api.Image {
-	out := api.Image{Name: im.Name, ID: im.ID, Size: im.Size, Source: im.Source, CreatedAt: im.CreatedAt, Path: s.imagePath(im.ID)}
+	out := api.Image{Name: im.Name, ID: im.ID, Size: im.Size, Source: im.Source, CreatedAt: im.CreatedAt, Path: s.imagePath(im.ID),
+		Ref: im.Meta.Ref, Digest: im.Meta.Digest, Kernel: im.Meta.Kernel, Parent: im.Meta.Parent}
 	if vms, err := s.st.ListVMs(ctx); err == nil {
 		for _, v := range vms {
 			if v.ImageName == im.Name {
@@ -85,6 +86,11 @@ func (s *Service) EnsureMinimal(ctx context.Context, progress Progress) (store.I
 // storeImage builds an image with build into staging and publishes it
 // content-addressed under its sha256. The caller holds imageMu.
 func (s *Service) storeImage(ctx context.Context, name, source string, replace bool, build func(out string, opts image.BuildOptions) (*image.Result, error), progress Progress) (store.Image, error) {
+	return s.storeImageMeta(ctx, name, source, store.ImageMeta{}, replace, build, progress)
+}
+
+// storeImageMeta is storeImage recording where the image came from.
+func (s *Service) storeImageMeta(ctx context.Context, name, source string, meta store.ImageMeta, replace bool, build func(out string, opts image.BuildOptions) (*image.Result, error), progress Progress) (store.Image, error) {
 	tmp, err := os.MkdirTemp(s.layout.TmpDir, "image-")
 	if err != nil {
 		return store.Image{}, fmt.Errorf("stage image: %w", err)
@@ -112,7 +118,7 @@ func (s *Service) storeImage(ctx context.Context, name, source string, replace b
 			return store.Image{}, fmt.Errorf("publish image: %w", err)
 		}
 	}
-	im := store.Image{Name: name, ID: res.SHA256, Size: res.Size, Source: source, CreatedAt: time.Now()}
+	im := store.Image{Name: name, ID: res.SHA256, Size: res.Size, Source: source, CreatedAt: time.Now(), Meta: meta}
 	if err := s.st.PutImage(ctx, im, replace); err != nil {
 		return im, err
 	}

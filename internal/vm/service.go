@@ -14,6 +14,7 @@ import (
 
 	"banger/internal/agentclient"
 	"banger/internal/config"
+	"banger/internal/oci"
 	"banger/internal/paths"
 	"banger/internal/privop"
 	"banger/internal/store"
@@ -47,6 +48,8 @@ type Options struct {
 	Firecracker interface {
 		Doctor(ctx context.Context) (status, detail string)
 	}
+	// OCI is the registry blob cache for image pulls (nil: pulls refused).
+	OCI      *oci.Cache
 	AgentBin string // static guest agent binary
 	Priv     privop.Host
 	Version  string

@@ -160,6 +160,16 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 // Stream performs a long operation, calling progress for each progress
 // event and decoding the final result into out.
 func (c *Client) Stream(ctx context.Context, method, path string, body, out any, progress func(string)) error {
+	return c.StreamEvents(ctx, method, path, body, out, func(ev api.Event) {
+		if ev.Progress != "" && progress != nil {
+			progress(ev.Progress)
+		}
+	})
+}
+
+// StreamEvents is Stream handing every progress and transfer event to
+// onEvent.
+func (c *Client) StreamEvents(ctx context.Context, method, path string, body, out any, onEvent func(api.Event)) error {
 	resp, err := c.request(ctx, method, path, body)
 	if err != nil {
 		return err
@@ -183,8 +193,8 @@ func (c *Client) Stream(ctx context.Context, method, path string, body, out any,
 				return json.Unmarshal(ev.Result, out)
 			}
 			return nil
-		case ev.Progress != "" && progress != nil:
-			progress(ev.Progress)
+		case onEvent != nil:
+			onEvent(ev)
 		}
 	}
 	if err := sc.Err(); err != nil {
