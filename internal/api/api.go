@@ -149,6 +149,11 @@ type Image struct {
 	Parent    string    `json:"parent,omitempty"` // for a committed VM: the image it was created from
 }
 
+// CommitRequest publishes a VM's root disk as an image.
+type CommitRequest struct {
+	As string `json:"as"`
+}
+
 // PullImageRequest pulls an OCI image from a registry.
 type PullImageRequest struct {
 	Ref      string `json:"ref"`

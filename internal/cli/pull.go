@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -164,4 +165,22 @@ func shortDigest(d string) string {
 		h = h[:12]
 	}
 	return h
+}
+
+func newVMCommitCommand(e *env) *cobra.Command {
+	var as string
+	c := &cobra.Command{
+		Use:               "commit NAME --as IMAGE",
+		Short:             "Publish a VM's root disk as a new image (a running VM is stopped for the copy and started again)",
+		Args:              exactArgs(1),
+		ValidArgsFunction: completeVMs(e),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if as == "" {
+				return usageError{fmt.Errorf("--as IMAGE is required: the new image's name")}
+			}
+			return e.streamImage(cmd.Context(), "/v1/vms/"+url.PathEscape(args[0])+"/commit", api.CommitRequest{As: as})
+		},
+	}
+	c.Flags().StringVar(&as, "as", "", "name of the new image")
+	return c
 }

@@ -186,6 +186,13 @@ func (s *Server) routes(m *http.ServeMux) {
 		}
 		stream(w, func(p vm.Progress) (any, error) { return s.svc.ImportImage(r.Context(), req, p) })
 	})
+	m.HandleFunc("POST /v1/vms/{name}/commit", func(w http.ResponseWriter, r *http.Request) {
+		var req api.CommitRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		stream(w, func(p vm.Progress) (any, error) { return s.svc.CommitVM(r.Context(), r.PathValue("name"), req, p) })
+	})
 	m.HandleFunc("POST /v1/images/pull", func(w http.ResponseWriter, r *http.Request) {
 		var req api.PullImageRequest
 		if !decode(w, r, &req) {

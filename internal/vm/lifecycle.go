@@ -155,6 +155,9 @@ func (s *Service) plan(ctx context.Context, req api.CreateVMRequest, progress Pr
 	note := im.Note
 	kname := req.Kernel
 	if kname == "" {
+		kname = im.Meta.Kernel // the image's own choice (image pull --kernel)
+	}
+	if kname == "" {
 		kname = s.cfg.DefaultKernelName
 	}
 	k, err := s.st.GetKernel(ctx, kname)
