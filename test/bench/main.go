@@ -1,7 +1,8 @@
 // Command bench measures banger's boot overhead: the median wall time of
 // `banger vm run --rm -- true` against a bare qemu-system-x86_64 boot of the
 // same kernel, initramfs and image to the same ready point (the guest agent
-// answering a ping), and their ratio. Run it with `make bench`.
+// answering a ping), and their ratio; then image pull throughput from a
+// loopback registry and ext4 build time per GiB. Run it with `make bench`.
 package main
 
 import (
@@ -10,6 +11,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,10 +22,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
 	"banger/internal/agentclient"
 	"banger/internal/config"
 	"banger/internal/execx"
 	"banger/internal/image"
+	"banger/internal/oci"
 	"banger/internal/vmm"
 	"banger/internal/vmm/qemu"
 )
@@ -114,6 +123,67 @@ func run(n int) error {
 	fmt.Printf("banger vm run --rm -- true   median %6.3fs  (n=%d, runs %s)\n", mb.Seconds(), n, list(bangerTimes))
 	fmt.Printf("bare qemu boot to agent ping median %6.3fs  (n=%d, runs %s)\n", mq.Seconds(), n, list(bareTimes))
 	fmt.Printf("ratio banger/bare: %.2f (target <= 1.25)\n", mb.Seconds()/mq.Seconds())
+	return pullBench(root)
+}
+
+// pullBench measures pulling from a registry on loopback into an empty
+// blob cache (download + digest check), and building an ext4 image from
+// the pulled layers, per GB of layer content.
+func pullBench(root string) error {
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	const layers, layerSize = 4, 32 << 20
+	img, err := random.Image(layerSize, layers)
+	if err != nil {
+		return err
+	}
+	ref := strings.TrimPrefix(srv.URL, "http://") + "/bench/img:v1"
+	tag, err := name.NewTag(ref)
+	if err != nil {
+		return err
+	}
+	if err := remote.Write(tag, img); err != nil {
+		return err
+	}
+	var pulls []time.Duration
+	var pulled *oci.Image
+	var total int64
+	for i := 0; i < 3; i++ {
+		dir := filepath.Join(root, fmt.Sprintf("oci-%d", i))
+		c := &oci.Cache{Dir: dir}
+		t0 := time.Now()
+		if pulled, err = c.Pull(context.Background(), ref, "", nil); err != nil {
+			return err
+		}
+		pulls = append(pulls, time.Since(t0))
+		total = 0
+		for _, l := range pulled.Layers {
+			total += l.Size
+		}
+		if i < 2 {
+			os.RemoveAll(dir)
+		}
+	}
+	mp := median(pulls)
+	fmt.Printf("image pull from loopback registry: %d layers, %.0f MiB, median %.3fs = %.0f MiB/s\n",
+		layers, float64(total)/(1<<20), mp.Seconds(), float64(total)/(1<<20)/mp.Seconds())
+	var srcs []image.LayerSource
+	for _, l := range pulled.Layers {
+		srcs = append(srcs, image.FileLayer(l.Digest, l.Path))
+	}
+	work := filepath.Join(root, "ext4")
+	if err := os.MkdirAll(work, 0o700); err != nil {
+		return err
+	}
+	t0 := time.Now()
+	res, err := image.ImportLayers(context.Background(), srcs, filepath.Join(work, "rootfs.ext4"), image.BuildOptions{WorkDir: work})
+	if err != nil {
+		return err
+	}
+	d := time.Since(t0)
+	gb := float64(total) / (1 << 30)
+	fmt.Printf("ext4 build from those layers: %.3fs for %.0f MiB of content (image %.0f MiB) = %.1fs per GiB\n",
+		d.Seconds(), float64(total)/(1<<20), float64(res.Size)/(1<<20), d.Seconds()/gb)
 	return nil
 }
 
