@@ -41,7 +41,10 @@ type Config struct {
 	JailerBin      string `toml:"jailer_bin"`
 	// JailerEnabled and JailerChrootBase are recognised only to explain
 	// why they cannot be changed here (see validate).
-	JailerEnabled    *bool      `toml:"jailer_enabled"`
+	JailerEnabled *bool `toml:"jailer_enabled"`
+	// Catalog replaces the embedded catalog of short image and kernel
+	// names (an absolute path to a TOML file).
+	Catalog          string     `toml:"catalog"`
 	JailerChrootBase string     `toml:"jailer_chroot_base"`
 	KernelArgs       string     `toml:"kernel_args"`  // appended to every guest kernel command line
 	SSHKeyPath       string     `toml:"ssh_key_path"` // owner's SSH key; absolute; generated when missing
@@ -142,7 +145,7 @@ func (c Config) validate() error {
 	if c.JailerChrootBase != "" {
 		return errors.New("jailer_chroot_base: the jail base is where root creates device nodes and mounts, so the root helper chooses it: pass --jail-base to 'banger system run' (or banger-helper)")
 	}
-	for _, b := range []struct{ key, val string }{{"firecracker_bin", c.FirecrackerBin}, {"jailer_bin", c.JailerBin}} {
+	for _, b := range []struct{ key, val string }{{"firecracker_bin", c.FirecrackerBin}, {"jailer_bin", c.JailerBin}, {"catalog", c.Catalog}} {
 		if b.val != "" && !strings.HasPrefix(b.val, "/") {
 			return fmt.Errorf("%s %q: must be an absolute path", b.key, b.val)
 		}

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
 
+	"banger/internal/catalog"
 	"banger/internal/config"
 	"banger/internal/image"
 	"banger/internal/kernel"
@@ -111,6 +112,10 @@ func Run(o RunOptions) error {
 			p := qd.Probe(ctx)
 			return p.Accel == "kvm", p.Reason
 		}}
+	cat, err := catalog.Load(cfg.Catalog)
+	if err != nil {
+		return err
+	}
 	driver, driverNote := chooseDriver(context.Background(), cfg.VMM, qd, fc)
 	log.Info("vmm chosen", "vmm", driver.Name(), "why", driverNote)
 	if dns != nil {
@@ -141,6 +146,7 @@ func Run(o RunOptions) error {
 		OtherDrivers: otherDrivers(driver, qd, fc),
 		Firecracker:  fc,
 		OCI:          &oci.Cache{Dir: filepath.Join(l.CacheDir, "oci")},
+		Catalog:      cat,
 		AgentBin:     agentBin,
 		Priv:         privop.InProcess{Run: runPrivOp},
 		Version:      version.Version,

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"banger/internal/api"
+	"banger/internal/catalog"
 	"banger/internal/errdefs"
 	"banger/internal/image"
 	"banger/internal/oci"
@@ -24,6 +25,20 @@ func (s *Service) PullImage(ctx context.Context, req api.PullImageRequest, progr
 		return api.Image{}, errdefs.Invalid("image pull: give a reference such as docker.io/library/alpine:3.20")
 	}
 	name := req.Name
+	if e, ok := s.catalogImage(req.Ref); ok {
+		progress.say("%s is %s in the catalog", req.Ref, e.Ref)
+		if name == "" {
+			name = req.Ref
+		}
+		if req.Kernel == "" && e.Kernel != "" {
+			if _, err := s.st.GetKernel(ctx, e.Kernel); err == nil {
+				req.Kernel = e.Kernel
+			} else {
+				progress.say("note: the catalog boots %s with kernel %s, which is not here yet: 'banger kernel pull %s'", req.Ref, e.Kernel, e.Kernel)
+			}
+		}
+		req.Ref = e.Ref
+	}
 	if name == "" {
 		name = NameFromRef(req.Ref)
 	}
@@ -73,6 +88,13 @@ func (s *Service) PullImage(ctx context.Context, req api.PullImageRequest, progr
 		return api.Image{}, errdefs.Invalid("image pull %s: %v", req.Ref, err)
 	}
 	return s.imageView(ctx, im), nil
+}
+
+func (s *Service) catalogImage(ref string) (catalog.Entry, bool) {
+	if s.opts.Catalog == nil {
+		return catalog.Entry{}, false
+	}
+	return s.opts.Catalog.Image(ref)
 }
 
 var nameJunk = regexp.MustCompile(`[^a-z0-9]+`)

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"banger/internal/agentclient"
+	"banger/internal/catalog"
 	"banger/internal/config"
 	"banger/internal/oci"
 	"banger/internal/paths"
@@ -49,7 +50,9 @@ type Options struct {
 		Doctor(ctx context.Context) (status, detail string)
 	}
 	// OCI is the registry blob cache for image pulls (nil: pulls refused).
-	OCI      *oci.Cache
+	OCI *oci.Cache
+	// Catalog resolves short image and kernel names (nil: none).
+	Catalog  *catalog.Catalog
 	AgentBin string // static guest agent binary
 	Priv     privop.Host
 	Version  string
