@@ -149,6 +149,23 @@ type Image struct {
 	Parent    string    `json:"parent,omitempty"` // for a committed VM: the image it was created from
 }
 
+// PushRequest publishes a kernel or an image to a registry reference.
+type PushRequest struct {
+	Ref string `json:"ref"`
+}
+
+// PushResult is where a push landed.
+type PushResult struct {
+	Ref    string `json:"ref"`
+	Digest string `json:"digest"`
+}
+
+// PullKernelRequest pulls a kernel artifact.
+type PullKernelRequest struct {
+	Ref  string `json:"ref"`
+	Name string `json:"name,omitempty"`
+}
+
 // CommitRequest publishes a VM's root disk as an image.
 type CommitRequest struct {
 	As string `json:"as"`

@@ -98,7 +98,7 @@ func newImageCommand(e *env) *cobra.Command {
 	build.Flags().StringVar(&suite, "debootstrap", "", "Debian suite, e.g. bookworm")
 	build.Flags().StringVar(&mirror, "mirror", "", "Debian mirror URL")
 	build.Flags().BoolVar(&minimal, "minimal", false, "build the built-in busybox image")
-	c.AddCommand(list, show, del, imp, build, newImagePullCommand(e), newImageCacheCommand(e))
+	c.AddCommand(list, show, del, imp, build, newImagePullCommand(e), newImagePushCommand(e), newImageCacheCommand(e))
 	return c
 }
 

@@ -89,6 +89,7 @@ func newKernelCommand(e *env) *cobra.Command {
 	}
 	deb.Flags().StringVar(&debName, "name", "", "kernel name (default: default_kernel_name)")
 	c.AddCommand(list, show, rm, imp, deb)
+	c.AddCommand(newKernelRegistryCommands(e)...)
 	return c
 }
 

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -29,28 +30,13 @@ as a JSON line instead (the last one holds the image).`,
 		Args: exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req.Ref = args[0]
-			cl, err := e.client(cmd.Context())
-			if err != nil {
-				return err
-			}
-			view := &pullView{w: e.stderr, tty: isTTY(e.stderr), progress: e.progress()}
 			var im api.Image
-			enc := json.NewEncoder(e.stdout)
-			err = cl.StreamEvents(cmd.Context(), http.MethodPost, "/v1/images/pull", req, &im, func(ev api.Event) {
-				if asJSON {
-					_ = enc.Encode(ev)
-					return
-				}
-				view.event(ev)
-			})
-			view.finish()
-			if err != nil {
+			if err := e.transferStream(cmd.Context(), "/v1/images/pull", req, &im, asJSON); err != nil {
 				return err
 			}
-			if asJSON {
-				return enc.Encode(api.Event{Result: mustJSON(im)})
+			if !asJSON {
+				fmt.Fprintln(e.stdout, im.Name)
 			}
-			fmt.Fprintln(e.stdout, im.Name)
 			return nil
 		},
 	}
@@ -182,5 +168,90 @@ func newVMCommitCommand(e *env) *cobra.Command {
 		},
 	}
 	c.Flags().StringVar(&as, "as", "", "name of the new image")
+	return c
+}
+
+// transferStream runs a pull or push, showing progress like image pull.
+func (e *env) transferStream(ctx context.Context, path string, req, out any, asJSON bool) error {
+	cl, err := e.client(ctx)
+	if err != nil {
+		return err
+	}
+	view := &pullView{w: e.stderr, tty: isTTY(e.stderr), progress: e.progress()}
+	enc := json.NewEncoder(e.stdout)
+	err = cl.StreamEvents(ctx, http.MethodPost, path, req, out, func(ev api.Event) {
+		if asJSON {
+			_ = enc.Encode(ev)
+			return
+		}
+		view.event(ev)
+	})
+	view.finish()
+	if err == nil && asJSON {
+		return enc.Encode(api.Event{Result: mustJSON(out)})
+	}
+	return err
+}
+
+func newKernelRegistryCommands(e *env) []*cobra.Command {
+	var name string
+	var asJSON bool
+	pull := &cobra.Command{
+		Use:   "pull REF [--name NAME]",
+		Short: "Pull a kernel published as a banger OCI artifact (docs/artifacts.md), or a catalog short name",
+		Args:  exactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var k api.Kernel
+			if err := e.transferStream(cmd.Context(), "/v1/kernels/pull", api.PullKernelRequest{Ref: args[0], Name: name}, &k, asJSON); err != nil {
+				return err
+			}
+			if !asJSON {
+				fmt.Fprintln(e.stdout, k.Name)
+			}
+			return nil
+		},
+	}
+	pull.Flags().StringVar(&name, "name", "", "kernel name (default: the catalog name, else \"default\")")
+	pull.Flags().BoolVar(&asJSON, "json", false, "print progress and the result as JSON lines")
+	var pushJSON bool
+	push := &cobra.Command{
+		Use:               "push NAME REF",
+		Short:             "Publish a kernel to a registry as a banger OCI artifact",
+		Args:              exactArgs(2),
+		ValidArgsFunction: completeKernels(e),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res api.PushResult
+			if err := e.transferStream(cmd.Context(), "/v1/kernels/"+url.PathEscape(args[0])+"/push", api.PushRequest{Ref: args[1]}, &res, pushJSON); err != nil {
+				return err
+			}
+			if !pushJSON {
+				fmt.Fprintf(e.stdout, "%s@%s\n", res.Ref, res.Digest)
+			}
+			return nil
+		},
+	}
+	push.Flags().BoolVar(&pushJSON, "json", false, "print progress and the result as JSON lines")
+	return []*cobra.Command{pull, push}
+}
+
+func newImagePushCommand(e *env) *cobra.Command {
+	var asJSON bool
+	c := &cobra.Command{
+		Use:               "push NAME REF",
+		Short:             "Publish an image to a registry as a banger image bundle (pull it back with image pull)",
+		Args:              exactArgs(2),
+		ValidArgsFunction: completeImages(e),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var res api.PushResult
+			if err := e.transferStream(cmd.Context(), "/v1/images/"+url.PathEscape(args[0])+"/push", api.PushRequest{Ref: args[1]}, &res, asJSON); err != nil {
+				return err
+			}
+			if !asJSON {
+				fmt.Fprintf(e.stdout, "%s@%s\n", res.Ref, res.Digest)
+			}
+			return nil
+		},
+	}
+	c.Flags().BoolVar(&asJSON, "json", false, "print progress and the result as JSON lines")
 	return c
 }

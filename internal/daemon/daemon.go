@@ -193,6 +193,33 @@ func (s *Server) routes(m *http.ServeMux) {
 		}
 		stream(w, func(p vm.Progress) (any, error) { return s.svc.CommitVM(r.Context(), r.PathValue("name"), req, p) })
 	})
+	m.HandleFunc("POST /v1/images/{name}/push", func(w http.ResponseWriter, r *http.Request) {
+		var req api.PushRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		streamTransfers(w, func(p vm.Progress, tr func(api.Transfer)) (any, error) {
+			return s.svc.PushImage(r.Context(), r.PathValue("name"), req, p, tr)
+		})
+	})
+	m.HandleFunc("POST /v1/kernels/{name}/push", func(w http.ResponseWriter, r *http.Request) {
+		var req api.PushRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		streamTransfers(w, func(p vm.Progress, tr func(api.Transfer)) (any, error) {
+			return s.svc.PushKernel(r.Context(), r.PathValue("name"), req, p, tr)
+		})
+	})
+	m.HandleFunc("POST /v1/kernels/pull", func(w http.ResponseWriter, r *http.Request) {
+		var req api.PullKernelRequest
+		if !decode(w, r, &req) {
+			return
+		}
+		streamTransfers(w, func(p vm.Progress, tr func(api.Transfer)) (any, error) {
+			return s.svc.PullKernel(r.Context(), req, p, tr)
+		})
+	})
 	m.HandleFunc("POST /v1/images/pull", func(w http.ResponseWriter, r *http.Request) {
 		var req api.PullImageRequest
 		if !decode(w, r, &req) {

@@ -77,9 +77,57 @@ type fetch struct {
 }
 
 type pull struct {
-	done chan struct{}
-	img  *Image
-	err  error
+	done   chan struct{}
+	val    any     // *Image or *Artifact
+	layers []Layer // what the waiters report as cached
+	err    error
+}
+
+// once runs fn for the first caller of key; callers arriving while it runs
+// wait for its result and report its layers as cached.
+func (c *Cache) once(ctx context.Context, key string, progress func(Transfer), fn func() (any, []Layer, error)) (any, error) {
+	c.mu.Lock()
+	if c.pulls == nil {
+		c.pulls = map[string]*pull{}
+	}
+	p, waiting := c.pulls[key]
+	if !waiting {
+		p = &pull{done: make(chan struct{})}
+		c.pulls[key] = p
+	}
+	c.mu.Unlock()
+	if waiting {
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if p.err == nil && progress != nil {
+			for i, l := range p.layers {
+				progress(Transfer{Digest: l.Digest, Index: i + 1, Count: len(p.layers), Done: l.Size, Total: l.Size, Cached: true})
+			}
+		}
+		return p.val, p.err
+	}
+	p.val, p.layers, p.err = fn()
+	c.mu.Lock()
+	delete(c.pulls, key)
+	c.mu.Unlock()
+	close(p.done)
+	return p.val, p.err
+}
+
+// parseRef parses a reference, allowing plain HTTP when the cache does.
+func (c *Cache) parseRef(ref string) (name.Reference, error) {
+	var nopts []name.Option
+	if c.Insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	r, err := name.ParseReference(ref, nopts...)
+	if err != nil {
+		return nil, InvalidRefError{fmt.Errorf("reference %q: %w", ref, err)}
+	}
+	return r, nil
 }
 
 // InvalidRefError is a reference or platform that cannot be parsed.
@@ -127,46 +175,23 @@ func (c *Cache) Pull(ctx context.Context, ref, platform string, progress func(Tr
 	if platform == "" {
 		platform = "linux/amd64"
 	}
-	key := ref + "|" + platform
-	c.mu.Lock()
-	if c.pulls == nil {
-		c.pulls = map[string]*pull{}
-	}
-	p, waiting := c.pulls[key]
-	if !waiting {
-		p = &pull{done: make(chan struct{})}
-		c.pulls[key] = p
-	}
-	c.mu.Unlock()
-	if waiting {
-		select {
-		case <-p.done:
-		case <-ctx.Done():
-			return nil, ctx.Err()
+	v, err := c.once(ctx, "image\x00"+ref+"\x00"+platform, progress, func() (any, []Layer, error) {
+		img, err := c.pull(ctx, ref, platform, progress)
+		if err != nil {
+			return nil, nil, err
 		}
-		if p.err == nil && progress != nil {
-			for i, l := range p.img.Layers {
-				progress(Transfer{Digest: l.Digest, Index: i + 1, Count: len(p.img.Layers), Done: l.Size, Total: l.Size, Cached: true})
-			}
-		}
-		return p.img, p.err
+		return img, img.Layers, nil
+	})
+	if err != nil {
+		return nil, err
 	}
-	p.img, p.err = c.pull(ctx, ref, platform, progress)
-	c.mu.Lock()
-	delete(c.pulls, key)
-	c.mu.Unlock()
-	close(p.done)
-	return p.img, p.err
+	return v.(*Image), nil
 }
 
 func (c *Cache) pull(ctx context.Context, ref, platform string, progress func(Transfer)) (*Image, error) {
-	var nopts []name.Option
-	if c.Insecure {
-		nopts = append(nopts, name.Insecure)
-	}
-	r, err := name.ParseReference(ref, nopts...)
+	r, err := c.parseRef(ref)
 	if err != nil {
-		return nil, InvalidRefError{fmt.Errorf("reference %q: %w", ref, err)}
+		return nil, err
 	}
 	opts, err := c.options(ctx, platform)
 	if err != nil {
@@ -231,21 +256,9 @@ func (c *Cache) config(img v1.Image) (*v1.ConfigFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	path, err := c.BlobPath(m.Config.Digest.String())
+	raw, err := c.rawConfig(img, m.Config)
 	if err != nil {
 		return nil, err
-	}
-	raw, err := os.ReadFile(path)
-	if err != nil || int64(len(raw)) != m.Config.Size {
-		if raw, err = img.RawConfigFile(); err != nil {
-			return nil, err
-		}
-		if got := "sha256:" + fmt.Sprintf("%x", sha256.Sum256(raw)); got != m.Config.Digest.String() {
-			return nil, fmt.Errorf("config has digest %s, manifest says %s: %w", got, m.Config.Digest, ErrDigestMismatch)
-		}
-		if err := writeBlob(path, raw); err != nil {
-			return nil, err
-		}
 	}
 	return v1.ParseConfigFile(bytes.NewReader(raw))
 }

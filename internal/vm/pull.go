@@ -54,6 +54,15 @@ func (s *Service) PullImage(ctx context.Context, req api.PullImageRequest, progr
 		return api.Image{}, errdefs.Exists("image %q already exists: delete it first or pull with --name", name)
 	}
 	progress.say("pulling %s", req.Ref)
+	s.imageMu.Lock()
+	bim, bundle, err := s.pullBundle(ctx, req.Ref, name, req.Kernel, progress, transfer)
+	s.imageMu.Unlock()
+	if bundle {
+		if err != nil {
+			return api.Image{}, err
+		}
+		return s.imageView(ctx, bim), nil
+	}
 	pulled, err := s.opts.OCI.Pull(ctx, req.Ref, req.Platform, func(tr oci.Transfer) {
 		if transfer != nil {
 			transfer(api.Transfer(tr))

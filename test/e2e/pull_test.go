@@ -3,6 +3,7 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
+	"encoding/json"
 	"io"
 	"log"
 	"net/http/httptest"
@@ -196,5 +197,57 @@ func TestVMCommit(t *testing.T) {
 	}
 	if r := h.run("image", "delete", "minimal"); r.code == 0 || !strings.Contains(r.stderr, "cmt") {
 		t.Errorf("deleting an image in use: exit %d, stderr %q; want a refusal naming the VM", r.code, r.stderr)
+	}
+}
+
+// TestRegistryRoundTrips: a kernel pushed to a registry and pulled back
+// boots a VM, and an image pushed as a banger bundle comes back and boots.
+func TestRegistryRoundTrips(t *testing.T) {
+	t.Parallel()
+	defer group(t)()
+	srv := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "http://")
+
+	if out := h.must(t, "kernel", "push", "default", host+"/e2e/kernel:v1"); !strings.Contains(out, "@sha256:") {
+		t.Fatalf("kernel push printed %q", out)
+	}
+	if out := h.must(t, "kernel", "pull", host+"/e2e/kernel:v1", "--name", "pulled-k"); out != "pulled-k\n" {
+		t.Fatalf("kernel pull printed %q", out)
+	}
+	defer h.run("kernel", "rm", "pulled-k")
+	// Same content, same artifact.
+	var a, b struct {
+		ID string `json:"id"`
+	}
+	mustJSONInto(t, h.must(t, "kernel", "show", "default", "--json"), &a)
+	mustJSONInto(t, h.must(t, "kernel", "show", "pulled-k", "--json"), &b)
+	if a.ID == "" || a.ID != b.ID {
+		t.Errorf("pulled kernel id %q, pushed %q", b.ID, a.ID)
+	}
+
+	h.must(t, "image", "build", "--minimal")
+	if out := h.must(t, "image", "push", "minimal", host+"/e2e/bundle:v1"); !strings.Contains(out, "@sha256:") {
+		t.Fatalf("image push printed %q", out)
+	}
+	if out := h.must(t, "image", "pull", host+"/e2e/bundle:v1", "--name", "bundled", "--kernel", "pulled-k"); out != "bundled\n" {
+		t.Fatalf("bundle pull printed %q", out)
+	}
+	defer h.run("image", "delete", "bundled")
+	if out := h.must(t, "vm", "run", "--rm", "--image", "bundled", "--", "sh", "-c", "echo bundle-ok; uname -r"); !strings.HasPrefix(out, "bundle-ok\n") {
+		t.Errorf("VM from the pulled bundle and kernel printed %q", out)
+	}
+	// A kernel reference that is a container image: refused, naming the type.
+	base := busyboxLayer(t)
+	pushImage(t, host+"/e2e/notakernel:v1", base)
+	if r := h.run("kernel", "pull", host+"/e2e/notakernel:v1", "--name", "nk"); r.code == 0 || !strings.Contains(r.stderr, "application/vnd.banger.kernel.config.v1+json") {
+		t.Errorf("pulling a container image as a kernel: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func mustJSONInto(t *testing.T, s string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		t.Fatalf("decode %q: %v", s, err)
 	}
 }
