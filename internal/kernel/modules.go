@@ -41,6 +41,10 @@ var bootModules = []bootModule{
 	{"virtio_rng", "HW_RANDOM_VIRTIO", false},
 	{"vmw_vsock_virtio_transport", "VIRTIO_VSOCKETS", false},
 	{"ext4", "EXT4_FS", false},
+	// Loop devices and device-mapper snapshots, so that guests (and
+	// banger's in-guest tests of its dm storage) have them at hand.
+	{"loop", "BLK_DEV_LOOP", false},
+	{"dm_snapshot", "DM_SNAPSHOT", false},
 }
 
 // moduleSuffixes are the file name endings of (possibly compressed) modules.
