@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -140,6 +141,14 @@ func (h *harness) run(args ...string) result {
 		}
 	}
 	return result{so.String(), se.String(), code}
+}
+
+// cmdWithStdin is the banger command for args, reading stdin from r.
+func (h *harness) cmdWithStdin(r io.Reader, args ...string) *exec.Cmd {
+	cmd := exec.Command(filepath.Join(h.bin, "banger"), args...)
+	cmd.Env = h.env
+	cmd.Stdin = r
+	return cmd
 }
 
 func (h *harness) cmd(args ...string) (string, error) {

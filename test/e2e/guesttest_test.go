@@ -1,0 +1,57 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// guestGoTest runs a package's tests inside a banger VM, as root: it
+// builds the package's test binary (static), copies it into the VM, runs
+// it there with args and env, and reports its output as this test's. It is
+// how banger tests code that needs a kernel feature this host lacks
+// (device-mapper, for one). The VM is deleted afterwards.
+func guestGoTest(t *testing.T, pkg string, env []string, args ...string) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "pkg.test")
+	build := exec.Command("go", "test", "-c", "-o", bin, "./"+pkg)
+	build.Dir = repoRoot(t)
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build %s tests: %v\n%s", pkg, err, out)
+	}
+	name := "gt-" + strings.NewReplacer("/", "-", "_", "-").Replace(filepath.Base(pkg))
+	h.must(t, "vm", "create", "--name", name, "--image", "minimal")
+	defer h.run("vm", "delete", name)
+	f, err := os.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := h.cmdWithStdin(f, "vm", "exec", name, "--", "sh", "-c", "mkdir -p /root/tmp && cat > /root/pkg.test && chmod 755 /root/pkg.test")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("copy the test binary into %s: %v\n%s", name, err, out)
+	}
+	argv := append([]string{"vm", "exec", name, "--", "env", "TMPDIR=/root/tmp"}, env...)
+	argv = append(append(argv, "/root/pkg.test", "-test.v"), args...)
+	r := h.run(argv...)
+	for _, l := range strings.Split(strings.TrimRight(r.stdout+r.stderr, "\n"), "\n") {
+		t.Log("guest: " + l)
+	}
+	if r.code != 0 {
+		t.Fatalf("%s tests failed in the guest (exit %d)", pkg, r.code)
+	}
+	if !strings.Contains(r.stdout, "PASS") {
+		t.Fatalf("%s tests printed no PASS in the guest", pkg)
+	}
+}
+
+// TestGuestHarness runs a small package's tests in a guest, proving the
+// harness itself.
+func TestGuestHarness(t *testing.T) {
+	t.Parallel()
+	defer group(t)()
+	guestGoTest(t, "internal/atomicfile", nil)
+}
