@@ -44,7 +44,9 @@ type Config struct {
 	JailerEnabled *bool `toml:"jailer_enabled"`
 	// Catalog replaces the embedded catalog of short image and kernel
 	// names (an absolute path to a TOML file).
-	Catalog          string     `toml:"catalog"`
+	Catalog string `toml:"catalog"`
+	// Storage is how VM root disks are made: auto, dm, reflink or copy.
+	Storage          string     `toml:"storage"`
 	JailerChrootBase string     `toml:"jailer_chroot_base"`
 	KernelArgs       string     `toml:"kernel_args"`  // appended to every guest kernel command line
 	SSHKeyPath       string     `toml:"ssh_key_path"` // owner's SSH key; absolute; generated when missing
@@ -138,6 +140,11 @@ func (c Config) validate() error {
 	case "", "auto", "qemu", "firecracker":
 	default:
 		return fmt.Errorf("vmm %q: want auto, firecracker or qemu", c.VMM)
+	}
+	switch c.Storage {
+	case "", "auto", "dm", "reflink", "copy":
+	default:
+		return fmt.Errorf("storage %q: want auto, dm, reflink or copy", c.Storage)
 	}
 	if c.JailerEnabled != nil && !*c.JailerEnabled {
 		return errors.New("jailer_enabled = false: banger always runs firecracker under the jailer, as your uid in a chroot; use vmm = \"qemu\" to run without it")

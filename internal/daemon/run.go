@@ -116,6 +116,10 @@ func Run(o RunOptions) error {
 	if err != nil {
 		return err
 	}
+	storage, storageNote, err := chooseStorage(cfg, l.StateDir)
+	if err != nil {
+		return err
+	}
 	driver, driverNote := chooseDriver(context.Background(), cfg.VMM, qd, fc)
 	log.Info("vmm chosen", "vmm", driver.Name(), "why", driverNote)
 	if dns != nil {
@@ -147,6 +151,8 @@ func Run(o RunOptions) error {
 		Firecracker:  fc,
 		OCI:          &oci.Cache{Dir: filepath.Join(l.CacheDir, "oci")},
 		Catalog:      cat,
+		Storage:      storage,
+		StorageNote:  storageNote,
 		AgentBin:     agentBin,
 		Priv:         privop.InProcess{Run: runPrivOp},
 		Version:      version.Version,
@@ -214,6 +220,18 @@ func chooseDriver(ctx context.Context, want string, qd *qemu.Driver, fc *firecra
 		return qd, "auto: qemu, since " + p.Reason
 	}
 	return fc, "auto: firecracker and jailer installed, root helper present, KVM works"
+}
+
+// chooseStorage resolves the storage setting against the host.
+func chooseStorage(cfg config.Config, stateDir string) (image.Storage, string, error) {
+	want, err := image.ParseStorage(cfg.Storage)
+	if err != nil {
+		return "", "", err
+	}
+	var p image.StorageProbe
+	p.DM, p.DMWhy = image.ProbeDM()
+	p.Reflink, p.ReflinkFS = image.ProbeReflink(stateDir)
+	return image.ChooseStorage(want, p)
 }
 
 func otherDrivers(chosen vmm.Driver, all ...vmm.Driver) []vmm.Driver {

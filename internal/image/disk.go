@@ -30,7 +30,11 @@ func CloneFile(src, dst string) error {
 
 // CloneFrom is CloneFile from an open file (e.g. one handed over by the
 // root helper as an fd, with no path the caller could open).
-func CloneFrom(in *os.File, dst string) (err error) {
+func CloneFrom(in *os.File, dst string) error { return cloneFrom(in, dst, StorageAuto) }
+
+// cloneFrom copies with mode: reflink only, sparse copy only, or (auto)
+// a reflink where possible and a sparse copy otherwise.
+func cloneFrom(in *os.File, dst string, mode Storage) (err error) {
 	st, err := in.Stat()
 	if err != nil {
 		return fmt.Errorf("stat clone source: %w", err)
@@ -51,8 +55,12 @@ func CloneFrom(in *os.File, dst string) (err error) {
 	if err := out.Chmod(st.Mode().Perm()); err != nil {
 		return fmt.Errorf("chmod clone: %w", err)
 	}
-	if cerr := unix.IoctlFileClone(int(out.Fd()), int(in.Fd())); cerr != nil {
-		if !reflinkUnsupported(cerr) {
+	var cerr error = unix.EOPNOTSUPP
+	if mode != StorageCopy {
+		cerr = unix.IoctlFileClone(int(out.Fd()), int(in.Fd()))
+	}
+	if cerr != nil {
+		if !reflinkUnsupported(cerr) || mode == StorageReflink {
 			return fmt.Errorf("reflink clone: %w", cerr)
 		}
 		if err := sparseCopy(out, in, st.Size()); err != nil {

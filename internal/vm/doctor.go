@@ -36,6 +36,9 @@ func (s *Service) Doctor(ctx context.Context) api.Doctor {
 	} else {
 		add("kvm", "ok", "usable")
 	}
+	if s.opts.StorageNote != "" {
+		add("storage", "ok", "%s: %s", s.opts.Storage, s.opts.StorageNote)
+	}
 	if s.opts.DriverNote != "" {
 		add("vmm choice", "ok", "%s", s.opts.DriverNote)
 	}

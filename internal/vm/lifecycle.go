@@ -201,7 +201,11 @@ func (s *Service) makeDisks(ctx context.Context, v *store.VM, progress Progress)
 		return fmt.Errorf("create vm dir: %w", err)
 	}
 	progress.say("creating disks for %s (image %s)", v.Name, v.ImageName)
-	if err := image.CloneFile(s.imagePath(v.ImageID), filepath.Join(dir, paths.RootDisk)); err != nil {
+	storage := s.opts.Storage
+	if storage == "" {
+		storage = image.StorageCopy
+	}
+	if err := image.MakeRootDisk(storage, s.imagePath(v.ImageID), filepath.Join(dir, paths.RootDisk)); err != nil {
 		return fmt.Errorf("copy root disk: %w", err)
 	}
 	if err := image.MakeWorkDisk(ctx, filepath.Join(dir, paths.WorkDisk), v.DiskSize); err != nil {

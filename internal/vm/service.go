@@ -15,6 +15,7 @@ import (
 	"banger/internal/agentclient"
 	"banger/internal/catalog"
 	"banger/internal/config"
+	"banger/internal/image"
 	"banger/internal/oci"
 	"banger/internal/paths"
 	"banger/internal/privop"
@@ -51,6 +52,10 @@ type Options struct {
 	}
 	// OCI is the registry blob cache for image pulls (nil: pulls refused).
 	OCI *oci.Cache
+	// Storage makes root disks (reflink or copy; "" = copy), and
+	// StorageNote says why it was chosen.
+	Storage     image.Storage
+	StorageNote string
 	// Catalog resolves short image and kernel names (nil: none).
 	Catalog  *catalog.Catalog
 	AgentBin string // static guest agent binary

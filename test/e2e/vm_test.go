@@ -154,7 +154,8 @@ func TestDoctorExplainsVMM(t *testing.T) {
 		t.Skip("firecracker is installed here")
 	}
 	out := h.must(t, "doctor")
-	for _, want := range []string{"VMM: qemu", "firecracker unusable", "/usr/local/bin/firecracker", "qemu is used", "auto: qemu, since firecracker cannot be used"} {
+	for _, want := range []string{"VMM: qemu", "firecracker unusable", "/usr/local/bin/firecracker", "qemu is used", "auto: qemu, since firecracker cannot be used",
+		"storage", "device-mapper unavailable"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("doctor output lacks %q:\n%s", want, out)
 		}
