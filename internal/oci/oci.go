@@ -66,6 +66,10 @@ type Cache struct {
 	// Insecure allows plain HTTP registries (tests, local registries).
 	Insecure bool
 
+	// gc keeps Prune away from pulls in progress: a pull's blobs are
+	// referenced by no image until the caller has built one from them.
+	gc sync.RWMutex
+
 	mu       sync.Mutex
 	inflight map[string]*fetch // blob downloads by digest
 	pulls    map[string]*pull  // whole pulls by reference and platform
@@ -421,10 +425,28 @@ func (c ctxReader) Read(b []byte) (int, error) {
 	return c.r.Read(b)
 }
 
-// Prune removes cached blobs not in keep (digests), and leftover partial
-// downloads. With dryRun it only reports. It returns the removed (or
-// removable) digests and their total size.
-func (c *Cache) Prune(keep map[string]bool, dryRun bool) ([]string, int64, error) {
+// Hold keeps Prune from running until the returned release is called.
+// Callers hold it from before a pull until what they build from its blobs
+// is recorded, so that a concurrent prune cannot take the blobs away.
+func (c *Cache) Hold() (release func()) {
+	c.gc.RLock()
+	return c.gc.RUnlock
+}
+
+// Prune removes cached blobs not in the set keep returns (digests), and
+// leftover partial downloads. With dryRun it only reports. It returns the
+// removed (or removable) digests and their total size. It waits for held
+// pulls, and asks keep only then, so what they recorded is kept.
+func (c *Cache) Prune(keepFn func() (map[string]bool, error), dryRun bool) ([]string, int64, error) {
+	c.gc.Lock()
+	defer c.gc.Unlock()
+	keep := map[string]bool{}
+	if keepFn != nil {
+		var err error
+		if keep, err = keepFn(); err != nil {
+			return nil, 0, fmt.Errorf("prune cache: %w", err)
+		}
+	}
 	dir := filepath.Join(c.Dir, "blobs", "sha256")
 	ents, err := os.ReadDir(dir)
 	if errors.Is(err, os.ErrNotExist) {

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -252,7 +253,9 @@ func TestPrune(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keep := map[string]bool{got.Layers[0].Digest: true, got.ConfigDigest: true}
+	keep := func() (map[string]bool, error) {
+		return map[string]bool{got.Layers[0].Digest: true, got.ConfigDigest: true}, nil
+	}
 	gone, _, err := c.Prune(keep, true)
 	if err != nil || len(gone) != 1 || gone[0] != got.Layers[1].Digest {
 		t.Fatalf("dry run = %v, %v", gone, err)
@@ -268,5 +271,35 @@ func TestPrune(t *testing.T) {
 	}
 	if _, err := os.Stat(got.Layers[0].Path); err != nil {
 		t.Error("referenced blob removed")
+	}
+}
+
+// TestPruneWaitsForHeldPulls: a prune does not run while a pull is held,
+// so it never takes a blob (or a partial download) from under it.
+func TestPruneWaitsForHeldPulls(t *testing.T) {
+	reg := newTestRegistry(t)
+	ref, _ := reg.push(t, "demo/held", 1)
+	c := &Cache{Dir: t.TempDir(), Insecure: true}
+	release := c.Hold()
+	got, err := c.Pull(context.Background(), ref, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pruned := make(chan []string, 1)
+	go func() {
+		gone, _, _ := c.Prune(nil, false)
+		pruned <- gone
+	}()
+	select {
+	case <-pruned:
+		t.Fatal("prune ran while a pull was held")
+	case <-time.After(200 * time.Millisecond):
+	}
+	if _, err := os.Stat(got.Layers[0].Path); err != nil {
+		t.Fatalf("the held pull's blob is gone: %v", err)
+	}
+	release()
+	if gone := <-pruned; len(gone) != 2 { // the layer and the config, referenced by nothing
+		t.Errorf("prune after release removed %v", gone)
 	}
 }

@@ -102,6 +102,8 @@ func (s *Service) PullKernel(ctx context.Context, req api.PullKernelRequest, pro
 		return api.Kernel{}, errdefs.Exists("kernel %q already exists (remove it with 'banger kernel rm %s')", name, name)
 	}
 	progress.say("pulling kernel %s", ref)
+	release := s.opts.OCI.Hold()
+	defer release()
 	a, err := s.opts.OCI.PullArtifact(ctx, ref, oci.KernelConfigType, transferFn(transfer))
 	if err != nil {
 		return api.Kernel{}, registryErr("kernel pull", err)

@@ -54,6 +54,8 @@ func (s *Service) PullImage(ctx context.Context, req api.PullImageRequest, progr
 		return api.Image{}, errdefs.Exists("image %q already exists: delete it first or pull with --name", name)
 	}
 	progress.say("pulling %s", req.Ref)
+	release := s.opts.OCI.Hold()
+	defer release()
 	s.imageMu.Lock()
 	bim, bundle, err := s.pullBundle(ctx, req.Ref, name, req.Kernel, progress, transfer)
 	s.imageMu.Unlock()
@@ -136,19 +138,23 @@ func (s *Service) PruneImageCache(ctx context.Context, dryRun bool) (api.CachePr
 	if s.opts.OCI == nil {
 		return api.CachePruneResult{}, nil
 	}
-	s.imageMu.Lock()
-	defer s.imageMu.Unlock()
-	ims, err := s.st.ListImages(ctx)
-	if err != nil {
-		return api.CachePruneResult{}, err
-	}
-	keep := map[string]bool{}
-	for _, im := range ims {
-		for _, b := range im.Meta.Blobs {
-			keep[b] = true
+	// The cache waits for pulls in progress before asking what to keep;
+	// imageMu is taken only then (pulls hold the cache, then imageMu).
+	gone, size, err := s.opts.OCI.Prune(func() (map[string]bool, error) {
+		s.imageMu.Lock()
+		defer s.imageMu.Unlock()
+		ims, err := s.st.ListImages(ctx)
+		if err != nil {
+			return nil, err
 		}
-	}
-	gone, size, err := s.opts.OCI.Prune(keep, dryRun)
+		keep := map[string]bool{}
+		for _, im := range ims {
+			for _, b := range im.Meta.Blobs {
+				keep[b] = true
+			}
+		}
+		return keep, nil
+	}, dryRun)
 	if err != nil {
 		return api.CachePruneResult{}, fmt.Errorf("prune image cache: %w", err)
 	}
