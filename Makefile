@@ -8,7 +8,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X banger/internal/version.Version=$(VERSION) -X banger/internal/version.Commit=$(COMMIT)
 E2E_CACHE ?= $(HOME)/.cache/banger-e2e
 
-.PHONY: all build fakes deps quickstart test unit root-test e2e e2e-systemd bench lint clean
+.PHONY: all build fakes deps quickstart test unit root-test e2e e2e-systemd e2e-dm bench lint clean
 
 all: build
 
@@ -54,6 +54,12 @@ e2e: build
 e2e-systemd: deps build
 	BANGER_TEST_VM=1 BANGER_E2E_SYSTEMD=1 BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
 		$(GO) test -count=1 -timeout 30m -v -run 'TestSystemdInstall' ./test/e2e/
+
+# The device-mapper storage suite on its own, run as root inside a guest
+# (the host kernel has no device-mapper; the guest's has).
+e2e-dm: build
+	BANGER_TEST_VM=1 BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
+		$(GO) test -count=1 -timeout 20m -v -run 'TestGuestDM' ./test/e2e/
 
 bench: build
 	BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \

@@ -55,3 +55,11 @@ func TestGuestHarness(t *testing.T) {
 	defer group(t)()
 	guestGoTest(t, "internal/atomicfile", nil)
 }
+
+// TestGuestDM runs the device-mapper snapshot suite (internal/dmsnap) as
+// root inside a guest, whose kernel has dm and loop (this host's has not).
+func TestGuestDM(t *testing.T) {
+	t.Parallel()
+	defer group(t)()
+	guestGoTest(t, "internal/dmsnap", []string{"BANGER_TEST_ROOT=1"})
+}
