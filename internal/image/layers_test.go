@@ -554,7 +554,7 @@ func TestImportLayersSkipsNodes(t *testing.T) {
 
 func TestImportLayersRejectsHostile(t *testing.T) {
 	needTools(t)
-	// The staging tree is base/work/deep/.image-staging-*, so "../../../outside"
+	// The staging tree is base/scratch/deep/.image-staging-*, so "../../../outside"
 	// from its root is the sentinel's directory.
 	const up = "../../../outside"
 	cases := []struct {
@@ -593,7 +593,7 @@ func TestImportLayersRejectsHostile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			base := t.TempDir()
 			outside := filepath.Join(base, "outside")
-			work := filepath.Join(base, "work", "deep")
+			work := filepath.Join(base, "scratch", "deep")
 			sentinel := filepath.Join(outside, "sentinel")
 			if err := os.MkdirAll(outside, 0o755); err != nil {
 				t.Fatal(err)
@@ -631,11 +631,11 @@ func TestImportLayersRejectsHostile(t *testing.T) {
 			if b, err := os.ReadFile(sentinel); err != nil || string(b) != "sentinel" {
 				t.Errorf("sentinel changed: %q, %v", b, err)
 			}
-			for _, dir := range []string{base, filepath.Join(base, "work"), work, outside} {
+			for _, dir := range []string{base, filepath.Join(base, "scratch"), work, outside} {
 				ents, _ := os.ReadDir(dir)
 				for _, e := range ents {
 					switch filepath.Join(dir, e.Name()) {
-					case outside, filepath.Join(base, "work"), work, sentinel:
+					case outside, filepath.Join(base, "scratch"), work, sentinel:
 						continue
 					}
 					t.Errorf("left behind: %s", filepath.Join(dir, e.Name()))
