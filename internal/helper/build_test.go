@@ -216,17 +216,3 @@ func TestNewServerNeedsStateDirForImages(t *testing.T) {
 		t.Fatalf("NewServer with a relative state dir = %v, want an error", err)
 	}
 }
-
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/plain`:            "/plain",
-		`/with\040space`:    "/with space",
-		`/tab\011and\134bs`: "/tab\tand\\bs",
-		`/trailing\04`:      `/trailing\04`,
-		`/not\999octal`:     `/not\999octal`,
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
-	}
-}

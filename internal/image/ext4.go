@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/execx"
+	"banger/internal/mountinfo"
 )
 
 // DefaultLabel is the ext4 label of images banger builds.
@@ -371,46 +372,14 @@ func syncFile(p string) error {
 // fails if a mount cannot be detached (only root can), so the caller
 // leaves the tree alone.
 func unmountUnder(dir string) error {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	points, err := mountinfo.Below(filepath.Clean(dir))
 	if err != nil {
-		return fmt.Errorf("read mount table: %w", err)
+		return err
 	}
-	prefix := filepath.Clean(dir) + "/"
-	var points []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := unescapeMount(f[4])
-		if strings.HasPrefix(mp, prefix) {
-			points = append(points, mp)
-		}
-	}
-	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
 	for _, mp := range points {
 		if err := unix.Unmount(mp, unix.MNT_DETACH); err != nil {
 			return fmt.Errorf("unmount %s: %w", mp, err)
 		}
 	}
 	return nil
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, "\\") {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -1,13 +1,10 @@
 package jail
 
 import (
-	"bufio"
+	"banger/internal/mountinfo"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"slices"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -87,59 +84,7 @@ func detach(mp string) error {
 
 // MountsUnder lists the mount points at or below dir in the helper's
 // mount namespace, deepest first.
-func MountsUnder(dir string) ([]string, error) {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("read mounts: %w", err)
-	}
-	defer f.Close()
-	return parseMountinfo(f, dir)
-}
-
-// parseMountinfo lists the mount points of a mountinfo table at or below
-// dir, deepest first, then in reverse order of mounting. A path mounted
-// over twice is listed twice: each detach takes one.
-func parseMountinfo(r io.Reader, dir string) ([]string, error) {
-	var out []string
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMountinfo(fields[4])
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read mounts: %w", err)
-	}
-	slices.Reverse(out)
-	slices.SortStableFunc(out, func(a, b string) int { return strings.Count(b, "/") - strings.Count(a, "/") })
-	return out, nil
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space)
-// in a mountinfo path.
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }
+func MountsUnder(dir string) ([]string, error) { return mountinfo.Under(dir) }
 
 // Find lists the jails of vmID under base, whatever their exec name: for a
 // cleanup that has no record of the binary's name.
