@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"banger/internal/privop"
+	"banger/internal/trustpath"
 )
 
 // Names inside a jail.
@@ -39,7 +40,7 @@ var (
 	// ErrUnsafe: a path that is not root's alone (a symlink, a file or
 	// directory another user owns or may write), or an fd that does not
 	// grant the access it is used for.
-	ErrUnsafe = errors.New("unsafe")
+	ErrUnsafe = trustpath.ErrUnsafe
 	// ErrLeftBehind: a failed Stage could not undo all it did; the jail
 	// directory is still there, for Remove.
 	ErrLeftBehind = errors.New("jail left behind")

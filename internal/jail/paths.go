@@ -4,12 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/trustpath"
 )
 
 // The jailer trusts every path it is given (its docs: inputs and their
@@ -39,7 +39,7 @@ func checkBase(base string, trusted int) error {
 	if !filepath.IsAbs(base) || filepath.Clean(base) != base {
 		return fmt.Errorf("jail base %q: want a clean absolute path", base)
 	}
-	if err := checkDirChain(base, trusted, true); err != nil {
+	if err := trustpath.DirChain(base, trusted, true); err != nil {
 		return fmt.Errorf("jail base: %w", err)
 	}
 	var st unix.Statfs_t
@@ -56,78 +56,7 @@ func checkBase(base string, trusted int) error {
 }
 
 // checkBinary is CheckBinary with one more trusted uid, for tests.
-func checkBinary(path string, trusted int) error {
-	if !filepath.IsAbs(path) || filepath.Clean(path) != path {
-		return fmt.Errorf("binary %q: want a clean absolute path", path)
-	}
-	if err := checkDirChain(filepath.Dir(path), trusted, false); err != nil {
-		return fmt.Errorf("binary %s: %w", path, err)
-	}
-	fi, err := os.Lstat(path)
-	if err != nil {
-		return fmt.Errorf("check binary: %w", err)
-	}
-	if fi.Mode()&fs.ModeSymlink != 0 {
-		return fmt.Errorf("binary %s is a symlink; give the path it resolves to: %w", path, ErrUnsafe)
-	}
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("binary %s is not a regular file (%v): %w", path, fi.Mode().Type(), ErrUnsafe)
-	}
-	if err := trustedOwner(path, fi, trusted); err != nil {
-		return err
-	}
-	if fi.Mode().Perm()&0o022 != 0 {
-		return fmt.Errorf("binary %s is writable by group or others (mode %v): %w", path, fi.Mode().Perm(), ErrUnsafe)
-	}
-	if fi.Mode().Perm()&0o100 == 0 {
-		return fmt.Errorf("binary %s is not executable (mode %v)", path, fi.Mode().Perm())
-	}
-	return nil
-}
-
-// checkDirChain checks dir and every directory above it. searchable also
-// requires each to be searchable by others.
-func checkDirChain(dir string, trusted int, searchable bool) error {
-	p := "/"
-	for _, c := range append([]string{""}, strings.Split(strings.TrimPrefix(dir, "/"), "/")...) {
-		p = filepath.Join(p, c)
-		fi, err := os.Lstat(p)
-		if err != nil {
-			return fmt.Errorf("check %s: %w", p, err)
-		}
-		if fi.Mode()&fs.ModeSymlink != 0 {
-			return fmt.Errorf("%s is a symlink; give the path it resolves to: %w", p, ErrUnsafe)
-		}
-		if !fi.IsDir() {
-			return fmt.Errorf("%s is not a directory: %w", p, ErrUnsafe)
-		}
-		if err := trustedOwner(p, fi, trusted); err != nil {
-			return err
-		}
-		perm := fi.Mode().Perm()
-		if perm&0o022 != 0 && (fi.Mode()&fs.ModeSticky == 0 || ownerOf(fi) != 0) {
-			return fmt.Errorf("%s is writable by group or others (mode %v): %w", p, perm, ErrUnsafe)
-		}
-		if searchable && perm&0o001 == 0 {
-			return fmt.Errorf("%s (mode %v) is not searchable by others: the owner could not reach the VM's sockets below it; make it 0711", p, perm)
-		}
-	}
-	return nil
-}
-
-func ownerOf(fi fs.FileInfo) int {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return int(st.Uid)
-	}
-	return -1
-}
-
-func trustedOwner(p string, fi fs.FileInfo, trusted int) error {
-	if uid := ownerOf(fi); uid != 0 && uid != trusted {
-		return fmt.Errorf("%s is owned by uid %d, not root: %w", p, uid, ErrUnsafe)
-	}
-	return nil
-}
+func checkBinary(path string, trusted int) error { return trustpath.Binary(path, trusted) }
 
 // openNoFollow opens path as an O_PATH fd, one component at a time from /,
 // refusing a symlink at any component (the last one included). The caller

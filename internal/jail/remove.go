@@ -1,12 +1,13 @@
 package jail
 
 import (
-	"banger/internal/mountinfo"
 	"errors"
 	"fmt"
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/mountinfo"
 )
 
 // Remove tears l's jail down: it detaches every mount below the VM's jail

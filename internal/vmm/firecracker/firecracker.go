@@ -26,6 +26,7 @@ import (
 
 	"banger/internal/agentproto"
 	"banger/internal/privop"
+	"banger/internal/trustpath"
 	"banger/internal/vmm"
 )
 
@@ -95,45 +96,13 @@ func (d *Driver) Probe(ctx context.Context) vmm.Probe {
 	return p
 }
 
-// CheckBinary checks what the helper will insist on before running a
-// binary as root: an absolute path to a regular file (not a symlink) owned
-// by root and writable by nobody else, in directories likewise (or
-// root-owned and sticky).
+// CheckBinary applies the helper's own check (trustpath.Binary) ahead of
+// time, so doctor and the VMM choice can say why firecracker cannot run.
 func CheckBinary(path string) error {
 	if path == "" {
 		return errors.New("not configured")
 	}
-	if !filepath.IsAbs(path) {
-		return fmt.Errorf("%s: want an absolute path", path)
-	}
-	st, err := os.Lstat(path)
-	if err != nil {
-		return err
-	}
-	if st.Mode()&os.ModeSymlink != 0 {
-		return fmt.Errorf("%s is a symlink; give the real file", path)
-	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", path)
-	}
-	for p := path; ; p = filepath.Dir(p) {
-		st, err := os.Lstat(p)
-		if err != nil {
-			return err
-		}
-		sys, ok := st.Sys().(*syscall.Stat_t)
-		if !ok || sys.Uid != 0 {
-			return fmt.Errorf("%s is not owned by root", p)
-		}
-		// A root-owned sticky directory (/tmp) is fine: others may add
-		// entries to it but not replace root's.
-		if st.Mode().Perm()&0o022 != 0 && (p == path || st.Mode()&os.ModeSticky == 0) {
-			return fmt.Errorf("%s is writable by group or others", p)
-		}
-		if p == "/" {
-			return nil
-		}
-	}
+	return trustpath.Binary(path, 0)
 }
 
 // jailFiles opens what the jail needs, in the order the op lists them.
