@@ -193,42 +193,18 @@ func (s *Server) routes(m *http.ServeMux) {
 		}
 		stream(w, func(p vm.Progress) (any, error) { return s.svc.CommitVM(r.Context(), r.PathValue("name"), req, p) })
 	})
-	m.HandleFunc("POST /v1/images/{name}/push", func(w http.ResponseWriter, r *http.Request) {
-		var req api.PushRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		streamTransfers(w, func(p vm.Progress, tr func(api.Transfer)) (any, error) {
-			return s.svc.PushImage(r.Context(), r.PathValue("name"), req, p, tr)
-		})
-	})
-	m.HandleFunc("POST /v1/kernels/{name}/push", func(w http.ResponseWriter, r *http.Request) {
-		var req api.PushRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		streamTransfers(w, func(p vm.Progress, tr func(api.Transfer)) (any, error) {
-			return s.svc.PushKernel(r.Context(), r.PathValue("name"), req, p, tr)
-		})
-	})
-	m.HandleFunc("POST /v1/kernels/pull", func(w http.ResponseWriter, r *http.Request) {
-		var req api.PullKernelRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		streamTransfers(w, func(p vm.Progress, tr func(api.Transfer)) (any, error) {
-			return s.svc.PullKernel(r.Context(), req, p, tr)
-		})
-	})
-	m.HandleFunc("POST /v1/images/pull", func(w http.ResponseWriter, r *http.Request) {
-		var req api.PullImageRequest
-		if !decode(w, r, &req) {
-			return
-		}
-		streamTransfers(w, func(p vm.Progress, tr func(api.Transfer)) (any, error) {
-			return s.svc.PullImage(r.Context(), req, p, tr)
-		})
-	})
+	m.HandleFunc("POST /v1/images/{name}/push", transferRoute(func(r *http.Request, req api.PushRequest, p vm.Progress, tr func(api.Transfer)) (any, error) {
+		return s.svc.PushImage(r.Context(), r.PathValue("name"), req, p, tr)
+	}))
+	m.HandleFunc("POST /v1/kernels/{name}/push", transferRoute(func(r *http.Request, req api.PushRequest, p vm.Progress, tr func(api.Transfer)) (any, error) {
+		return s.svc.PushKernel(r.Context(), r.PathValue("name"), req, p, tr)
+	}))
+	m.HandleFunc("POST /v1/kernels/pull", transferRoute(func(r *http.Request, req api.PullKernelRequest, p vm.Progress, tr func(api.Transfer)) (any, error) {
+		return s.svc.PullKernel(r.Context(), req, p, tr)
+	}))
+	m.HandleFunc("POST /v1/images/pull", transferRoute(func(r *http.Request, req api.PullImageRequest, p vm.Progress, tr func(api.Transfer)) (any, error) {
+		return s.svc.PullImage(r.Context(), req, p, tr)
+	}))
 	m.HandleFunc("POST /v1/images/cache/prune", func(w http.ResponseWriter, r *http.Request) {
 		dry, _ := strconv.ParseBool(r.URL.Query().Get("dry_run"))
 		respond(w, func() (any, error) { return s.svc.PruneImageCache(r.Context(), dry) })
@@ -313,6 +289,17 @@ func respond(w http.ResponseWriter, fn func() (any, error)) {
 // and the result (or error) as the last line.
 func stream(w http.ResponseWriter, fn func(vm.Progress) (any, error)) {
 	streamTransfers(w, func(p vm.Progress, _ func(api.Transfer)) (any, error) { return fn(p) })
+}
+
+// transferRoute decodes a Req and streams fn's progress and transfers.
+func transferRoute[Req any](fn func(*http.Request, Req, vm.Progress, func(api.Transfer)) (any, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req Req
+		if !decode(w, r, &req) {
+			return
+		}
+		streamTransfers(w, func(p vm.Progress, tr func(api.Transfer)) (any, error) { return fn(r, req, p, tr) })
+	}
 }
 
 // streamTransfers is stream for operations that also report transfers
