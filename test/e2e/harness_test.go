@@ -77,6 +77,9 @@ func run(m *testing.M) (int, error) {
 		"XDG_CACHE_HOME="+filepath.Join(root, "cache"),
 		"XDG_RUNTIME_DIR="+filepath.Join(root, "run"),
 		"NO_COLOR=1",
+		// Hermetic: a root helper running on this host for another owner
+		// (banger's quick start leaves one) is not this daemon's.
+		"BANGER_HELPER_SOCKET="+filepath.Join(root, "no-helper.sock"),
 	)
 	_ = os.MkdirAll(filepath.Join(root, "home"), 0o700)
 	defer h.teardown()
