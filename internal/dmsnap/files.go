@@ -102,3 +102,54 @@ func identify(f *os.File) (File, int64, uint64, error) {
 	}
 	return File{Path: f.Name(), Dev: uint64(st.Dev), Ino: st.Ino}, st.Size, uint64(st.Nlink), nil
 }
+
+// dupFiles checks the open files of s and duplicates them for the Manager:
+// both given, regular files, the COW file open read-write (its mode is the
+// caller's proof it may write it).
+func dupFiles(s Spec) (base, cow *os.File, err error) {
+	if s.BaseFile == nil || s.COWFile == nil {
+		return nil, nil, errors.New("give both the base and the cow file open, or neither")
+	}
+	for _, c := range []struct {
+		f     *os.File
+		what  string
+		write bool
+	}{{s.BaseFile, "base", false}, {s.COWFile, "cow", true}} {
+		var st unix.Stat_t
+		if err := unix.Fstat(int(c.f.Fd()), &st); err != nil {
+			return nil, nil, fmt.Errorf("stat %s file: %w", c.what, err)
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFREG {
+			return nil, nil, fmt.Errorf("%s file %s is not a regular file: %w", c.what, c.f.Name(), ErrOutsideRoot)
+		}
+		fl, err := unix.FcntlInt(c.f.Fd(), unix.F_GETFL, 0)
+		if err != nil {
+			return nil, nil, fmt.Errorf("read %s file flags: %w", c.what, err)
+		}
+		switch acc := fl & unix.O_ACCMODE; {
+		case fl&unix.O_PATH != 0 || acc == unix.O_WRONLY:
+			return nil, nil, fmt.Errorf("%s file %s is not open for reading", c.what, c.f.Name())
+		case c.write && acc != unix.O_RDWR:
+			return nil, nil, fmt.Errorf("%s file %s is not open read-write", c.what, c.f.Name())
+		}
+	}
+	// The duplicates carry the spec's names, which the journal records.
+	dup := func(f *os.File, name string) (*os.File, error) {
+		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("duplicate %s: %w", f.Name(), err)
+		}
+		if name == "" {
+			name = f.Name()
+		}
+		return os.NewFile(uintptr(fd), name), nil
+	}
+	if base, err = dup(s.BaseFile, s.Base); err != nil {
+		return nil, nil, err
+	}
+	if cow, err = dup(s.COWFile, s.COW); err != nil {
+		base.Close()
+		return nil, nil, err
+	}
+	return base, cow, nil
+}

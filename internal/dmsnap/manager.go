@@ -30,10 +30,12 @@ var (
 
 // Config configures a Manager.
 type Config struct {
-	// Root holds the base images and COW files; every backing file must
-	// be a regular file strictly inside it, reached without symlinks. It
-	// must be dedicated to banger: Reconcile detaches any loop bound to a
-	// file under Root that the journal does not know.
+	// Root holds the base images and COW files named by path; every such
+	// file must be a regular file strictly inside it, reached without
+	// symlinks. It must be dedicated to banger: Reconcile detaches any loop
+	// bound to a file under Root that the journal does not know. Empty
+	// means files come open only (Spec.BaseFile and Spec.COWFile), as in
+	// the root helper, which never opens a path a caller names.
 	Root string
 	// StateDir holds the journal and its lock (root-owned, like the
 	// helper's ledger).
@@ -62,6 +64,14 @@ type Spec struct {
 	COWSize int64
 	// ChunkSectors is the snapshot chunk size; 0 means 8 (4 KiB).
 	ChunkSectors uint32
+	// BaseFile and COWFile, when set, are the files already open: the
+	// helper gets them as fds from bangerd, and their access modes are the
+	// proof bangerd may use them. Base and COW are then only names for
+	// messages; Resume and COWSize do not apply (the caller made the COW
+	// file). COWFile must be open read-write. The Manager keeps its own
+	// duplicates, so the caller closes these when it likes.
+	BaseFile *os.File
+	COWFile  *os.File
 }
 
 // DefaultCOWSize is a COW size that holds a full rewrite of an origin of
@@ -101,15 +111,17 @@ func Open(cfg Config) (*Manager, error) {
 	if cfg.Backend == nil {
 		return nil, errors.New("open dmsnap: no backend")
 	}
-	if !filepath.IsAbs(cfg.Root) || filepath.Clean(cfg.Root) != cfg.Root || cfg.Root == "/" {
-		return nil, fmt.Errorf("open dmsnap: root %q: want a clean absolute path other than /", cfg.Root)
-	}
-	fi, err := os.Lstat(cfg.Root)
-	if err != nil {
-		return nil, fmt.Errorf("open dmsnap: %w", err)
-	}
-	if !fi.IsDir() {
-		return nil, fmt.Errorf("open dmsnap: root %s is not a directory (a symlink is refused)", cfg.Root)
+	if cfg.Root != "" {
+		if !filepath.IsAbs(cfg.Root) || filepath.Clean(cfg.Root) != cfg.Root || cfg.Root == "/" {
+			return nil, fmt.Errorf("open dmsnap: root %q: want a clean absolute path other than /", cfg.Root)
+		}
+		fi, err := os.Lstat(cfg.Root)
+		if err != nil {
+			return nil, fmt.Errorf("open dmsnap: %w", err)
+		}
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("open dmsnap: root %s is not a directory (a symlink is refused)", cfg.Root)
+		}
 	}
 	if cfg.StateDir == "" {
 		return nil, errors.New("open dmsnap: no state directory")
@@ -213,7 +225,15 @@ func (m *Manager) crashed(point string, holds []io.Closer) bool {
 // openFiles opens s's base and COW files under the root and checks them.
 // created reports a COW file made here (removed again if Create fails).
 func (m *Manager) openFiles(s Spec, chunk uint32) (base, cow *os.File, baseID, cowID File, sectors uint64, created bool, err error) {
-	base, err = openUnder(m.root, s.Base, unix.O_RDONLY, 0)
+	var given *os.File // the COW duplicate, until the checks below own it
+	switch {
+	case s.BaseFile != nil || s.COWFile != nil:
+		base, given, err = dupFiles(s)
+	case m.root == "":
+		err = errors.New("this manager takes open files only, not paths")
+	default:
+		base, err = openUnder(m.root, s.Base, unix.O_RDONLY, 0)
+	}
 	if err != nil {
 		return nil, nil, File{}, File{}, 0, false, fmt.Errorf("open base: %w", err)
 	}
@@ -222,6 +242,13 @@ func (m *Manager) openFiles(s Spec, chunk uint32) (base, cow *os.File, baseID, c
 			base.Close()
 		}
 	}()
+	if given != nil {
+		defer func() {
+			if err != nil {
+				given.Close()
+			}
+		}()
+	}
 	baseID, size, _, err := identify(base)
 	if err != nil {
 		return nil, nil, File{}, File{}, 0, false, err
@@ -229,9 +256,12 @@ func (m *Manager) openFiles(s Spec, chunk uint32) (base, cow *os.File, baseID, c
 	if size <= 0 || size%SectorSize != 0 || size < int64(chunk)*SectorSize {
 		return nil, nil, File{}, File{}, 0, false, fmt.Errorf("base %s: size %d: want a non-zero multiple of 512 bytes, at least one chunk", s.Base, size)
 	}
-	if s.Resume {
+	switch {
+	case given != nil:
+		cow = given
+	case s.Resume:
 		cow, err = openUnder(m.root, s.COW, unix.O_RDWR, 0)
-	} else {
+	default:
 		cow, err = openUnder(m.root, s.COW, unix.O_RDWR|unix.O_CREAT|unix.O_EXCL, 0o600)
 		created = err == nil
 		if errors.Is(err, os.ErrExist) {
@@ -242,7 +272,9 @@ func (m *Manager) openFiles(s Spec, chunk uint32) (base, cow *os.File, baseID, c
 		return nil, nil, File{}, File{}, 0, false, fmt.Errorf("open cow: %w", err)
 	}
 	fail := func(err error) (*os.File, *os.File, File, File, uint64, bool, error) {
-		cow.Close()
+		if given == nil {
+			cow.Close() // given is closed by the deferred cleanup
+		}
 		if created {
 			os.Remove(s.COW)
 		}
@@ -716,6 +748,17 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 	if err != nil {
 		return rep, fmt.Errorf("reconcile: %w", err)
 	}
+	// Files of every entry, before any is dropped: a loop bound to one of
+	// them that no remaining entry records was left by a crash between
+	// attaching it and recording it (the base loop of a half-made
+	// snapshot, say), wherever the file lives.
+	var files []File
+	for _, e := range m.Entries() {
+		files = append(files, e.Base, e.COW)
+	}
+	ours := func(l Loop) bool {
+		return slices.ContainsFunc(files, func(f File) bool { return f.Ino != 0 && f.Matches(l) })
+	}
 	live := map[string]bool{}
 	for _, d := range dms {
 		live[d.UUID] = true
@@ -764,7 +807,7 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 		return rep, fmt.Errorf("reconcile: %w", err)
 	}
 	for _, l := range loops {
-		if known[l.Path] || !strings.HasPrefix(l.Backing, m.root+"/") {
+		if known[l.Path] || !(ours(l) || m.root != "" && strings.HasPrefix(l.Backing, m.root+"/")) {
 			continue
 		}
 		ll := LeakedLoop{Loop: l}
