@@ -23,6 +23,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"banger/internal/dmsnap"
 	"banger/internal/helper"
 	"banger/internal/image"
 	"banger/internal/installmeta"
@@ -97,6 +98,16 @@ func run(ctx context.Context, args []string) error {
 		Version: version.Version, Log: log,
 		StateDir: *stateDir, Images: debootstrapBuilder{}, JailBase: *jailBase,
 	}
+	if err := dmsnap.Probe(); err != nil {
+		cfg.SnapshotsOff = err.Error()
+	} else {
+		m, err := dmsnap.Open(dmsnap.Config{StateDir: *stateDir, Backend: dmsnap.NewIoctlBackend()})
+		if err != nil {
+			return err
+		}
+		defer m.Close()
+		cfg.Snapshots = m
+	}
 	if *netnsPath != "" {
 		// systemd-resolved serves the host's namespace; a bridge of the
 		// same name there would be someone else's.
@@ -113,7 +124,8 @@ func run(ctx context.Context, args []string) error {
 	}
 	bridges, taps := ledger.Names()
 	log.Info("banger-helper serving", "socket", *socket, "owner", meta.OwnerUser, "owner_uid", meta.OwnerUID,
-		"version", version.Version, "bridges", bridges, "taps", taps, "netns", *netnsPath)
+		"version", version.Version, "bridges", bridges, "taps", taps, "netns", *netnsPath,
+		"snapshots", cfg.Snapshots != nil, "snapshots_off", cfg.SnapshotsOff)
 	err = srv.Serve(ctx, ln)
 	log.Info("banger-helper stopped")
 	return err

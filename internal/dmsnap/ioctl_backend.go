@@ -397,3 +397,19 @@ func (b *IoctlBackend) DMDevices(_ context.Context, prefix string) ([]DMDevice, 
 	}
 	return out, nil
 }
+
+// Probe reports why this host cannot make snapshots with IoctlBackend, or
+// nil: device-mapper's control node and loop-control must exist (the
+// snapshot target itself loads on first use).
+func Probe() error {
+	for _, n := range []struct{ path, why string }{
+		{"/dev/mapper/control", "no device-mapper in this kernel (dm_mod)"},
+		{"/dev/loop-control", "no loop devices in this kernel (loop)"},
+	} {
+		var st unix.Stat_t
+		if err := unix.Stat(n.path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFCHR {
+			return fmt.Errorf("%s missing: %s", n.path, n.why)
+		}
+	}
+	return nil
+}

@@ -37,6 +37,7 @@ import (
 	"sync"
 	"time"
 
+	"banger/internal/dmsnap"
 	"banger/internal/peercred"
 	"banger/internal/privop"
 	"banger/internal/resolved"
@@ -79,9 +80,18 @@ type Config struct {
 	// Jails records the jails the helper staged. Default: the JailLedger
 	// in StateDir. Without either, the jail ops answer internal "jails
 	// not configured".
-	Jails   *JailLedger
-	Version string
-	Log     *slog.Logger
+	Jails *JailLedger
+	// Snapshots makes VM root disks as dm snapshots; nil answers those
+	// ops not_found with SnapshotsOff as the reason. The binary opens it
+	// on the state dir when the kernel has device-mapper.
+	Snapshots    *dmsnap.Manager
+	SnapshotsOff string
+	// OpenSnapshot opens a new snapshot's device node (tests swap it for
+	// the fake backend's devices). Default: the node, checked to be that
+	// block device.
+	OpenSnapshot func(path string, major, minor uint32) (*os.File, error)
+	Version      string
+	Log          *slog.Logger
 	// ReadTimeout bounds the time from accept to the last byte of the
 	// request. Default DefaultReadTimeout.
 	ReadTimeout time.Duration
@@ -163,6 +173,7 @@ func NewServer(cfg Config) (*Server, error) {
 // wait up to BuildTimeout.
 func (s *Server) Serve(ctx context.Context, ln *net.UnixListener) error {
 	s.reconcileJails()
+	s.reconcileSnapshots(ctx)
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	opCtx := context.WithoutCancel(ctx)
@@ -357,7 +368,10 @@ func errNotOurs(kind, name string) error {
 func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op, files []*os.File) (any, *os.File, error) {
 	switch o := op.(type) {
 	case privop.Ping:
-		return privop.PingResult{Version: s.cfg.Version, OwnerUID: s.cfg.OwnerUID, PeerUID: int(cred.UID), Ops: privop.HelperOps()}, nil, nil
+		return privop.PingResult{
+			Version: s.cfg.Version, OwnerUID: s.cfg.OwnerUID, PeerUID: int(cred.UID), Ops: privop.HelperOps(),
+			Snapshots: s.cfg.Snapshots != nil, SnapshotsOff: s.snapshotsOff(),
+		}, nil, nil
 	case privop.EnsureBridge:
 		s.opMu.Lock()
 		defer s.opMu.Unlock()
@@ -439,6 +453,15 @@ func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op,
 		return nil, nil, s.chownAPISocket(ctx, o)
 	case privop.CleanupJail:
 		return nil, nil, s.cleanupJail(o)
+	case privop.CreateSnapshot:
+		// Not under opMu: the manager serializes per VM and journals.
+		r, f, err := s.createSnapshot(ctx, o, files)
+		if err != nil {
+			return nil, nil, err
+		}
+		return r, f, nil
+	case privop.RemoveSnapshot:
+		return nil, nil, s.removeSnapshot(ctx, o)
 	default:
 		return nil, nil, privop.Errorf(privop.CodeBadRequest, "op %s is not served by the helper", op.Name())
 	}

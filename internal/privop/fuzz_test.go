@@ -27,6 +27,8 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"op":"sync_resolver_routing","args":{"bridge":"br-fc","server":"172.16.0.1:42069"}}`))
 	f.Add([]byte(`{"op":"debootstrap_image","args":{"suite":"bookworm","mirror":"http://deb.debian.org/debian"}}`))
 	f.Add([]byte(`{"op":"debootstrap_image","args":{"suite":"trixie","mirror":""}}`))
+	f.Add([]byte(`{"op":"dm_snapshot_create","args":{"vm_id":"vm-1","chunk_sectors":16}}`))
+	f.Add([]byte(`{"op":"dm_snapshot_remove","args":{"vm_id":"vm-1"}}`))
 	f.Add([]byte(`{"op":"launch_firecracker","args":{"vm_id":"vm-1","firecracker_bin":"/usr/bin/firecracker","jailer_bin":"/usr/bin/jailer","files":[{"role":"console"},{"role":"kernel","name":"vmlinux"},{"role":"drive","name":"rootfs","read_only":true}]}}`))
 	f.Add([]byte(`{"op":"cleanup_jail","args":{"vm_id":"vm-1"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -144,6 +146,14 @@ func checkAccepted(t *testing.T, op Op) {
 			t.Fatalf("accepted vm id %q", o.VMID)
 		}
 	case CleanupJail:
+		if !acceptedVMID.MatchString(o.VMID) {
+			t.Fatalf("accepted vm id %q", o.VMID)
+		}
+	case CreateSnapshot:
+		if !acceptedVMID.MatchString(o.VMID) || o.ChunkSectors != 0 && (o.ChunkSectors < 8 || o.ChunkSectors > 2048) {
+			t.Fatalf("accepted vm id %q, chunk %d", o.VMID, o.ChunkSectors)
+		}
+	case RemoveSnapshot:
 		if !acceptedVMID.MatchString(o.VMID) {
 			t.Fatalf("accepted vm id %q", o.VMID)
 		}

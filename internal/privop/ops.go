@@ -20,6 +20,11 @@ type PingResult struct {
 	OwnerUID int      `json:"owner_uid"`
 	PeerUID  int      `json:"peer_uid"` // the caller, as the kernel reported it
 	Ops      []string `json:"ops"`
+	// Snapshots says whether the dm snapshot ops can work on this host;
+	// when not, SnapshotsOff says why (no device-mapper in the kernel,
+	// say).
+	Snapshots    bool   `json:"snapshots"`
+	SnapshotsOff string `json:"snapshots_off,omitempty"`
 }
 
 // Name implements Op.
@@ -344,6 +349,9 @@ var helperOps = map[string]opDecoder{
 	LaunchFirecracker{}.Name(): decoderFor[LaunchFirecracker](),
 	ChownAPISocket{}.Name():    decoderFor[ChownAPISocket](),
 	CleanupJail{}.Name():       decoderFor[CleanupJail](),
+
+	CreateSnapshot{}.Name(): decoderFor[CreateSnapshot](),
+	RemoveSnapshot{}.Name(): decoderFor[RemoveSnapshot](),
 }
 
 // HelperOps lists the wire names of the ops the helper serves, sorted.

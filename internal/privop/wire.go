@@ -26,11 +26,14 @@ const (
 )
 
 // RequestFiles is the number of fds op's request must carry: one per file
-// of a LaunchFirecracker, none for any other op. The helper refuses a
-// request with any other number.
+// of a LaunchFirecracker, two for a CreateSnapshot, none for any other op.
+// The helper refuses a request with any other number.
 func RequestFiles(op Op) int {
-	if o, ok := op.(LaunchFirecracker); ok {
+	switch o := op.(type) {
+	case LaunchFirecracker:
 		return len(o.Files)
+	case CreateSnapshot:
+		return 2
 	}
 	return 0
 }

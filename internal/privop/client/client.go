@@ -355,3 +355,32 @@ func (c *Client) ChownAPISocket(ctx context.Context, vmID string) error {
 func (c *Client) CleanupJail(ctx context.Context, vmID string) error {
 	return c.Do(ctx, privop.CleanupJail{VMID: vmID}, nil)
 }
+
+// CreateSnapshot asks the helper to make vmID's root disk a dm snapshot of
+// base (open for reading) with writes going to cow (open read-write, made
+// and sized by the caller); both stay the caller's. The answer carries the
+// snapshot device open read-write.
+func (c *Client) CreateSnapshot(ctx context.Context, vmID string, base, cow *os.File) (privop.CreateSnapshotResult, *os.File, error) {
+	var r privop.CreateSnapshotResult
+	raw, f, err := c.CallWithFiles(ctx, privop.CreateSnapshot{VMID: vmID}, []*os.File{base, cow})
+	if err != nil {
+		if f != nil {
+			f.Close()
+		}
+		return r, nil, err
+	}
+	if f == nil {
+		return r, nil, errors.New("dm_snapshot_create answered without the device")
+	}
+	if err := json.Unmarshal(raw, &r); err != nil {
+		f.Close()
+		return r, nil, fmt.Errorf("decode dm_snapshot_create result: %w", err)
+	}
+	return r, f, nil
+}
+
+// RemoveSnapshot asks the helper to remove vmID's snapshot device (the COW
+// file stays); none is fine.
+func (c *Client) RemoveSnapshot(ctx context.Context, vmID string) error {
+	return c.Do(ctx, privop.RemoveSnapshot{VMID: vmID}, nil)
+}
