@@ -67,6 +67,9 @@ func runChild(mode string) int {
 		fmt.Printf("received %d bytes\n", n)
 		return 0
 	}
+	if mode == "dmhelper" {
+		return runDMHelper()
+	}
 	fmt.Println("unknown child mode", mode)
 	return 2
 }

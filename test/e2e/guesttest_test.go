@@ -12,8 +12,9 @@ import (
 // builds the package's test binary (static), copies it into the VM, runs
 // it there with args and env, and reports its output as this test's. It is
 // how banger tests code that needs a kernel feature this host lacks
-// (device-mapper, for one). The VM is deleted afterwards.
-func guestGoTest(t *testing.T, pkg string, env []string, args ...string) {
+// (device-mapper, for one). The VM is deleted afterwards. It returns the
+// binary's output (stdout, then stderr).
+func guestGoTest(t *testing.T, pkg string, env []string, args ...string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "pkg.test")
 	build := exec.Command("go", "test", "-c", "-o", bin, "./"+pkg)
@@ -46,6 +47,7 @@ func guestGoTest(t *testing.T, pkg string, env []string, args ...string) {
 	if !strings.Contains(r.stdout, "PASS") {
 		t.Fatalf("%s tests printed no PASS in the guest", pkg)
 	}
+	return r.stdout + r.stderr
 }
 
 // TestGuestHarness runs a small package's tests in a guest, proving the
