@@ -25,6 +25,13 @@ type Drive struct {
 	ID       string
 	Path     string
 	ReadOnly bool
+	// File, when set, is the drive already open (read-write unless
+	// ReadOnly) and Path only its name: a dm snapshot device the root
+	// helper opened, which bangerd could not open by path. Block says it
+	// is a block device rather than a regular file. The driver passes its
+	// own copy to the VMM; the caller closes File.
+	File  *os.File
+	Block bool
 }
 
 // Spec is everything a driver needs to launch one VM.

@@ -23,6 +23,7 @@ import (
 	sdk "github.com/firecracker-microvm/firecracker-go-sdk"
 	"github.com/firecracker-microvm/firecracker-go-sdk/client/models"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"banger/internal/agentproto"
 	"banger/internal/privop"
@@ -129,17 +130,37 @@ func jailFiles(spec vmm.Spec) (privop.LaunchFirecracker, []*os.File, error) {
 		if err != nil {
 			break
 		}
+		jf := privop.JailFile{Role: privop.JailDrive, Name: dr.ID, ReadOnly: dr.ReadOnly}
+		if dr.File != nil {
+			// Already open (a snapshot device): the helper gets a copy
+			// and mknods a block device into the jail.
+			var fh *os.File
+			if fh, err = dupFile(dr.File); err == nil {
+				op.Files = append(op.Files, jf)
+				files = append(files, fh)
+			}
+			continue
+		}
 		flag := os.O_RDWR
 		if dr.ReadOnly {
 			flag = os.O_RDONLY
 		}
-		err = add(privop.JailFile{Role: privop.JailDrive, Name: dr.ID, ReadOnly: dr.ReadOnly}, dr.Path, flag)
+		err = add(jf, dr.Path, flag)
 	}
 	if err != nil {
 		closeAll(files)
 		return op, nil, fmt.Errorf("open jail files: %w", err)
 	}
 	return op, files, nil
+}
+
+// dupFile returns a copy of f that closes independently.
+func dupFile(f *os.File) (*os.File, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("duplicate %s: %w", f.Name(), err)
+	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
 }
 
 func closeAll(files []*os.File) {

@@ -17,6 +17,8 @@ import (
 	"testing"
 
 	"banger/internal/privop"
+	"golang.org/x/sys/unix"
+
 	"banger/internal/vmm"
 )
 
@@ -140,6 +142,34 @@ func TestJailFilesOrderAndModes(t *testing.T) {
 	}
 	if _, err := files[3].Write([]byte("y")); err != nil {
 		t.Errorf("the root drive is not writable: %v", err)
+	}
+
+	// A drive given open (a snapshot device) travels as a copy of its fd,
+	// never reopened by path.
+	open, err := os.OpenFile(spec.Drives[0].Path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	given := spec
+	given.Drives = []vmm.Drive{{ID: "root", Path: "/dev/dm-7", File: open, Block: true}}
+	gop, gfiles, err := jailFiles(given)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a, b2 unix.Stat_t
+	if err := unix.Fstat(int(gfiles[3].Fd()), &a); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Fstat(int(open.Fd()), &b2); err != nil {
+		t.Fatal(err)
+	}
+	if gop.Files[3].Name != "root" || gfiles[3].Fd() == open.Fd() || a.Ino != b2.Ino {
+		t.Errorf("open drive: %+v, fd %d (given %d), ino %d (given %d)", gop.Files[3], gfiles[3].Fd(), open.Fd(), a.Ino, b2.Ino)
+	}
+	closeAll(gfiles)
+	if _, err := open.Write([]byte("z")); err != nil {
+		t.Errorf("the caller's file was closed with the driver's copy: %v", err)
 	}
 
 	// A missing file: an error naming it, and nothing left open.

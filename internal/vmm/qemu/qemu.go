@@ -89,8 +89,26 @@ func Args(spec vmm.Spec, accel string, tscKHz int, agentSock, consoleSock string
 		args = append(args, "-initrd", spec.Initrd)
 	}
 	args = append(args, "-append", cmdline)
-	for _, d := range spec.Drives {
-		opt := "id=" + d.ID + ",file=" + escapeOpt(d.Path) + ",format=raw,if=none,cache=unsafe,discard=unmap"
+	fd := 3 // the child's extra files: see ExtraFiles
+	if spec.Net != nil {
+		fd++
+	}
+	for i, d := range spec.Drives {
+		opt := "id=" + d.ID + ",file=" + escapeOpt(d.Path)
+		if d.File != nil {
+			// An fd set per drive: QEMU dups the fd whose access mode
+			// matches, so auto-read-only (which would ask for a
+			// read-only one first) is off.
+			set := strconv.Itoa(i + 1)
+			args = append(args, "-add-fd", "fd="+strconv.Itoa(fd)+",set="+set+",opaque="+escapeOpt(d.ID))
+			fd++
+			driver := "file"
+			if d.Block {
+				driver = "host_device"
+			}
+			opt = "id=" + d.ID + ",file.driver=" + driver + ",file.filename=/dev/fdset/" + set + ",file.auto-read-only=off"
+		}
+		opt += ",format=raw,if=none,cache=unsafe,discard=unmap"
 		if d.ReadOnly {
 			opt += ",readonly=on"
 		}
@@ -106,7 +124,7 @@ func Args(spec vmm.Spec, accel string, tscKHz int, agentSock, consoleSock string
 		"-serial", "chardev:console",
 	)
 	if spec.Net != nil {
-		// The tap arrives as the child's first extra file: fd 3.
+		// The tap arrives as the child's first extra file: fd 3 (see ExtraFiles).
 		args = append(args,
 			"-netdev", "tap,id=net0,fd=3,vhost=off",
 			"-device", "virtio-net-device,netdev=net0,mac="+spec.Net.MAC)
@@ -114,6 +132,21 @@ func Args(spec vmm.Spec, accel string, tscKHz int, agentSock, consoleSock string
 		args = append(args, "-nic", "none")
 	}
 	return args
+}
+
+// ExtraFiles lists the files QEMU inherits for spec, from fd 3 on, in the
+// order Args numbers them: the tap, then each drive given open.
+func ExtraFiles(spec vmm.Spec) []*os.File {
+	var out []*os.File
+	if spec.Net != nil {
+		out = append(out, spec.Net.Tap)
+	}
+	for _, d := range spec.Drives {
+		if d.File != nil {
+			out = append(out, d.File)
+		}
+	}
+	return out
 }
 
 // HostTSCKHz returns the host's TSC frequency in kHz, or 0 when unknown.
@@ -283,9 +316,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (*vmm.Process, error)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if spec.Net != nil {
-		cmd.ExtraFiles = []*os.File{spec.Net.Tap}
-	}
+	cmd.ExtraFiles = ExtraFiles(spec)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start qemu: %w", err)
 	}

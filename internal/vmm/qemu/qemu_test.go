@@ -241,3 +241,61 @@ func TestArgsNetwork(t *testing.T) {
 		t.Fatalf("net device missing: %q", with)
 	}
 }
+
+// TestArgsOpenDrives: drives given open travel as fds after the tap, each
+// in its own fd set; a block device uses host_device.
+func TestArgsOpenDrives(t *testing.T) {
+	var tap, dev, work *os.File
+	for _, f := range []**os.File{&tap, &dev, &work} {
+		var err error
+		if *f, err = os.Open(os.DevNull); err != nil {
+			t.Fatal(err)
+		}
+		defer (*f).Close()
+	}
+	for _, tc := range []struct {
+		name      string
+		net       bool
+		addFD     []string
+		drives    []string
+		extraFDs  []*os.File
+		tapOption string
+	}{
+		{"with a tap", true,
+			[]string{"fd=4,set=1,opaque=root", "fd=5,set=2,opaque=work"},
+			[]string{
+				"id=root,file.driver=host_device,file.filename=/dev/fdset/1,file.auto-read-only=off,format=raw,if=none,cache=unsafe,discard=unmap",
+				"id=work,file.driver=file,file.filename=/dev/fdset/2,file.auto-read-only=off,format=raw,if=none,cache=unsafe,discard=unmap,readonly=on",
+			},
+			[]*os.File{tap, dev, work}, "tap,id=net0,fd=3,vhost=off"},
+		{"without network", false,
+			[]string{"fd=3,set=1,opaque=root", "fd=4,set=2,opaque=work"}, nil,
+			[]*os.File{dev, work}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := testSpec()
+			s.Drives[0].File, s.Drives[0].Block = dev, true
+			s.Drives[1].File = work
+			if tc.net {
+				s.Net = &vmm.Net{Tap: tap, MAC: "02:00:00:00:00:01"}
+			}
+			argv := Args(s, "tcg", 0, "/a", "/c")
+			if got := flagValues(argv, "-add-fd"); !slices.Equal(got, tc.addFD) {
+				t.Errorf("-add-fd = %q, want %q", got, tc.addFD)
+			}
+			if tc.drives != nil {
+				if got := flagValues(argv, "-drive"); !slices.Equal(got, tc.drives) {
+					t.Errorf("-drive = %q\nwant %q", got, tc.drives)
+				}
+			}
+			if got := ExtraFiles(s); !slices.Equal(got, tc.extraFDs) {
+				t.Errorf("extra files = %v, want %v", got, tc.extraFDs)
+			}
+			if tc.tapOption != "" {
+				if got := one(t, argv, "-netdev"); got != tc.tapOption {
+					t.Errorf("-netdev %q", got)
+				}
+			}
+		})
+	}
+}
