@@ -16,9 +16,9 @@ import (
 	"sync"
 	"testing"
 
-	"banger/internal/privop"
 	"golang.org/x/sys/unix"
 
+	"banger/internal/privop"
 	"banger/internal/vmm"
 )
 
