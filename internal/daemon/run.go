@@ -116,7 +116,8 @@ func Run(o RunOptions) error {
 	if err != nil {
 		return err
 	}
-	storage, storageNote, err := chooseStorage(cfg, l.StateDir)
+	snaps, snapsOff := snapshotHelper(cfg)
+	storage, storageNote, err := chooseStorage(cfg, l.StateDir, snapsOff)
 	if err != nil {
 		return err
 	}
@@ -153,6 +154,7 @@ func Run(o RunOptions) error {
 		Catalog:      cat,
 		Storage:      storage,
 		StorageNote:  storageNote,
+		Snapshots:    snaps,
 		AgentBin:     agentBin,
 		Priv:         privop.InProcess{Run: runPrivOp},
 		Version:      version.Version,
@@ -222,14 +224,14 @@ func chooseDriver(ctx context.Context, want string, qd *qemu.Driver, fc *firecra
 	return fc, "auto: firecracker and jailer installed, root helper present, KVM works"
 }
 
-// chooseStorage resolves the storage setting against the host.
-func chooseStorage(cfg config.Config, stateDir string) (image.Storage, string, error) {
+// chooseStorage resolves the storage setting against the host; snapsOff
+// is why the root helper cannot make dm snapshots ("" when it can).
+func chooseStorage(cfg config.Config, stateDir, snapsOff string) (image.Storage, string, error) {
 	want, err := image.ParseStorage(cfg.Storage)
 	if err != nil {
 		return "", "", err
 	}
-	var p image.StorageProbe
-	p.DM, p.DMWhy = image.ProbeDM()
+	p := image.StorageProbe{DM: snapsOff == "", DMWhy: snapsOff}
 	p.Reflink, p.ReflinkFS = image.ProbeReflink(stateDir)
 	return image.ChooseStorage(want, p)
 }
@@ -326,6 +328,27 @@ func firecrackerHelper(cfg config.Config) firecracker.Helper {
 		return nil
 	}
 	return hc
+}
+
+// snapshotHelper is the root helper as the maker of dm snapshot root
+// disks, or nil and why not.
+func snapshotHelper(cfg config.Config) (vm.Snapshots, string) {
+	if ok, why := image.ProbeDM(); !ok {
+		return nil, why
+	}
+	hc := privclient.New(helperSocket(cfg))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	ping, err := hc.Ping(ctx)
+	switch {
+	case err != nil:
+		return nil, "the root helper does not answer: " + err.Error()
+	case ping.OwnerUID != os.Getuid():
+		return nil, fmt.Sprintf("the root helper serves uid %d, not this owner", ping.OwnerUID)
+	case !ping.Snapshots:
+		return nil, "the root helper cannot make snapshots: " + ping.SnapshotsOff
+	}
+	return hc, ""
 }
 
 // helperSocket is where the root helper listens (BANGER_HELPER_SOCKET

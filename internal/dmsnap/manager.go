@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/privop"
 )
 
 // Defaults of Config.
@@ -75,13 +77,9 @@ type Spec struct {
 }
 
 // DefaultCOWSize is a COW size that holds a full rewrite of an origin of
-// originBytes: the data, one 16-byte exception per chunk (a 4 KiB metadata
-// area per 256 chunks, doubled for slack) and the header, rounded to 4 KiB.
-// The file is sparse, so the size costs nothing until written.
-func DefaultCOWSize(originBytes int64) int64 {
-	n := originBytes + originBytes/128 + 1<<20
-	return (n + 4095) &^ 4095
-}
+// originBytes (privop.SnapshotCOWSize: bangerd sizes the files it passes
+// the helper the same way).
+func DefaultCOWSize(originBytes int64) int64 { return privop.SnapshotCOWSize(originBytes) }
 
 // Manager makes and removes snapshots, recording every step in the
 // journal. It is safe for concurrent use; only one Manager may use a state

@@ -153,7 +153,7 @@ func TestBinariesDoNotDependOnForbiddenPackages(t *testing.T) {
 		},
 		{
 			root:      module + "/cmd/bangerd",
-			forbidden: internalPkgs("cli", "workspace", "jail", "helper", "testutil"),
+			forbidden: internalPkgs("cli", "workspace", "jail", "helper", "dmsnap", "testutil"),
 		},
 		{
 			// The root helper carries none of the daemon: a bug there

@@ -120,7 +120,10 @@ func (l Layout) VMRun(id string) string { return filepath.Join(l.VMRunDir, id) }
 
 // File names inside a VM's directories.
 const (
-	RootDisk    = "root.ext4"
+	RootDisk = "root.ext4"
+	// RootCOW replaces RootDisk for a VM whose root is a dm snapshot of
+	// its image: the snapshot's copy-on-write store.
+	RootCOW     = "root.cow"
 	WorkDisk    = "work.ext4"
 	ConsoleLog  = "console.log"
 	AgentSock   = "agent.sock"

@@ -56,3 +56,13 @@ func (RemoveSnapshot) Name() string { return "dm_snapshot_remove" }
 
 // Validate implements Op.
 func (o RemoveSnapshot) Validate() error { return ValidVMID(o.VMID) }
+
+// SnapshotCOWSize is the size bangerd gives a new COW file for an image of
+// originBytes: room for a full rewrite of the origin, one 16-byte exception
+// per 4 KiB chunk (a 4 KiB metadata area per 256 chunks, doubled for
+// slack) and the header, rounded to 4 KiB. The file is sparse, so the size
+// costs nothing until written.
+func SnapshotCOWSize(originBytes int64) int64 {
+	n := originBytes + originBytes/128 + 1<<20
+	return (n + 4095) &^ 4095
+}

@@ -40,14 +40,14 @@ func (s *Service) CommitVM(ctx context.Context, ref string, req api.CommitReques
 		}
 	}
 	root := filepath.Join(s.layout.VMDir(v.ID), paths.RootDisk)
-	if _, err := os.Stat(root); err != nil {
+	if _, err := os.Stat(root); err != nil && !s.usesSnapshot(v) {
 		return api.Image{}, errdefs.NotFound("vm %q has no root disk: %v", v.Name, err)
 	}
 	s.imageMu.Lock()
 	im, err := s.storeImageMeta(ctx, req.As, "commit:"+v.Name, store.ImageMeta{Parent: v.ImageName, VM: v.Name}, false,
 		func(out string, _ image.BuildOptions) (*image.Result, error) {
 			progress.say("copying %s's root disk", v.Name)
-			if err := image.CloneFile(root, out); err != nil {
+			if err := s.copyRoot(ctx, v, out); err != nil {
 				return nil, fmt.Errorf("copy root disk: %w", err)
 			}
 			sum, err := fileDigest(out)

@@ -205,7 +205,11 @@ func (s *Service) makeDisks(ctx context.Context, v *store.VM, progress Progress)
 	if storage == "" {
 		storage = image.StorageCopy
 	}
-	if err := image.MakeRootDisk(storage, s.imagePath(v.ImageID), filepath.Join(dir, paths.RootDisk)); err != nil {
+	if storage == image.StorageDM {
+		if err := s.makeRootCOW(*v); err != nil {
+			return err
+		}
+	} else if err := image.MakeRootDisk(storage, s.imagePath(v.ImageID), filepath.Join(dir, paths.RootDisk)); err != nil {
 		return fmt.Errorf("copy root disk: %w", err)
 	}
 	if err := image.MakeWorkDisk(ctx, filepath.Join(dir, paths.WorkDisk), v.DiskSize); err != nil {
@@ -302,11 +306,18 @@ func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) erro
 		return s.fail(v, fmt.Errorf("prepare initrd: %w", err))
 	}
 	dir := s.layout.VMDir(v.ID)
+	root, err := s.rootDrive(ctx, *v)
+	if err != nil {
+		return s.fail(v, err)
+	}
+	if root.File != nil {
+		defer root.File.Close() // the VMM holds its own copy once started
+	}
 	spec := vmm.Spec{
 		ID: v.ID, Name: v.Name, VCPU: v.VCPU, MemoryMiB: v.MemoryMiB,
 		Kernel: art.Vmlinux, Initrd: initrd, Cmdline: s.cmdline(*v),
 		Drives: []vmm.Drive{
-			{ID: "root", Path: filepath.Join(dir, paths.RootDisk)},
+			root,
 			{ID: "work", Path: filepath.Join(dir, paths.WorkDisk)},
 		},
 		RunDir:     s.layout.VMRun(v.ID),
@@ -398,9 +409,9 @@ type releaser interface {
 	Release(ctx context.Context, h vmm.Handle, runDir string) error
 }
 
-// netDown releases what a stopped VM held: its VMM's jail, its tap, DNS
-// name and NAT rule. Errors are logged, not returned: a VM must always be
-// able to stop.
+// netDown releases what a stopped VM held: its VMM's jail, its root
+// snapshot, its tap, DNS name and NAT rule. Errors are logged, not
+// returned: a VM must always be able to stop.
 func (s *Service) netDown(v store.VM) {
 	if r, ok := s.driverFor(v.Runtime.VMM).(releaser); ok {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -408,6 +419,10 @@ func (s *Service) netDown(v store.VM) {
 			s.log.Warn("release vmm", "vm", v.Name, "err", err)
 		}
 		cancel()
+	}
+	// After the jail: its device node must not outlive the snapshot.
+	if err := s.releaseRoot(context.Background(), v); err != nil {
+		s.log.Warn("release root snapshot", "vm", v.Name, "err", err)
 	}
 	if s.net == nil {
 		return
@@ -824,6 +839,11 @@ func (s *Service) Delete(ctx context.Context, ref string) error {
 	defer unlock()
 	if err := s.haltLocked(ctx, &v, true); err != nil {
 		return err
+	}
+	// A snapshot the stop could not remove (busy) would outlive its COW
+	// file: refuse until it is gone.
+	if err := s.releaseRoot(ctx, v); err != nil {
+		return fmt.Errorf("delete %s: %w", v.Name, err)
 	}
 	if err := removeAll(s.layout.VMDir(v.ID), s.layout.VMRun(v.ID)); err != nil {
 		return fmt.Errorf("delete %s: %w", v.Name, err)

@@ -56,6 +56,9 @@ type Options struct {
 	// StorageNote says why it was chosen.
 	Storage     image.Storage
 	StorageNote string
+	// Snapshots makes dm snapshot root disks (the root helper); required
+	// for storage dm and for booting VMs made with it. nil: none.
+	Snapshots Snapshots
 	// Catalog resolves short image and kernel names (nil: none).
 	Catalog  *catalog.Catalog
 	AgentBin string // static guest agent binary
