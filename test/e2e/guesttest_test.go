@@ -16,6 +16,14 @@ import (
 // binary's output (stdout, then stderr).
 func guestGoTest(t *testing.T, pkg string, env []string, args ...string) string {
 	t.Helper()
+	return guestGoTestWith(t, pkg, nil, env, args...)
+}
+
+// guestGoTestWith is guestGoTest that also copies files into the guest
+// first: extra maps a name under /root/bin in the guest to a host path
+// (say, a banger binary the test drives).
+func guestGoTestWith(t *testing.T, pkg string, extra map[string]string, env []string, args ...string) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "pkg.test")
 	build := exec.Command("go", "test", "-c", "-o", bin, "./"+pkg)
 	build.Dir = repoRoot(t)
@@ -31,9 +39,21 @@ func guestGoTest(t *testing.T, pkg string, env []string, args ...string) string 
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cmd := h.cmdWithStdin(f, "vm", "exec", name, "--", "sh", "-c", "mkdir -p /root/tmp && cat > /root/pkg.test && chmod 755 /root/pkg.test")
+	cmd := h.cmdWithStdin(f, "vm", "exec", name, "--", "sh", "-c", "mkdir -p /root/tmp /root/bin && cat > /root/pkg.test && chmod 755 /root/pkg.test")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("copy the test binary into %s: %v\n%s", name, err, out)
+	}
+	for guestName, hostPath := range extra {
+		ef, err := os.Open(hostPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := h.cmdWithStdin(ef, "vm", "exec", name, "--", "sh", "-c", `cat > "/root/bin/$0" && chmod 755 "/root/bin/$0"`, guestName)
+		out, err := cmd.CombinedOutput()
+		ef.Close()
+		if err != nil {
+			t.Fatalf("copy %s into %s: %v\n%s", hostPath, name, err, out)
+		}
 	}
 	argv := append([]string{"vm", "exec", name, "--", "env", "TMPDIR=/root/tmp"}, env...)
 	argv = append(append(argv, "/root/pkg.test", "-test.v"), args...)
