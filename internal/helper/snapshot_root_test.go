@@ -119,7 +119,7 @@ func runDMHelper() int {
 type dmHelper struct {
 	cmd    *exec.Cmd
 	lines  chan string // stdout
-	stderr *syncBuffer
+	stderr *testutil.SyncBuffer
 }
 
 func startDMHelper(t *testing.T, sock, state, pause string) *dmHelper {
@@ -130,7 +130,7 @@ func startDMHelper(t *testing.T, sock, state, pause string) *dmHelper {
 	}
 	cmd := exec.Command(exe, "-test.run=^$")
 	cmd.Env = []string{childEnv + "=dmhelper", sockEnv + "=" + sock, stateEnv + "=" + state, pauseEnv + "=" + pause, "PATH=/usr/bin:/bin"}
-	h := &dmHelper{cmd: cmd, lines: make(chan string, 16), stderr: &syncBuffer{}}
+	h := &dmHelper{cmd: cmd, lines: make(chan string, 16), stderr: &testutil.SyncBuffer{}}
 	cmd.Stderr = h.stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -1,18 +1,17 @@
 package helper
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"banger/internal/dmsnap"
 	"banger/internal/dmsnap/dmsnaptest"
 	"banger/internal/privop"
+	"banger/internal/testutil"
 )
 
 // snapHarness is a helper serving the snapshot ops over dmsnap's stateful
@@ -22,29 +21,12 @@ type snapHarness struct {
 	fake *dmsnaptest.Fake
 	m    *dmsnap.Manager
 	dir  string
-	logs *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs *testutil.SyncBuffer
 }
 
 func startSnapServer(t *testing.T, fake *dmsnaptest.Fake, state string) *snapHarness {
 	t.Helper()
-	h := &snapHarness{fake: fake, dir: shortDir(t), logs: &syncBuffer{}}
+	h := &snapHarness{fake: fake, dir: shortDir(t), logs: &testutil.SyncBuffer{}}
 	m, err := dmsnap.Open(dmsnap.Config{StateDir: state, Backend: fake, RemoveAttempts: 2, RemoveDelay: 1})
 	if err != nil {
 		t.Fatal(err)

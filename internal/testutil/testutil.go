@@ -9,7 +9,9 @@
 package testutil
 
 import (
+	"bytes"
 	"os"
+	"sync"
 	"testing"
 )
 
@@ -31,4 +33,23 @@ func RequireVM(t testing.TB) {
 	if os.Getenv("BANGER_TEST_VM") != "1" {
 		t.Skip("VM test: set BANGER_TEST_VM=1 to run")
 	}
+}
+
+// SyncBuffer is a bytes.Buffer safe for a writer goroutine (a child's
+// stderr, a logger) and a reader.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

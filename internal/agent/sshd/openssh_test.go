@@ -1,7 +1,6 @@
 package sshd
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/pem"
@@ -12,32 +11,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"banger/internal/agent/reaper"
+	"banger/internal/testutil"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer goroutine and a reader.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func writeKey(t testing.TB, path string, priv ed25519.PrivateKey) {
 	t.Helper()
@@ -201,7 +182,7 @@ func TestOpenSSHClient(t *testing.T) {
 		_ = l.Close()
 		cmd := exec.Command("ssh", o.sshArgs("-N", "-o", "ExitOnForwardFailure=yes",
 			"-L", fmt.Sprintf("127.0.0.1:%d:%s", lport, echo), "root@127.0.0.1")...)
-		var stderr syncBuffer
+		var stderr testutil.SyncBuffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -20,6 +20,8 @@ import (
 	"go.uber.org/goleak"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/sys/unix"
+
+	"banger/internal/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -243,7 +245,7 @@ func TestInteractiveShell(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out syncBuffer
+	var out testutil.SyncBuffer
 	s.Stdout = &out
 	if err := s.Shell(); err != nil {
 		t.Fatal(err)
