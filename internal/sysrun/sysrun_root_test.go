@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -63,6 +64,7 @@ func TestSystemRunEndToEnd(t *testing.T) {
 	if err := os.Chown(home, int(owner.UID), int(owner.GID)); err != nil {
 		t.Fatal(err)
 	}
+	writeOwnerConfig(t, home, owner)
 	ownerEnv := sysrun.OwnerEnv(owner, "", "", "")
 	runtimeDir := paths.ForUser(home, int(owner.UID), ownerEnv).RuntimeDir
 	t.Cleanup(func() { os.RemoveAll(runtimeDir) })
@@ -372,4 +374,30 @@ func newNetns(t *testing.T) string {
 	}
 	t.Cleanup(func() { ns.Close() })
 	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), int(ns))
+}
+
+// writeOwnerConfig gives the owner's bangerd a DNS port of its own, so a
+// banger already running on this host (with the default port) does not
+// stop the test's from starting.
+func writeOwnerConfig(t *testing.T, home string, owner sysrun.Owner) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	dir := filepath.Join(home, ".config", "banger")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf("[network]\ndns_listen = \"127.0.0.1:%d\"\n", port)
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{filepath.Join(home, ".config"), dir, filepath.Join(dir, "config.toml")} {
+		if err := os.Chown(p, int(owner.UID), int(owner.GID)); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
