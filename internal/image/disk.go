@@ -1,6 +1,8 @@
 package image
 
 import (
+	"archive/tar"
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,8 +11,6 @@ import (
 	"path/filepath"
 
 	"golang.org/x/sys/unix"
-
-	"banger/internal/execx"
 )
 
 // WorkDiskLabel is the ext4 label of a per-VM work disk.
@@ -115,43 +115,43 @@ func sparseCopy(out, in *os.File, size int64) error {
 	return nil
 }
 
-// MakeWorkDisk creates a fresh, empty ext4 work disk of size bytes at path
-// as a sparse file. Lazy inode-table and journal initialisation keeps it
-// sub-second for multi-GiB disks; the guest kernel finishes that lazily.
-func MakeWorkDisk(ctx context.Context, path string, size int64) (err error) {
+// MakeWorkDisk creates a fresh, empty ext4 work disk of size bytes at path:
+// MakeWorkDiskFromSeed without a seed.
+func MakeWorkDisk(ctx context.Context, path string, size int64) error {
+	return MakeWorkDiskFromSeed(ctx, path, size, "")
+}
+
+// MakeWorkDiskFromSeed creates the ext4 work disk of size bytes at path,
+// holding the work seed at seed (see CaptureWorkSeed); "" makes it empty.
+// It is built like an image (the seed staged, mkfs.ext4 -d, one debugfs
+// pass for owners and modes) but as a sparse file with lazy inode-table and
+// journal initialisation, which the guest kernel finishes: sub-second for
+// multi-GiB disks. Its root becomes the guest's /root, so it is owned 0:0
+// with mode 0700 whatever the seed says. path appears complete or not at
+// all.
+func MakeWorkDiskFromSeed(ctx context.Context, path string, size int64, seed string) error {
 	if size < 8<<20 {
 		return fmt.Errorf("work disk size %d bytes: must be at least 8 MiB", size)
 	}
-	size &^= 4095
-	mkfs, err := execx.LookPath("mkfs.ext4")
-	if err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-")
-	if err != nil {
-		return fmt.Errorf("create work disk: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
+	// Round down: the disk must never be bigger than the VM's record says.
+	opts := BuildOptions{Label: WorkDiskLabel, Size: size &^ 4095, lazyInit: true}
+	_, err := withStaging(path, &opts, func(s *stager) (*Result, error) {
+		if seed != "" {
+			f, err := os.Open(seed)
+			if err != nil {
+				return nil, fmt.Errorf("open work seed: %w", err)
+			}
+			defer f.Close()
+			if err := stageTar(ctx, s, tar.NewReader(bufio.NewReaderSize(f, 256<<10))); err != nil {
+				return nil, fmt.Errorf("stage work seed: %w", err)
+			}
 		}
-	}()
-	if err := f.Truncate(size); err != nil {
-		f.Close()
-		return fmt.Errorf("size work disk: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close work disk: %w", err)
-	}
-	// The positional size is in 1 KiB units unless suffixed: say "k".
-	if _, err := execx.Default.Run(ctx, mkfs, "-q", "-F", "-b", "4096",
-		"-E", "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0",
-		"-L", WorkDiskLabel, tmp, fmt.Sprintf("%dk", size/1024)); err != nil {
-		return fmt.Errorf("make work disk filesystem: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("move work disk into place: %w", err)
+		root := s.entries[""]
+		root.UID, root.GID, root.Mode = 0, 0, 0o700
+		return buildExt4(ctx, s, path, &opts)
+	})
+	if err != nil {
+		return fmt.Errorf("build work disk: %w", err)
 	}
 	return nil
 }

@@ -119,7 +119,7 @@ func TestMakeWorkDisk(t *testing.T) {
 		t.Fatalf("work disk size: %v %v", st, err)
 	}
 	requireClean(t, p)
-	if got := statInode(t, p, "/"); got.UID != 0 || got.Mode != 0o755 {
+	if got := statInode(t, p, "/"); got.UID != 0 || got.Mode != 0o700 {
 		t.Errorf("work disk root: %+v", got)
 	}
 	if err := MakeWorkDisk(ctxT(t), p+"2", 1024); err == nil {

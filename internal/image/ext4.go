@@ -48,6 +48,10 @@ type BuildOptions struct {
 	// Hostname is written to /etc/hostname by the built-in builders;
 	// default "banger".
 	Hostname string
+	// lazyInit leaves the inode tables and the journal for the guest
+	// kernel to initialise, and skips the digest: a work disk is
+	// multi-GiB, mostly holes, and must be ready in well under a second.
+	lazyInit bool
 }
 
 func (o *BuildOptions) progress(format string, args ...any) {
@@ -113,6 +117,12 @@ func removeStaging(dir string) {
 // 4 KiB blocks, a block per directory and long symlink, an inode each,
 // times 1.3 for metadata and slack, plus fixed headroom.
 func estimateSize(s *stager) int64 {
+	size := contentSize(s) + headroom
+	return (size + (1<<20 - 1)) &^ (1<<20 - 1)
+}
+
+// contentSize is estimateSize without the headroom.
+func contentSize(s *stager) int64 {
 	const blk = 4096
 	var n int64
 	for _, e := range s.entries {
@@ -128,8 +138,7 @@ func estimateSize(s *stager) int64 {
 			}
 		}
 	}
-	size := n*13/10 + headroom
-	return (size + (1<<20 - 1)) &^ (1<<20 - 1)
+	return n * 13 / 10
 }
 
 // inodesFor returns a -N value when mkfs's default inode ratio would not
@@ -167,6 +176,8 @@ func buildExt4(ctx context.Context, s *stager, out string, opts *BuildOptions) (
 	size := opts.Size
 	if size == 0 {
 		size = estimateSize(s)
+	} else if need := contentSize(s); need > size {
+		return nil, fmt.Errorf("ext4 size %d MiB: the content needs about %d MiB", size>>20, need>>20)
 	}
 	size = (size + 4095) &^ 4095
 	if size < 8<<20 {
@@ -194,7 +205,11 @@ func buildExt4(ctx context.Context, s *stager, out string, opts *BuildOptions) (
 
 	opts.progress("creating %d MiB ext4 filesystem", size>>20)
 	// The positional size is in 1 KiB units unless suffixed: say "k".
-	args := []string{"-q", "-F", "-b", "4096", "-d", s.root, "-E", "root_owner=0:0", "-L", label}
+	ext := "root_owner=0:0"
+	if opts.lazyInit {
+		ext = "lazy_itable_init=1,lazy_journal_init=1," + ext
+	}
+	args := []string{"-q", "-F", "-b", "4096", "-d", s.root, "-E", ext, "-L", label}
 	if n := inodesFor(size, len(s.entries)); n > 0 {
 		args = append(args, "-N", strconv.FormatInt(n, 10))
 	}
@@ -221,9 +236,11 @@ func buildExt4(ctx context.Context, s *stager, out string, opts *BuildOptions) (
 		}
 	}
 
-	sum, err := fileSHA256(tmpName)
-	if err != nil {
-		return nil, err
+	var sum string
+	if !opts.lazyInit {
+		if sum, err = fileSHA256(tmpName); err != nil {
+			return nil, err
+		}
 	}
 	if err := syncFile(tmpName); err != nil {
 		return nil, err
@@ -314,16 +331,53 @@ func (s *stager) debugfsScript(valueDir string) (*bytes.Buffer, error) {
 	return &b, nil
 }
 
-// runDebugfs feeds script to one debugfs -w run. debugfs exits 0 even when
-// a command fails, so anything on stderr beyond its banner is an error.
+// runDebugfs feeds script to one debugfs -w run.
 func runDebugfs(ctx context.Context, debugfs, img string, script *bytes.Buffer) error {
-	cmd := execx.Default.Command(ctx, debugfs, "-w", "-f", "-", img)
+	problems, err := debugfsBatch(ctx, debugfs, img, script, true, nil)
+	if err != nil {
+		return fmt.Errorf("run debugfs on image: %w", err)
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("fix up image with debugfs: %s", summarize(problems))
+	}
+	return nil
+}
+
+// debugfsBatch feeds script to one debugfs run on img (-w when write) and
+// hands its stdout to parse (nil: discarded). debugfs exits 0 even when a
+// command fails, so it also returns every stderr line beyond the banner:
+// the caller decides what they mean. A parse error stops debugfs.
+func debugfsBatch(ctx context.Context, debugfs, img string, script io.Reader, write bool, parse func(*bufio.Reader) error) ([]string, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	args := []string{"-f", "-", img}
+	if write {
+		args = append([]string{"-w"}, args...)
+	}
+	cmd := execx.Default.Command(ctx, debugfs, args...)
 	cmd.Stdin = script
-	cmd.Stdout = io.Discard
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("run debugfs on image: %w: %s", err, strings.TrimSpace(stderr.String()))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, fmt.Errorf("start debugfs: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start debugfs: %w", err)
+	}
+	var perr error
+	if parse != nil {
+		if perr = parse(bufio.NewReaderSize(stdout, 64<<10)); perr != nil {
+			cancel()
+		}
+	}
+	_, _ = io.Copy(io.Discard, stdout)
+	werr := cmd.Wait()
+	if perr != nil {
+		return nil, perr
+	}
+	if werr != nil {
+		return nil, fmt.Errorf("%w: %s", werr, strings.TrimSpace(stderr.String()))
 	}
 	var problems []string
 	sc := bufio.NewScanner(&stderr)
@@ -334,13 +388,15 @@ func runDebugfs(ctx context.Context, debugfs, img string, script *bytes.Buffer) 
 		}
 		problems = append(problems, line)
 	}
-	if len(problems) > 0 {
-		if len(problems) > 10 {
-			problems = append(problems[:10], fmt.Sprintf("... and %d more", len(problems)-10))
-		}
-		return fmt.Errorf("fix up image with debugfs: %s", strings.Join(problems, "; "))
+	return problems, nil
+}
+
+// summarize joins debugfs complaints, at most ten of them.
+func summarize(problems []string) string {
+	if len(problems) > 10 {
+		problems = append(problems[:10:10], fmt.Sprintf("... and %d more", len(problems)-10))
 	}
-	return nil
+	return strings.Join(problems, "; ")
 }
 
 func fileSHA256(p string) (string, error) {

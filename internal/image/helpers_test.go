@@ -99,7 +99,7 @@ type tarEntry struct {
 	body string
 }
 
-func makeTar(t *testing.T, entries ...tarEntry) []byte {
+func makeTar(t testing.TB, entries ...tarEntry) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)

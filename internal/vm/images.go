@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/atomicfile"
 	"banger/internal/config"
 	"banger/internal/errdefs"
 	"banger/internal/image"
@@ -20,9 +21,54 @@ import (
 
 const rootfsFile = "rootfs.ext4"
 
+// noSeedFile, beside an image's ext4, says why the image has no work seed,
+// so that VMs made from it do not try to capture one again.
+const noSeedFile = "work-seed.none"
+
 // imagePath is where the ext4 of content id lives.
 func (s *Service) imagePath(id string) string {
 	return filepath.Join(s.layout.ImagesDir, id, rootfsFile)
+}
+
+// captureWorkSeed stores the work seed of the image in dir beside its ext4,
+// staging in workDir. It never fails the caller: without a seed, work disks
+// start empty. A /root that can never become a seed (too big, unreadable)
+// is recorded as such; other failures are retried by the next VM.
+func (s *Service) captureWorkSeed(ctx context.Context, dir, workDir string, progress Progress) bool {
+	res, err := image.CaptureWorkSeed(ctx, filepath.Join(dir, rootfsFile), filepath.Join(dir, image.WorkSeedFile), workDir)
+	if err != nil {
+		progress.say("note: no work seed, so VMs of this image start with an empty /root: %v", err)
+		if errors.Is(err, image.ErrWorkSeedTooLarge) || errors.Is(err, image.ErrWorkSeedUnreadable) {
+			if werr := atomicfile.Write(filepath.Join(dir, noSeedFile), []byte(err.Error()+"\n"), 0o600); werr != nil {
+				s.log.Warn("record missing work seed", "dir", dir, "err", werr)
+			}
+		} else {
+			s.log.Warn("capture work seed", "dir", dir, "err", err)
+		}
+		return false
+	}
+	for _, sk := range res.Skipped {
+		progress.say("work seed: skipped %s: %s", sk.Path, sk.Reason)
+	}
+	return true
+}
+
+// workSeed returns the work seed of image id for a new work disk, or "" for
+// an empty disk. Images stored before seeds existed get theirs on first use.
+func (s *Service) workSeed(ctx context.Context, id string, progress Progress) string {
+	dir := filepath.Join(s.layout.ImagesDir, id)
+	seed := filepath.Join(dir, image.WorkSeedFile)
+	if _, err := os.Stat(seed); err == nil {
+		return seed
+	}
+	if _, err := os.Stat(filepath.Join(dir, noSeedFile)); err == nil {
+		return ""
+	}
+	progress.say("capturing the image's /root as its work seed")
+	if s.captureWorkSeed(ctx, dir, s.layout.TmpDir, progress) {
+		return seed
+	}
+	return ""
 }
 
 func (s *Service) imageView(ctx context.Context, im store.Image) api.Image {
@@ -113,6 +159,7 @@ func (s *Service) storeImageMeta(ctx context.Context, name, source string, meta 
 		if err := os.Rename(out, filepath.Join(dir, rootfsFile)); err != nil {
 			return store.Image{}, fmt.Errorf("publish image: %w", err)
 		}
+		s.captureWorkSeed(ctx, dir, tmp, progress)
 		_ = os.RemoveAll(final) // a half-published dir from a crash
 		if err := os.Rename(dir, final); err != nil {
 			return store.Image{}, fmt.Errorf("publish image: %w", err)

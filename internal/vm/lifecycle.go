@@ -212,7 +212,8 @@ func (s *Service) makeDisks(ctx context.Context, v *store.VM, progress Progress)
 	} else if err := image.MakeRootDisk(storage, s.imagePath(v.ImageID), filepath.Join(dir, paths.RootDisk)); err != nil {
 		return fmt.Errorf("copy root disk: %w", err)
 	}
-	if err := image.MakeWorkDisk(ctx, filepath.Join(dir, paths.WorkDisk), v.DiskSize); err != nil {
+	seed := s.workSeed(ctx, v.ImageID, progress)
+	if err := image.MakeWorkDiskFromSeed(ctx, filepath.Join(dir, paths.WorkDisk), v.DiskSize, seed); err != nil {
 		return fmt.Errorf("create work disk: %w", err)
 	}
 	if s.ssh != nil {
