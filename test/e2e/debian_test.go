@@ -28,8 +28,12 @@ func TestDebianImage(t *testing.T) {
 	sp.mustAs("image", "build", "--debootstrap", "bookworm", "--name", "debian-bookworm")
 	defer sp.run("image", "delete", "debian-bookworm")
 	out := sp.mustAs("vm", "run", "--rm", "--image", "debian-bookworm", "--", "sh", "-c",
-		"cat /proc/1/comm; . /etc/os-release; echo $VERSION_CODENAME; git --version; for c in make gcc curl; do command -v $c; done; id -u")
-	for _, want := range []string{"systemd\n", "bookworm\n", "git version", "/usr/bin/make", "/usr/bin/gcc", "/usr/bin/curl", "\n0\n"} {
+		"cat /proc/1/comm; . /etc/os-release; echo $VERSION_CODENAME; git --version; for c in make gcc curl; do command -v $c; done; id -u; "+
+			"stat -c 'seed %n %U:%G %a' /root/.bashrc /root/.profile; findmnt -no LABEL /root")
+	// /root is the work disk, built from the image's own /root (its work
+	// seed): Debian's dotfiles are there, root's, with their modes.
+	for _, want := range []string{"systemd\n", "bookworm\n", "git version", "/usr/bin/make", "/usr/bin/gcc", "/usr/bin/curl", "\n0\n",
+		"seed /root/.bashrc root:root 644\n", "seed /root/.profile root:root 644\n", "banger-work\n"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("guest output %q lacks %q", out, want)
 		}
