@@ -61,7 +61,10 @@ e2e-dm: build
 	BANGER_TEST_VM=1 BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
 		$(GO) test -count=1 -timeout 20m -v -run 'TestGuestDM' ./test/e2e/
 
-bench: build
+# Boot overhead, image pulls, and per-VM root disks with each storage backend:
+# copy and reflink on this host (reflink on a temporary xfs when run as root
+# on a filesystem without it), dm in a guest (TestGuestDMBench in test/e2e).
+bench: deps build
 	BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
 		$(GO) run ./test/bench
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages banger needs on this host, only if missing.
 set -euo pipefail
-pkgs=(qemu-system-x86 busybox-static e2fsprogs debootstrap procps iproute2 util-linux passwd iptables bind9-dnsutils openssh-client tmux systemd-container)
+pkgs=(qemu-system-x86 busybox-static e2fsprogs debootstrap procps iproute2 util-linux passwd iptables bind9-dnsutils openssh-client tmux systemd-container xfsprogs)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
