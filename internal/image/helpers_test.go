@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -141,4 +142,25 @@ func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
+}
+
+// forOwnerModes runs fn once with owners given by the debugfs pass and, as
+// root, once more with owners staged by chown.
+func forOwnerModes(t *testing.T, fn func(t *testing.T)) {
+	t.Helper()
+	for _, chown := range []bool{false, true} {
+		name := "debugfs-owners"
+		if chown {
+			if os.Geteuid() != 0 {
+				continue
+			}
+			name = "staged-owners"
+		}
+		t.Run(name, func(t *testing.T) {
+			old := noChown
+			noChown = !chown
+			t.Cleanup(func() { noChown = old })
+			fn(t)
+		})
+	}
 }

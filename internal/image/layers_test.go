@@ -261,90 +261,78 @@ var goodLayersTree = map[string]string{
 
 func TestImportLayersGood(t *testing.T) {
 	needTools(t)
-	for _, chown := range []bool{false, true} {
-		name := "debugfs-owners"
-		if chown {
-			if os.Geteuid() != 0 {
-				continue
-			}
-			name = "staged-owners"
-		}
-		t.Run(name, func(t *testing.T) {
-			old := noChown
-			noChown = !chown
-			t.Cleanup(func() { noChown = old })
-			dir := t.TempDir()
-			img := filepath.Join(dir, "root.ext4")
-			var phases []string
-			res, err := ImportLayers(ctxT(t), goodLayers(t), img, BuildOptions{
-				WorkDir:  filepath.Join(dir, "work"),
-				Progress: func(s string) { phases = append(phases, s) },
-			})
-			if err != nil {
-				t.Fatalf("ImportLayers: %v", err)
-			}
-			requireClean(t, img)
-			got := checkTree(t, img, goodLayersTree)
-			if got["/bin/su"].Ino != got["/bin/su-link"].Ino {
-				t.Error("/bin/su-link is not a hardlink of /bin/su")
-			}
-			for p, want := range map[string]string{"/etc/motd": "new motd\n", "/opq/upper-before": "before", "/bin/su-link": "su binary"} {
-				if c := catImage(t, img, p); c != want {
-					t.Errorf("%s content %q, want %q", p, c, want)
-				}
-			}
-			if in := statInode(t, img, "/lib/libfoo.so"); in.LinkTarget != "libfoo.so.1" {
-				t.Errorf("/lib/libfoo.so -> %q", in.LinkTarget)
-			}
-			if in := statInode(t, img, "/etc/gone-link"); in.LinkTarget != "gone/a" {
-				t.Errorf("/etc/gone-link -> %q", in.LinkTarget)
-			}
-			if ea := eaList(t, img, "/bin/su"); !strings.Contains(ea, `user.note (6) = "setuid"`) {
-				t.Errorf("ea_list /bin/su: %s", ea)
-			}
-			want := Counts{Dirs: 11, Files: 8, Symlinks: 2, Hardlinks: 1}
-			if res.Entries != want {
-				t.Errorf("counts %+v, want %+v", res.Entries, want)
-			}
-			if len(res.Skipped) != 0 {
-				t.Errorf("skipped %+v", res.Skipped)
-			}
-			if len(phases) < 4 || !strings.Contains(phases[0], "sha256:base (1 of 3)") {
-				t.Errorf("progress %q", phases)
-			}
-			if ents, _ := os.ReadDir(filepath.Join(dir, "work")); len(ents) != 0 {
-				t.Errorf("staging left in work dir: %v", ents)
-			}
-			// The manifest is exactly the final tree: a single tarball of
-			// it has the same digest.
-			flat := flatDigest(t,
-				dirE("./", 0o755),
-				dirE("bin/", 0o755),
-				fileE("bin/busybox", 0o755, "busybox"),
-				tarEntry{h: tar.Header{Name: "bin/su", Typeflag: tar.TypeReg, Mode: 0o4755, PAXRecords: map[string]string{
-					"SCHILY.xattr.user.note": "setuid",
-				}}, body: "su binary"},
-				linkE("bin/su-link", "bin/su"),
-				dirE("etc/", 0o755),
-				fileE("etc/motd", 0o644, "new motd\n"),
-				symE("etc/gone-link", "gone/a"),
-				tarEntry{h: tar.Header{Name: "opq/", Typeflag: tar.TypeDir, Mode: 0o750, Uid: 1000, Gid: 1000}},
-				fileE("opq/upper-before", 0o644, "before"),
-				fileE("opq/upper-after", 0o644, "after"),
-				dirE("home/", 0o755),
-				tarEntry{h: tar.Header{Name: "home/dev/", Typeflag: tar.TypeDir, Mode: 0o700, Uid: 1000, Gid: 1000}},
-				tarEntry{h: tar.Header{Name: "home/dev/notes", Typeflag: tar.TypeReg, Mode: 0o640, Uid: 1000, Gid: 1000}, body: "notes\n"},
-				dirE("lib/", 0o755),
-				fileE("lib/libfoo.so.1", 0o755, "elf"),
-				symE("lib/libfoo.so", "libfoo.so.1"),
-				tarEntry{h: tar.Header{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777}},
-				tarEntry{h: tar.Header{Name: "usr/local/bin/tool", Typeflag: tar.TypeReg, Mode: 0o2755, Gid: 50}, body: "setgid tool"},
-			)
-			if res.ManifestDigest != flat {
-				t.Errorf("manifest digest %s, want the flattened tree's %s", res.ManifestDigest, flat)
-			}
+	forOwnerModes(t, func(t *testing.T) {
+		dir := t.TempDir()
+		img := filepath.Join(dir, "root.ext4")
+		var phases []string
+		res, err := ImportLayers(ctxT(t), goodLayers(t), img, BuildOptions{
+			WorkDir:  filepath.Join(dir, "work"),
+			Progress: func(s string) { phases = append(phases, s) },
 		})
-	}
+		if err != nil {
+			t.Fatalf("ImportLayers: %v", err)
+		}
+		requireClean(t, img)
+		got := checkTree(t, img, goodLayersTree)
+		if got["/bin/su"].Ino != got["/bin/su-link"].Ino {
+			t.Error("/bin/su-link is not a hardlink of /bin/su")
+		}
+		for p, want := range map[string]string{"/etc/motd": "new motd\n", "/opq/upper-before": "before", "/bin/su-link": "su binary"} {
+			if c := catImage(t, img, p); c != want {
+				t.Errorf("%s content %q, want %q", p, c, want)
+			}
+		}
+		if in := statInode(t, img, "/lib/libfoo.so"); in.LinkTarget != "libfoo.so.1" {
+			t.Errorf("/lib/libfoo.so -> %q", in.LinkTarget)
+		}
+		if in := statInode(t, img, "/etc/gone-link"); in.LinkTarget != "gone/a" {
+			t.Errorf("/etc/gone-link -> %q", in.LinkTarget)
+		}
+		if ea := eaList(t, img, "/bin/su"); !strings.Contains(ea, `user.note (6) = "setuid"`) {
+			t.Errorf("ea_list /bin/su: %s", ea)
+		}
+		want := Counts{Dirs: 11, Files: 8, Symlinks: 2, Hardlinks: 1}
+		if res.Entries != want {
+			t.Errorf("counts %+v, want %+v", res.Entries, want)
+		}
+		if len(res.Skipped) != 0 {
+			t.Errorf("skipped %+v", res.Skipped)
+		}
+		if len(phases) < 4 || !strings.Contains(phases[0], "sha256:base (1 of 3)") {
+			t.Errorf("progress %q", phases)
+		}
+		if ents, _ := os.ReadDir(filepath.Join(dir, "work")); len(ents) != 0 {
+			t.Errorf("staging left in work dir: %v", ents)
+		}
+		// The manifest is exactly the final tree: a single tarball of
+		// it has the same digest.
+		flat := flatDigest(t,
+			dirE("./", 0o755),
+			dirE("bin/", 0o755),
+			fileE("bin/busybox", 0o755, "busybox"),
+			tarEntry{h: tar.Header{Name: "bin/su", Typeflag: tar.TypeReg, Mode: 0o4755, PAXRecords: map[string]string{
+				"SCHILY.xattr.user.note": "setuid",
+			}}, body: "su binary"},
+			linkE("bin/su-link", "bin/su"),
+			dirE("etc/", 0o755),
+			fileE("etc/motd", 0o644, "new motd\n"),
+			symE("etc/gone-link", "gone/a"),
+			tarEntry{h: tar.Header{Name: "opq/", Typeflag: tar.TypeDir, Mode: 0o750, Uid: 1000, Gid: 1000}},
+			fileE("opq/upper-before", 0o644, "before"),
+			fileE("opq/upper-after", 0o644, "after"),
+			dirE("home/", 0o755),
+			tarEntry{h: tar.Header{Name: "home/dev/", Typeflag: tar.TypeDir, Mode: 0o700, Uid: 1000, Gid: 1000}},
+			tarEntry{h: tar.Header{Name: "home/dev/notes", Typeflag: tar.TypeReg, Mode: 0o640, Uid: 1000, Gid: 1000}, body: "notes\n"},
+			dirE("lib/", 0o755),
+			fileE("lib/libfoo.so.1", 0o755, "elf"),
+			symE("lib/libfoo.so", "libfoo.so.1"),
+			tarEntry{h: tar.Header{Name: "tmp/", Typeflag: tar.TypeDir, Mode: 0o1777}},
+			tarEntry{h: tar.Header{Name: "usr/local/bin/tool", Typeflag: tar.TypeReg, Mode: 0o2755, Gid: 50}, body: "setgid tool"},
+		)
+		if res.ManifestDigest != flat {
+			t.Errorf("manifest digest %s, want the flattened tree's %s", res.ManifestDigest, flat)
+		}
+	})
 }
 
 // An opaque marker hides lower entries whatever its place in the layer;

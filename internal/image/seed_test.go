@@ -207,70 +207,58 @@ func TestWorkSeedRoundTrip(t *testing.T) {
 		}
 	}
 
-	for _, chown := range []bool{false, true} {
-		name := "debugfs-owners"
-		if chown {
-			if os.Geteuid() != 0 {
-				continue
-			}
-			name = "staged-owners"
+	forOwnerModes(t, func(t *testing.T) {
+		disk := filepath.Join(t.TempDir(), "work.ext4")
+		if err := MakeWorkDiskFromSeed(ctxT(t), disk, 64<<20, seed); err != nil {
+			t.Fatalf("MakeWorkDiskFromSeed: %v", err)
 		}
-		t.Run(name, func(t *testing.T) {
-			old := noChown
-			noChown = !chown
-			t.Cleanup(func() { noChown = old })
-			disk := filepath.Join(t.TempDir(), "work.ext4")
-			if err := MakeWorkDiskFromSeed(ctxT(t), disk, 64<<20, seed); err != nil {
-				t.Fatalf("MakeWorkDiskFromSeed: %v", err)
+		requireClean(t, disk)
+		if l := leftovers(t, filepath.Dir(disk)); len(l) != 1 {
+			t.Errorf("beside the disk: %v", l)
+		}
+		for _, tc := range []struct {
+			path string
+			want inode
+		}{
+			{"/", inode{Type: "directory", Mode: 0o700, Links: 5}},
+			{"/secret", inode{Type: "regular", Mode: 0o600, Links: 2, Size: 7}},
+			{"/hard", inode{Type: "regular", Mode: 0o600, Links: 2, Size: 7}},
+			{"/.bashrc", inode{Type: "regular", Mode: 0o644, Links: 1, Size: 16}},
+			{"/.ssh", inode{Type: "directory", Mode: 0o700, Links: 2, Size: 4096}},
+			{"/.ssh/authorized_keys", inode{Type: "regular", Mode: 0o600, Links: 1, Size: 22}},
+			{"/link", inode{Type: "symlink", Mode: 0o777, Links: 1, LinkTarget: ".bashrc", Size: 7}},
+			{"/long", inode{Type: "symlink", Mode: 0o777, Links: 1, Size: 100}},
+			{"/user", inode{Type: "directory", Mode: 0o755, UID: 1000, GID: 1000, Links: 2, Size: 4096}},
+			{"/user/notes", inode{Type: "regular", Mode: 0o640, UID: 1000, GID: 1000, Links: 1, Size: 5}},
+			{"/empty", inode{Type: "regular", Mode: 0o644, Links: 1}},
+		} {
+			got := statInode(t, disk, tc.path)
+			if tc.path == "/" {
+				got.Size = 0
 			}
-			requireClean(t, disk)
-			if l := leftovers(t, filepath.Dir(disk)); len(l) != 1 {
-				t.Errorf("beside the disk: %v", l)
+			if got != tc.want {
+				t.Errorf("%s: got %+v, want %+v", tc.path, got, tc.want)
 			}
-			for _, tc := range []struct {
-				path string
-				want inode
-			}{
-				{"/", inode{Type: "directory", Mode: 0o700, Links: 5}},
-				{"/secret", inode{Type: "regular", Mode: 0o600, Links: 2, Size: 7}},
-				{"/hard", inode{Type: "regular", Mode: 0o600, Links: 2, Size: 7}},
-				{"/.bashrc", inode{Type: "regular", Mode: 0o644, Links: 1, Size: 16}},
-				{"/.ssh", inode{Type: "directory", Mode: 0o700, Links: 2, Size: 4096}},
-				{"/.ssh/authorized_keys", inode{Type: "regular", Mode: 0o600, Links: 1, Size: 22}},
-				{"/link", inode{Type: "symlink", Mode: 0o777, Links: 1, LinkTarget: ".bashrc", Size: 7}},
-				{"/long", inode{Type: "symlink", Mode: 0o777, Links: 1, Size: 100}},
-				{"/user", inode{Type: "directory", Mode: 0o755, UID: 1000, GID: 1000, Links: 2, Size: 4096}},
-				{"/user/notes", inode{Type: "regular", Mode: 0o640, UID: 1000, GID: 1000, Links: 1, Size: 5}},
-				{"/empty", inode{Type: "regular", Mode: 0o644, Links: 1}},
-			} {
-				got := statInode(t, disk, tc.path)
-				if tc.path == "/" {
-					got.Size = 0
-				}
-				if got != tc.want {
-					t.Errorf("%s: got %+v, want %+v", tc.path, got, tc.want)
-				}
+		}
+		for p, want := range map[string]string{
+			"/secret": "s3cret\n", "/.bashrc": "export PS1='# '\n", "/.ssh/authorized_keys": "ssh-ed25519 AAAA test\n",
+			"/user/notes": "mine\n", "/long": long,
+		} {
+			if got := catFile(t, disk, p); got != want {
+				t.Errorf("%s holds %q, want %q", p, got, want)
 			}
-			for p, want := range map[string]string{
-				"/secret": "s3cret\n", "/.bashrc": "export PS1='# '\n", "/.ssh/authorized_keys": "ssh-ed25519 AAAA test\n",
-				"/user/notes": "mine\n", "/long": long,
-			} {
-				if got := catFile(t, disk, p); got != want {
-					t.Errorf("%s holds %q, want %q", p, got, want)
-				}
-			}
-			// debugfs stat prints owners above 2^31 negative; ls -p is parsed here.
-			if r := lsRoot(t, disk)["big-id"]; r.uid != 3000000000 || r.gid != 4294967294 || r.mode != 0o104755 {
-				t.Errorf("/big-id: %+v", r)
-			}
-			if got := mtimeOf(t, disk, "/secret"); got != seedMtime.Unix() {
-				t.Errorf("/secret mtime %d, want %d", got, seedMtime.Unix())
-			}
-			if got := rootNames(t, disk); strings.Join(got, " ") != ".bashrc .ssh big-id empty hard link long lost+found secret user" {
-				t.Errorf("work disk root holds %v", got)
-			}
-		})
-	}
+		}
+		// debugfs stat prints owners above 2^31 negative; ls -p is parsed here.
+		if r := lsRoot(t, disk)["big-id"]; r.uid != 3000000000 || r.gid != 4294967294 || r.mode != 0o104755 {
+			t.Errorf("/big-id: %+v", r)
+		}
+		if got := mtimeOf(t, disk, "/secret"); got != seedMtime.Unix() {
+			t.Errorf("/secret mtime %d, want %d", got, seedMtime.Unix())
+		}
+		if got := rootNames(t, disk); strings.Join(got, " ") != ".bashrc .ssh big-id empty hard link long lost+found secret user" {
+			t.Errorf("work disk root holds %v", got)
+		}
+	})
 }
 
 func TestWorkSeedEmpty(t *testing.T) {

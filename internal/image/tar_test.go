@@ -176,37 +176,25 @@ func checkGoodImage(t *testing.T, img string, res *Result) {
 
 func TestImportTarGood(t *testing.T) {
 	needTools(t)
-	for _, chown := range []bool{false, true} {
-		name := "debugfs-owners"
-		if chown {
-			if os.Geteuid() != 0 {
-				continue
-			}
-			name = "staged-owners"
-		}
-		t.Run(name, func(t *testing.T) {
-			old := noChown
-			noChown = !chown
-			t.Cleanup(func() { noChown = old })
-			dir := t.TempDir()
-			img := filepath.Join(dir, "root.ext4")
-			var phases []string
-			res, err := ImportTar(ctxT(t), bytes.NewReader(goodTar(t)), img, BuildOptions{
-				WorkDir:  filepath.Join(dir, "work"),
-				Progress: func(s string) { phases = append(phases, s) },
-			})
-			if err != nil {
-				t.Fatalf("ImportTar: %v", err)
-			}
-			checkGoodImage(t, img, res)
-			if len(phases) == 0 {
-				t.Error("no progress reported")
-			}
-			if ents, _ := os.ReadDir(filepath.Join(dir, "work")); len(ents) != 0 {
-				t.Errorf("staging left in work dir: %v", ents)
-			}
+	forOwnerModes(t, func(t *testing.T) {
+		dir := t.TempDir()
+		img := filepath.Join(dir, "root.ext4")
+		var phases []string
+		res, err := ImportTar(ctxT(t), bytes.NewReader(goodTar(t)), img, BuildOptions{
+			WorkDir:  filepath.Join(dir, "work"),
+			Progress: func(s string) { phases = append(phases, s) },
 		})
-	}
+		if err != nil {
+			t.Fatalf("ImportTar: %v", err)
+		}
+		checkGoodImage(t, img, res)
+		if len(phases) == 0 {
+			t.Error("no progress reported")
+		}
+		if ents, _ := os.ReadDir(filepath.Join(dir, "work")); len(ents) != 0 {
+			t.Errorf("staging left in work dir: %v", ents)
+		}
+	})
 }
 
 func TestImportTarCompressed(t *testing.T) {
