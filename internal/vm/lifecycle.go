@@ -410,10 +410,10 @@ type releaser interface {
 	Release(ctx context.Context, h vmm.Handle, runDir string) error
 }
 
-// netDown releases what a stopped VM held: its VMM's jail, its root
+// releaseRuntime releases what a stopped VM held: its VMM's jail, its root
 // snapshot, its tap, DNS name and NAT rule. Errors are logged, not
 // returned: a VM must always be able to stop.
-func (s *Service) netDown(v store.VM) {
+func (s *Service) releaseRuntime(v store.VM) {
 	if r, ok := s.driverFor(v.Runtime.VMM).(releaser); ok {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := r.Release(ctx, handleOf(v.Runtime), v.Runtime.RunDir); err != nil {
@@ -505,7 +505,7 @@ func handleOf(rt store.Runtime) vmm.Handle {
 func (s *Service) fail(v *store.VM, err error) error {
 	v.State = api.StateError
 	v.LastError = err.Error()
-	s.netDown(*v)
+	s.releaseRuntime(*v)
 	v.Runtime = store.Runtime{}
 	if uerr := s.st.UpdateVM(context.Background(), *v); uerr != nil {
 		s.log.Error("record vm failure", "vm", v.Name, "err", uerr)
@@ -575,7 +575,7 @@ func (s *Service) watch(in *instance) {
 	}
 	s.log.Info("vm exited on its own", "vm", v.Name, "pid", in.proc.Handle.PID)
 	v.State = api.StateStopped
-	s.netDown(v)
+	s.releaseRuntime(v)
 	v.Runtime = store.Runtime{}
 	_ = s.st.UpdateVM(context.Background(), v)
 	_ = removeAll(s.layout.VMRun(v.ID))
@@ -767,7 +767,7 @@ func (s *Service) haltLocked(ctx context.Context, v *store.VM, force bool) error
 		}
 	}
 	v.State = api.StateStopped
-	s.netDown(*v)
+	s.releaseRuntime(*v)
 	v.Runtime = store.Runtime{}
 	if err := s.st.UpdateVM(context.Background(), *v); err != nil {
 		return err
@@ -997,7 +997,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		if err != nil {
 			s.log.Info("vm is gone, marking stopped", "vm", v.Name, "pid", v.Runtime.PID, "reason", err)
 			v.State = api.StateStopped
-			s.netDown(v)
+			s.releaseRuntime(v)
 			v.Runtime = store.Runtime{}
 			if uerr := s.st.UpdateVM(ctx, v); uerr != nil {
 				return uerr
