@@ -257,7 +257,28 @@ type Ping struct {
 	APIVersion int    `json:"api_version"`
 	Version    string `json:"version"`
 	PID        int    `json:"pid"`
+	// StartedAt is when this bangerd started serving.
+	StartedAt time.Time `json:"started_at,omitzero"`
+	// Managed names what keeps this bangerd running: "" when the CLI
+	// started it on demand (the CLI may stop and restart it), else
+	// ManagedSystemd or ManagedSystemRun.
+	Managed string `json:"managed,omitempty"`
 }
+
+// SupervisorEnv, in bangerd's environment, names what keeps it running:
+// SupervisorSystemd (bangerd.service sets it) or SupervisorSystemRun (banger
+// system run sets it). The CLI never passes it to a bangerd it starts.
+const (
+	SupervisorEnv       = "BANGER_SUPERVISOR"
+	SupervisorSystemd   = "systemd"
+	SupervisorSystemRun = "system-run"
+)
+
+// Ping.Managed values.
+const (
+	ManagedSystemd   = "systemd"    // bangerd.service (banger system install)
+	ManagedSystemRun = "system run" // supervised by banger system run
+)
 
 // Doctor is the report of GET /v1/doctor.
 type Doctor struct {

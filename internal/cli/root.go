@@ -37,12 +37,14 @@ type env struct {
 	stdout, stderr io.Writer
 	layout         paths.Layout
 	cl             *client.Client
+	versionChecked bool
 }
 
 func (e *env) client(ctx context.Context) (*client.Client, error) {
 	if err := e.cl.Ensure(ctx); err != nil {
 		return nil, err
 	}
+	e.warnVersion(ctx)
 	return e.cl, nil
 }
 
@@ -168,7 +170,7 @@ func newRoot(e *env) *cobra.Command {
 	root.SetErr(e.stderr)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newVMCommand(e), newPsCommand(e), newImageCommand(e), newKernelCommand(e),
-		newDoctorCommand(e), newVersionCommand(e), newSystemCommand(e, sysrun.Run), newSSHConfigCommand(e))
+		newDoctorCommand(e), newVersionCommand(e), newDaemonCommand(e), newSystemCommand(e, sysrun.Run), newSSHConfigCommand(e))
 	return root
 }
 

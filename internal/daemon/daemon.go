@@ -32,15 +32,36 @@ type Server struct {
 	log     *slog.Logger
 	version string
 	http    *http.Server
+	started time.Time
+	managed string
+	// stop is closed by POST /v1/shutdown; Run then stops serving.
+	stop     chan struct{}
+	stopOnce sync.Once
 }
 
 // New builds a Server for svc.
 func New(svc *vm.Service, log *slog.Logger, version string) *Server {
-	s := &Server{svc: svc, log: log, version: version}
+	s := &Server{svc: svc, log: log, version: version, started: time.Now().UTC(), managed: managedBy(), stop: make(chan struct{})}
 	mux := http.NewServeMux()
 	s.routes(mux)
 	s.http = &http.Server{Handler: s.logged(mux), ReadHeaderTimeout: 10 * time.Second}
 	return s
+}
+
+// Stopping is closed once a client asked bangerd to stop.
+func (s *Server) Stopping() <-chan struct{} { return s.stop }
+
+// managedBy says what runs this bangerd: its unit or its supervisor says
+// so in its environment (not INVOCATION_ID, which every process started
+// from a systemd user service inherits, terminals included).
+func managedBy() string {
+	switch os.Getenv(api.SupervisorEnv) {
+	case api.SupervisorSystemd:
+		return api.ManagedSystemd
+	case api.SupervisorSystemRun:
+		return api.ManagedSystemRun
+	}
+	return ""
 }
 
 // Serve accepts connections on l until Shutdown.
@@ -110,7 +131,22 @@ func (s *Server) logged(h http.Handler) http.Handler {
 
 func (s *Server) routes(m *http.ServeMux) {
 	m.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusOK, api.Ping{APIVersion: api.Version, Version: s.version, PID: os.Getpid()})
+		writeJSON(w, http.StatusOK, api.Ping{APIVersion: api.Version, Version: s.version, PID: os.Getpid(), StartedAt: s.started, Managed: s.managed})
+	})
+	m.HandleFunc("POST /v1/shutdown", func(w http.ResponseWriter, r *http.Request) {
+		// A managed bangerd stopped here would not come back (systemd sees a
+		// clean exit; banger system run stops the helper with it).
+		switch s.managed {
+		case api.ManagedSystemd:
+			writeErr(w, errdefs.Conflict("bangerd runs as bangerd.service: use banger system restart, or sudo systemctl stop bangerd.service"))
+			return
+		case api.ManagedSystemRun:
+			writeErr(w, errdefs.Conflict("bangerd is supervised by banger system run: stop that (Ctrl-C), and both stop"))
+			return
+		}
+		s.log.Info("shutdown requested by a client; running VMs keep running")
+		writeJSON(w, http.StatusAccepted, struct{}{})
+		s.stopOnce.Do(func() { close(s.stop) })
 	})
 	m.HandleFunc("GET /v1/doctor", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.svc.Doctor(r.Context()))

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,5 +130,61 @@ func TestServeOverUnixSocket(t *testing.T) {
 	_ = resp2.Body.Close()
 	if resp2.StatusCode != http.StatusNotFound {
 		t.Fatalf("unknown route status %d, want 404", resp2.StatusCode)
+	}
+}
+
+// TestShutdownRoute: an on-demand bangerd stops when asked; a managed one
+// refuses, since nothing would bring it back.
+func TestShutdownRoute(t *testing.T) {
+	for _, tc := range []struct {
+		managed string
+		code    int
+		stops   bool
+	}{
+		{"", http.StatusAccepted, true},
+		{api.ManagedSystemd, http.StatusConflict, false},
+		{api.ManagedSystemRun, http.StatusConflict, false},
+	} {
+		t.Run("managed="+tc.managed, func(t *testing.T) {
+			s := New(nil, slog.New(slog.NewTextHandler(io.Discard, nil)), "v")
+			s.managed = tc.managed
+			for range 2 { // a second request must not close the channel twice
+				rec := httptest.NewRecorder()
+				s.http.Handler.ServeHTTP(rec, httptest.NewRequest("POST", "/v1/shutdown", nil))
+				if rec.Code != tc.code {
+					t.Fatalf("status %d, want %d: %s", rec.Code, tc.code, rec.Body)
+				}
+			}
+			select {
+			case <-s.Stopping():
+				if !tc.stops {
+					t.Error("a managed bangerd agreed to stop")
+				}
+			default:
+				if tc.stops {
+					t.Error("bangerd did not start stopping")
+				}
+			}
+			rec := httptest.NewRecorder()
+			s.http.Handler.ServeHTTP(rec, httptest.NewRequest("GET", "/v1/ping", nil))
+			var p api.Ping
+			if err := json.NewDecoder(rec.Body).Decode(&p); err != nil || p.Managed != tc.managed || p.StartedAt.IsZero() {
+				t.Errorf("ping = %+v, %v", p, err)
+			}
+		})
+	}
+}
+
+func TestManagedBy(t *testing.T) {
+	for _, tc := range []struct{ env, want string }{
+		{"", ""},
+		{api.SupervisorSystemRun, api.ManagedSystemRun},
+		{api.SupervisorSystemd, api.ManagedSystemd},
+		{"something-else", ""},
+	} {
+		t.Setenv(api.SupervisorEnv, tc.env)
+		if m := managedBy(); m != tc.want {
+			t.Errorf("%s=%q: managed %q, want %q", api.SupervisorEnv, tc.env, m, tc.want)
+		}
 	}
 }

@@ -188,6 +188,8 @@ func Run(o RunOptions) error {
 	select {
 	case sig := <-sigs:
 		log.Info("bangerd shutting down", "signal", sig.String())
+	case <-srv.Stopping():
+		log.Info("bangerd shutting down", "reason", "asked by banger daemon stop")
 	case err := <-errc:
 		if err != nil {
 			return err

@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"banger/internal/api"
 	"banger/internal/api/client"
 	"banger/internal/errdefs"
 	"banger/internal/installmeta"
@@ -209,7 +210,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	dcmd := exec.Command(bangerdBin) // our own binary, argv only
-	dcmd.Env = EnvList(env)
+	dcmd.Env = append(EnvList(env), api.SupervisorEnv+"="+api.SupervisorSystemRun)
 	dcmd.Dir = "/"
 	dcmd.SysProcAttr = &syscall.SysProcAttr{
 		Setsid:     true,

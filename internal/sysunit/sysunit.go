@@ -86,6 +86,9 @@ func Daemon(s Spec) string {
 		"Environment=XDG_CACHE_HOME=/var/cache",
 		"Environment=XDG_RUNTIME_DIR=/run",
 		"Environment=BANGER_HELPER_SOCKET="+s.HelperSocket,
+		// bangerd then refuses to be stopped through its API: systemd
+		// would not start it again after a clean exit.
+		"Environment=BANGER_SUPERVISOR=systemd",
 		"StateDirectory=banger",
 		"StateDirectoryMode=0700",
 		"CacheDirectory=banger",

@@ -57,6 +57,14 @@ func TestSystemdInstall(t *testing.T) {
 	if out := c.mustAs(t, "dev", "banger", "vm", "run", "--rm", "--", "echo", "ok"); out != "ok\n" {
 		t.Fatalf("vm run as dev printed %q", out)
 	}
+	// bangerd.service is systemd's to stop: the CLI's daemon stop refuses
+	// and says how, and the daemon keeps answering.
+	if r := c.runAs("dev", "banger", "daemon", "stop"); r.code == 0 || !strings.Contains(r.stderr, "bangerd runs as bangerd.service") {
+		t.Errorf("daemon stop under systemd: exit %d, stderr %q", r.code, r.stderr)
+	}
+	if st := c.mustAs(t, "dev", "banger", "daemon", "status"); !strings.Contains(st, "managed: systemd") {
+		t.Errorf("daemon status under systemd: %q", st)
+	}
 	c.mustAs(t, "dev", "banger", "vm", "create", "--name", "keep")
 	boot := c.mustAs(t, "dev", "banger", "vm", "exec", "keep", "--", "cat", "/proc/sys/kernel/random/boot_id")
 	c.must(t, "systemctl", "restart", "bangerd-root.service", "bangerd.service")

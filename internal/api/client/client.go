@@ -17,6 +17,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -84,6 +86,8 @@ func (c *Client) spawn() error {
 		}
 	}
 	cmd := exec.Command(c.Bangerd) // our own daemon binary
+	// An on-demand bangerd is never managed, whatever this shell inherited.
+	cmd.Env = slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, api.SupervisorEnv+"=") })
 	cmd.Stdin = nil
 	cmd.Stdout = stderr
 	cmd.Stderr = stderr
