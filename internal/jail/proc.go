@@ -1,15 +1,14 @@
 package jail
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"syscall"
 
 	"banger/internal/execx"
+	"banger/internal/procstat"
 
 	"golang.org/x/sys/unix"
 )
@@ -68,7 +67,7 @@ func Start(argv []string, console *os.File) (*Process, error) {
 	p := &Process{PID: cmd.Process.Pid, done: make(chan struct{}), proc: cmd.Process}
 	// Read before anything reaps it: a jailer that already exited is a
 	// zombie, whose stat is still there.
-	_, start, serr := procStat(p.PID)
+	st, serr := procstat.Read(p.PID)
 	go func() {
 		_ = cmd.Wait()
 		close(p.done)
@@ -78,7 +77,7 @@ func Start(argv []string, console *os.File) (*Process, error) {
 		<-p.done
 		return nil, fmt.Errorf("start jailer: %w", serr)
 	}
-	p.StartTime = start
+	p.StartTime = st.StartTime
 	return p, nil
 }
 
@@ -96,8 +95,8 @@ func checkConsole(f *os.File) error {
 
 // StartTime returns pid's start time (field 22 of /proc/PID/stat).
 func StartTime(pid int) (uint64, error) {
-	_, start, err := procStat(pid)
-	return start, err
+	st, err := procstat.Read(pid)
+	return st.StartTime, err
 }
 
 // Alive reports whether the process pid that started at start still runs:
@@ -106,40 +105,8 @@ func Alive(pid int, start uint64) bool {
 	if pid <= 0 {
 		return false
 	}
-	state, got, err := procStat(pid)
-	return err == nil && got == start && state != 'Z' && state != 'X'
-}
-
-func procStat(pid int) (byte, uint64, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, 0, fmt.Errorf("read process %d: %w", pid, err)
-	}
-	state, start, err := parseStat(data)
-	if err != nil {
-		return 0, 0, fmt.Errorf("read process %d: %w", pid, err)
-	}
-	return state, start, nil
-}
-
-// parseStat returns the state (field 3) and start time (field 22) of a
-// /proc/PID/stat line. The command (field 2) may hold spaces and
-// parentheses, so fields are counted from its last ')'.
-func parseStat(data []byte) (byte, uint64, error) {
-	i := bytes.LastIndexByte(data, ')')
-	if i < 0 {
-		return 0, 0, errors.New("malformed stat: no command")
-	}
-	fields := bytes.Fields(data[i+1:])
-	const startField = 22 - 3 // fields[0] is field 3
-	if len(fields) <= startField || len(fields[0]) != 1 {
-		return 0, 0, errors.New("malformed stat: too few fields")
-	}
-	start, err := strconv.ParseUint(string(fields[startField]), 10, 64)
-	if err != nil {
-		return 0, 0, fmt.Errorf("malformed stat: start time: %w", err)
-	}
-	return fields[0][0], start, nil
+	st, err := procstat.Read(pid)
+	return err == nil && st.StartTime == start && !st.Gone()
 }
 
 // CgroupV2 reports whether /sys/fs/cgroup is a cgroup2 (unified) mount.

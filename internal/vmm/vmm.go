@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"banger/internal/procstat"
 )
 
 // Drive is a block device given to the guest, in order: the first is the
@@ -234,22 +236,8 @@ func (p *Process) DialConsole(ctx context.Context) (net.Conn, error) {
 // StartTime reads the start time (clock ticks since boot) of pid from
 // /proc/<pid>/stat.
 func StartTime(pid int) (uint64, error) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
-	}
-	// comm may contain spaces and parentheses: fields start after the last ')'.
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	// f[0] is field 3 (state); starttime is field 22.
-	if len(f) < 20 {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	return strconv.ParseUint(f[19], 10, 64)
+	st, err := procstat.Read(pid)
+	return st.StartTime, err
 }
 
 // Cmdline reads /proc/<pid>/cmdline as argv.

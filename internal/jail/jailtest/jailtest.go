@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"banger/internal/privop"
+	"banger/internal/procstat"
 
 	"golang.org/x/sys/unix"
 )
@@ -264,13 +265,8 @@ func FakeJailers() []int {
 		if filepath.Base(argv0) != FakeJailerName {
 			continue
 		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		i := strings.LastIndexByte(string(stat), ')')
-		f := strings.Fields(string(stat[i+1:]))
-		if i < 0 || len(f) < 2 || f[0] == "Z" || f[1] != strconv.Itoa(os.Getpid()) {
+		st, err := procstat.Read(pid)
+		if err != nil || st.Gone() || st.PPID != os.Getpid() {
 			continue // exited and not yet reaped, or not ours
 		}
 		out = append(out, pid)
