@@ -1,7 +1,7 @@
 // Package agent is the guest agent's request server: it accepts host
 // connections from a transport, runs the sync handshake and a yamux server
 // session on each, and serves the ops of the agentproto contract (ping, exec,
-// put, get, hostname, shutdown, ports, connect) one stream per request.
+// put, get, hostname, shutdown, ports, connect, stats) one stream per request.
 //
 // Boot roles live in subpackages: initramfs (stage one, /init), pid1 (the
 // agent as the real root's init) and the transport and reaper plumbing shared
@@ -135,6 +135,8 @@ func (s *Server) handleStream(st net.Conn) {
 		ports(st)
 	case agentproto.OpConnect:
 		connect(st, br, &req)
+	case agentproto.OpStats:
+		stats(st)
 	default:
 		_ = agentproto.WriteJSONLine(st, agentproto.Reply{Error: fmt.Sprintf("unknown op %q", req.Op)})
 	}

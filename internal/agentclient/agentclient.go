@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -106,6 +107,14 @@ func IsGuestError(err error) bool {
 	return errors.As(err, &g)
 }
 
+// IsUnknownOp reports whether err is an agent's refusal of an op it
+// predates: ops are only ever added, so an older agent in a running VM
+// answers a newer one this way.
+func IsUnknownOp(err error) bool {
+	var g *GuestError
+	return errors.As(err, &g) && strings.HasPrefix(g.Msg, "unknown op ")
+}
+
 // Ping checks the agent answers.
 func (s *Session) Ping(ctx context.Context) (agentproto.Reply, error) {
 	st, rep, err := s.Open(ctx, agentproto.Request{Op: agentproto.OpPing})
@@ -176,6 +185,20 @@ func (s *Session) Ports(ctx context.Context) ([]agentproto.Port, error) {
 	}
 	st.Close()
 	return rep.Ports, nil
+}
+
+// Stats reads the guest's own view of its memory, load, uptime, processes
+// and filesystems. An agent without the op fails it; see IsUnknownOp.
+func (s *Session) Stats(ctx context.Context) (agentproto.Stats, error) {
+	st, rep, err := s.Open(ctx, agentproto.Request{Op: agentproto.OpStats})
+	if err != nil {
+		return agentproto.Stats{}, err
+	}
+	st.Close()
+	if rep.Stats == nil {
+		return agentproto.Stats{}, errors.New("read stats reply: no stats in it")
+	}
+	return *rep.Stats, nil
 }
 
 // Connect asks the guest to open a TCP connection to addr ("host:port",

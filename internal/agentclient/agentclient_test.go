@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -12,10 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/yamux"
 	"go.uber.org/goleak"
 
 	"banger/internal/agent"
 	"banger/internal/agentclient"
+	"banger/internal/agentproto"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -198,5 +201,81 @@ func TestConnectRefused(t *testing.T) {
 	// The session is still usable afterwards.
 	if _, err := s.Ping(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestStats(t *testing.T) {
+	s := session(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.MemTotal == 0 || st.Procs == 0 || len(st.Filesystems) != 2 {
+		t.Fatalf("stats = %+v", st)
+	}
+}
+
+// oldAgentSession is a session with an agent that knows no op at all, the
+// way an agent built before an op answers it.
+func oldAgentSession(t *testing.T) *agentclient.Session {
+	t.Helper()
+	hostEnd, guestEnd := socketPair(t)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		defer guestEnd.Close()
+		br, err := agentproto.GuestHandshake(guestEnd)
+		if err != nil {
+			return
+		}
+		cfg := yamux.DefaultConfig()
+		cfg.LogOutput = io.Discard
+		sess, err := yamux.Server(struct {
+			io.Reader
+			io.WriteCloser
+		}{br, guestEnd}, cfg)
+		if err != nil {
+			return
+		}
+		defer sess.Close()
+		for {
+			st, err := sess.AcceptStream()
+			if err != nil {
+				return
+			}
+			var req agentproto.Request
+			_ = agentproto.ReadJSONLine(st, &req)
+			_ = agentproto.WriteJSONLine(st, agentproto.Reply{Error: fmt.Sprintf("unknown op %q", req.Op)})
+			st.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := agentclient.Handshake(ctx, hostEnd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = s.Close()
+		<-served
+	})
+	return s
+}
+
+func TestStatsFromAnOlderAgent(t *testing.T) {
+	s := oldAgentSession(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := s.Stats(ctx)
+	if !agentclient.IsUnknownOp(err) {
+		t.Fatalf("err = %v, want an unknown op error", err)
+	}
+	if agentclient.IsUnknownOp(errors.New("unknown op \"stats\"")) {
+		t.Error("a transport error is not the agent's answer")
+	}
+	if agentclient.IsUnknownOp(&agentclient.GuestError{Op: "get", Msg: "open /x: no such file"}) {
+		t.Error("another guest error is not an unknown op")
 	}
 }

@@ -25,6 +25,8 @@
 //	          directions. Closing one direction (a yamux FIN) half-closes
 //	          the TCP connection's write side; EOF from the guest's peer
 //	          closes the guest's direction of the stream.
+//	stats     nothing; Reply.Stats is the guest's own view of its memory,
+//	          load, uptime, processes and the filesystems at / and /root.
 //
 // Ops are only ever added: an agent that predates an op answers it with an
 // "unknown op" error.
@@ -61,6 +63,7 @@ const (
 	OpShutdown = "shutdown"
 	OpPorts    = "ports"
 	OpConnect  = "connect"
+	OpStats    = "stats"
 )
 
 // MaxPorts bounds the ports reply so that it fits in one line.
@@ -73,6 +76,31 @@ type Port struct {
 	Port    uint16 `json:"port"`              // local port
 	PID     int    `json:"pid,omitempty"`     // owning process, best effort
 	Process string `json:"process,omitempty"` // its command name, best effort
+}
+
+// Stats is the guest's view of itself, read from its /proc and statfs.
+// Sizes are bytes.
+type Stats struct {
+	MemTotal     uint64  `json:"mem_total"`     // MemTotal of /proc/meminfo
+	MemAvailable uint64  `json:"mem_available"` // MemAvailable (estimated on kernels without it)
+	Load1        float64 `json:"load1"`
+	Load5        float64 `json:"load5"`
+	Load15       float64 `json:"load15"`
+	Uptime       float64 `json:"uptime"` // seconds since the guest booted
+	Procs        int     `json:"procs"`  // processes, kernel threads included; not threads of a process
+	// Filesystems are those at / and /root, in that order; one that could
+	// not be read carries Error.
+	Filesystems []FSStats `json:"filesystems,omitempty"`
+}
+
+// FSStats is one filesystem's usage as df computes it: Used counts blocks
+// not free, Avail what unprivileged users may still write.
+type FSStats struct {
+	Path  string `json:"path"`
+	Size  uint64 `json:"size"`
+	Used  uint64 `json:"used"`
+	Avail uint64 `json:"avail"`
+	Error string `json:"error,omitempty"`
 }
 
 // Request is the first line of every stream.
@@ -124,6 +152,9 @@ type Reply struct {
 	// ports
 	Ports     []Port `json:"ports,omitempty"`
 	Truncated bool   `json:"truncated,omitempty"`
+
+	// stats
+	Stats *Stats `json:"stats,omitempty"`
 }
 
 // WriteJSONLine writes v as one JSON line.

@@ -24,7 +24,7 @@ func newVMCommand(e *env) *cobra.Command {
 	c := &cobra.Command{Use: "vm", Short: "Create, run and manage VMs"}
 	c.AddCommand(newVMRunCommand(e), newVMCreateCommand(e), newVMListCommand(e, "list"), newVMShowCommand(e),
 		newVMLogsCommand(e), newVMExecCommand(e), newVMSetCommand(e), newVMPruneCommand(e),
-		newVMPortsCommand(e), newVMForwardCommand(e), newVMSSHCommand(e), newVMSSHProxyCommand(e), newVMWorkspaceCommand(e), newVMCommitCommand(e))
+		newVMPortsCommand(e), newVMForwardCommand(e), newVMSSHCommand(e), newVMSSHProxyCommand(e), newVMWorkspaceCommand(e), newVMCommitCommand(e), newVMStatsCommand(e))
 	for _, lc := range []struct{ use, short, path string }{
 		{"start", "Start stopped VMs", "start"},
 		{"stop", "Stop VMs gracefully (agent shutdown, then SIGTERM, then SIGKILL)", "stop"},

@@ -205,6 +205,7 @@ func (s *Server) routes(m *http.ServeMux) {
 	m.HandleFunc("GET /v1/vms/{name}/ports", func(w http.ResponseWriter, r *http.Request) {
 		respond(w, func() (any, error) { return s.svc.Ports(r.Context(), r.PathValue("name")) })
 	})
+	m.HandleFunc("GET /v1/vms/{name}/stats", s.handleStats)
 
 	m.HandleFunc("GET /v1/images", func(w http.ResponseWriter, r *http.Request) {
 		respond(w, func() (any, error) { return s.svc.ListImages(r.Context()) })

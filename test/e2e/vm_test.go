@@ -62,11 +62,13 @@ func TestPersistentVM(t *testing.T) {
 		t.Fatalf("guest uname -r = %q, want %q", got, h.kernel)
 	}
 	h.must(t, "vm", "exec", "persist", "--", "sh", "-c", "echo kept > /root/marker; echo rootfs > /etc/marker; sync")
+	checkStats(t, "persist", true)
 	dir := h.vms(t)["persist"].Dir
 	h.must(t, "vm", "stop", "persist")
 	if st := h.vms(t)["persist"].State; st != "stopped" {
 		t.Fatalf("state after stop = %q", st)
 	}
+	checkStats(t, "persist", false)
 	h.must(t, "vm", "start", "persist")
 	out := h.must(t, "vm", "exec", "persist", "--", "cat", "/root/marker", "/etc/marker")
 	if out != "kept\nrootfs\n" {
