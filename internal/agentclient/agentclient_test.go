@@ -4,49 +4,27 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
 	"go.uber.org/goleak"
 
 	"banger/internal/agent"
 	"banger/internal/agentclient"
-	"banger/internal/agentproto"
+	"banger/internal/agentclient/agenttest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
-
-// socketPair returns a connected, buffered pair of stream sockets.
-func socketPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "sock")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	return conn(fds[0]), conn(fds[1])
-}
 
 // session runs a real agent server on one end of a socket pair and the
 // real host handshake on the other.
 func session(t *testing.T) *agentclient.Session {
 	t.Helper()
-	hostEnd, guestEnd := socketPair(t)
+	hostEnd, guestEnd := agenttest.SocketPair(t)
 	srv := &agent.Server{Mode: agent.ModeService, Version: "test"}
 	served := make(chan struct{})
 	go func() {
@@ -221,35 +199,12 @@ func TestStats(t *testing.T) {
 // way an agent built before an op answers it.
 func oldAgentSession(t *testing.T) *agentclient.Session {
 	t.Helper()
-	hostEnd, guestEnd := socketPair(t)
+	hostEnd, guestEnd := agenttest.SocketPair(t)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
 		defer guestEnd.Close()
-		br, err := agentproto.GuestHandshake(guestEnd)
-		if err != nil {
-			return
-		}
-		cfg := yamux.DefaultConfig()
-		cfg.LogOutput = io.Discard
-		sess, err := yamux.Server(struct {
-			io.Reader
-			io.WriteCloser
-		}{br, guestEnd}, cfg)
-		if err != nil {
-			return
-		}
-		defer sess.Close()
-		for {
-			st, err := sess.AcceptStream()
-			if err != nil {
-				return
-			}
-			var req agentproto.Request
-			_ = agentproto.ReadJSONLine(st, &req)
-			_ = agentproto.WriteJSONLine(st, agentproto.Reply{Error: fmt.Sprintf("unknown op %q", req.Op)})
-			st.Close()
-		}
+		agenttest.OlderAgent(guestEnd)
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -197,14 +197,23 @@ func TestLeafPackagesImportOnlyStdlib(t *testing.T) {
 	}
 }
 
-// TestTestutilOnlyInTests: testutil is for _test.go files only; no
-// package of the module may import it from non-test code.
+// TestTestutilOnlyInTests: testutil and the test doubles are for tests only;
+// no package of the module may import them from non-test code.
 func TestTestutilOnlyInTests(t *testing.T) {
-	testutil := module + "/internal/testutil"
+	// Test support packages: testutil and the doubles named *test
+	// (dmsnaptest, jailtest, agenttest, ...). Code under test/ is test
+	// support too (fakes, harnesses) and may use them.
+	testOnly := func(path string) bool {
+		last := path[strings.LastIndexByte(path, '/')+1:]
+		return strings.HasPrefix(path, module+"/internal/") && (last == "testutil" || strings.HasSuffix(last, "test"))
+	}
 	for _, p := range goList(t, module+"/...") {
+		if testOnly(p.ImportPath) || strings.HasPrefix(p.ImportPath, module+"/test/") {
+			continue
+		}
 		for _, imp := range p.Imports {
-			if imp == testutil {
-				t.Errorf("%s imports %s from non-test code", p.ImportPath, testutil)
+			if testOnly(imp) {
+				t.Errorf("%s imports %s from non-test code", p.ImportPath, imp)
 			}
 		}
 	}

@@ -3,21 +3,16 @@ package vm
 import (
 	"context"
 	"errors"
-	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/hashicorp/yamux"
-
 	"banger/internal/agent"
 	"banger/internal/agentclient"
-	"banger/internal/agentproto"
+	"banger/internal/agentclient/agenttest"
 	"banger/internal/api"
 	"banger/internal/errdefs"
 	"banger/internal/paths"
@@ -146,20 +141,7 @@ func runAsVM(t *testing.T, svc *Service, id string, guest func(net.Conn)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "agent")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	hostEnd, guestEnd := conn(fds[0]), conn(fds[1])
+	hostEnd, guestEnd := agenttest.SocketPair(t)
 	go func() {
 		defer guestEnd.Close()
 		guest(guestEnd)
@@ -173,34 +155,6 @@ func runAsVM(t *testing.T, svc *Service, id string, guest func(net.Conn)) {
 	svc.mu.Lock()
 	svc.running[id] = &instance{id: id, proc: proc, sess: sess}
 	svc.mu.Unlock()
-}
-
-// olderAgent answers every op the way an agent that predates it does.
-func olderAgent(c net.Conn) {
-	br, err := agentproto.GuestHandshake(c)
-	if err != nil {
-		return
-	}
-	cfg := yamux.DefaultConfig()
-	cfg.LogOutput = io.Discard
-	sess, err := yamux.Server(struct {
-		io.Reader
-		io.WriteCloser
-	}{br, c}, cfg)
-	if err != nil {
-		return
-	}
-	defer sess.Close()
-	for {
-		st, err := sess.AcceptStream()
-		if err != nil {
-			return
-		}
-		var req agentproto.Request
-		_ = agentproto.ReadJSONLine(st, &req)
-		_ = agentproto.WriteJSONLine(st, agentproto.Reply{Error: fmt.Sprintf("unknown op %q", req.Op)})
-		st.Close()
-	}
 }
 
 func TestStatsOfARunningVM(t *testing.T) {
@@ -246,7 +200,7 @@ func TestStatsOfARunningVM(t *testing.T) {
 func TestStatsWithAnOlderAgent(t *testing.T) {
 	svc, st, l := newTestService(t)
 	statsVM(t, st, l, "r1", "old", api.StateRunning)
-	runAsVM(t, svc, "r1", olderAgent)
+	runAsVM(t, svc, "r1", agenttest.OlderAgent)
 	got, err := svc.Stats(context.Background(), "old")
 	if err != nil {
 		t.Fatal(err)
