@@ -18,6 +18,10 @@ import (
 // Snapshots manager journals every step in the state dir and is reconciled
 // when the helper starts, before anything is served.
 
+// MaxSnapshots bounds the snapshots (VMs running on dm storage) the helper
+// keeps at once.
+var MaxSnapshots = 256
+
 // snapshotsReady refuses the snapshot ops when the host cannot make them.
 func (s *Server) snapshotsReady() error {
 	if s.cfg.Snapshots == nil {
@@ -41,6 +45,12 @@ func (s *Server) createSnapshot(ctx context.Context, o privop.CreateSnapshot, fi
 	var res privop.CreateSnapshotResult
 	if err := s.snapshotsReady(); err != nil {
 		return res, nil, err
+	}
+	// Each snapshot holds two loop devices, a host-wide resource: bound
+	// what one owner can take (checked without a lock, so concurrent
+	// creates may pass it by at most the connection limit).
+	if n := len(s.cfg.Snapshots.Entries()); n >= MaxSnapshots {
+		return res, nil, privop.Errorf(privop.CodeBusy, "%d snapshots exist, the most the helper makes: remove some VMs' snapshots (stop them) first", n)
 	}
 	// banger-owned files only: the fd proves bangerd may use the file, the
 	// owner that it is banger's to give.

@@ -197,3 +197,28 @@ func TestSnapshotReconcileAtStart(t *testing.T) {
 		t.Errorf("left after reconcile:\n%s", s)
 	}
 }
+
+func TestSnapshotLimit(t *testing.T) {
+	old := MaxSnapshots
+	MaxSnapshots = 1
+	t.Cleanup(func() { MaxSnapshots = old })
+	h := startSnapServer(t, dmsnaptest.NewFake(), shortDir(t))
+	ctx := ctxT(t)
+	base, cow := h.files(t, "vm1", os.O_RDWR)
+	_, dev, err := h.client.CreateSnapshot(ctx, "vm1", base, cow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev.Close()
+	base2, cow2 := h.files(t, "vm2", os.O_RDWR)
+	_, _, err = h.client.CreateSnapshot(ctx, "vm2", base2, cow2)
+	wantCode(t, err, privop.CodeBusy, "1 snapshots exist")
+	if err := h.client.RemoveSnapshot(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
+	_, dev, err = h.client.CreateSnapshot(ctx, "vm2", base2, cow2)
+	if err != nil {
+		t.Fatalf("after a remove: %v", err)
+	}
+	dev.Close()
+}
