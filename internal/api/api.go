@@ -52,7 +52,17 @@ type VM struct {
 	WorkspaceBase string `json:"workspace_base,omitempty"`
 	Dir           string `json:"dir"`
 	ConsoleLog    string `json:"console_log"`
+	// RootDisk says how the root disk is kept: RootDiskFile (the VM's own
+	// copy or clone of its image) or RootDiskSnapshot (a device-mapper
+	// snapshot of the image, made by the root helper while the VM runs).
+	RootDisk string `json:"root_disk"`
 }
+
+// VM.RootDisk values.
+const (
+	RootDiskFile     = "file"
+	RootDiskSnapshot = "dm snapshot"
+)
 
 // CreateVMRequest creates (and by default starts) a VM.
 type CreateVMRequest struct {

@@ -397,6 +397,7 @@ func newVMShowCommand(e *env) *cobra.Command {
 			rows := [][2]string{
 				{"name", v.Name}, {"id", v.ID}, {"state", v.State}, {"image", v.Image}, {"kernel", v.Kernel},
 				{"vcpu", fmt.Sprint(v.VCPU)}, {"memory", fmt.Sprintf("%d MiB", v.MemoryMiB)}, {"disk", sizes.Format(v.DiskSize)},
+				{"root disk", v.RootDisk},
 				{"vmm", v.VMM}, {"address", v.GuestIP}, {"dns name", v.DNSName},
 				{"created", v.CreatedAt.Local().Format(time.RFC3339)}, {"dir", v.Dir}, {"console", v.ConsoleLog},
 			}

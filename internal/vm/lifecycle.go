@@ -59,6 +59,10 @@ func (s *Service) View(v store.VM) api.VM {
 	if v.GuestIP != "" {
 		out.DNSName = v.Name + ".vm"
 	}
+	out.RootDisk = api.RootDiskFile
+	if s.usesSnapshot(v) {
+		out.RootDisk = api.RootDiskSnapshot
+	}
 	if v.State == api.StateRunning || v.State == api.StateStarting {
 		out.PID = v.Runtime.PID
 	}

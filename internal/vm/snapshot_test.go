@@ -113,11 +113,14 @@ func TestDMRootCOWFile(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(svc.layout.VMDir(v.ID), paths.RootDisk)); !os.IsNotExist(err) {
 		t.Errorf("a dm vm got a root disk file too: %v", err)
 	}
-	if !svc.usesSnapshot(v) {
-		t.Error("the vm does not use a snapshot")
+	if !svc.usesSnapshot(v) || svc.View(v).RootDisk != api.RootDiskSnapshot {
+		t.Errorf("the vm does not use a snapshot (view says %q)", svc.View(v).RootDisk)
 	}
 	if err := svc.makeRootCOW(v); err == nil {
 		t.Error("a second cow file replaced the first")
+	}
+	if got := svc.View(store.VM{ID: "plain"}).RootDisk; got != api.RootDiskFile {
+		t.Errorf("a vm without a cow file shows root disk %q", got)
 	}
 }
 
