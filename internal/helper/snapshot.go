@@ -101,6 +101,13 @@ func (s *Server) removeSnapshot(ctx context.Context, o privop.RemoveSnapshot) er
 	if err := s.snapshotsReady(); err != nil {
 		return err
 	}
+	// A jail may hold a device node of the snapshot, owned by the owner:
+	// once the snapshot is gone its number can go to another device.
+	if s.cfg.Jails != nil {
+		if _, ok := s.cfg.Jails.Jail(o.VMID); ok {
+			return privop.Errorf(privop.CodeBusy, "vm %s still has a firecracker jail, which may hold a node of its snapshot device: cleanup_jail first", o.VMID)
+		}
+	}
 	if err := s.cfg.Snapshots.Remove(ctx, o.VMID); err != nil {
 		return snapshotErr(err)
 	}

@@ -18,10 +18,11 @@ import (
 // fake; the "devices" it answers with are files standing in for dm nodes.
 type snapHarness struct {
 	*harness
-	fake *dmsnaptest.Fake
-	m    *dmsnap.Manager
-	dir  string
-	logs *testutil.SyncBuffer
+	fake  *dmsnaptest.Fake
+	m     *dmsnap.Manager
+	jails *JailLedger
+	dir   string
+	logs  *testutil.SyncBuffer
 }
 
 func startSnapServer(t *testing.T, fake *dmsnaptest.Fake, state string) *snapHarness {
@@ -36,6 +37,11 @@ func startSnapServer(t *testing.T, fake *dmsnaptest.Fake, state string) *snapHar
 	h.harness = startServer(t, func(c *Config) {
 		c.Snapshots = m
 		c.Log = slog.New(slog.NewTextHandler(h.logs, nil))
+		jails, err := OpenJailLedger(c.StateDir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Jails, h.jails = jails, jails
 		c.OpenSnapshot = func(path string, major, minor uint32) (*os.File, error) {
 			return os.Create(filepath.Join(h.dir, filepath.Base(path)))
 		}
@@ -221,4 +227,30 @@ func TestSnapshotLimit(t *testing.T) {
 		t.Fatalf("after a remove: %v", err)
 	}
 	dev.Close()
+}
+
+// TestSnapshotRemoveWaitsForTheJail: a recorded jail may hold a node of
+// the device, so its snapshot stays until the jail is cleaned up.
+func TestSnapshotRemoveWaitsForTheJail(t *testing.T) {
+	h := startSnapServer(t, dmsnaptest.NewFake(), shortDir(t))
+	ctx := ctxT(t)
+	base, cow := h.files(t, "vm1", os.O_RDWR)
+	_, dev, err := h.client.CreateSnapshot(ctx, "vm1", base, cow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev.Close()
+	if _, err := h.jails.add("vm1", JailEntry{ExecName: "firecracker"}); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, h.client.RemoveSnapshot(ctx, "vm1"), privop.CodeBusy, "still has a firecracker jail")
+	if !strings.Contains(h.fake.String(), "dm-0 banger-vm1") {
+		t.Fatalf("the snapshot went while its jail is recorded:\n%s", h.fake)
+	}
+	if err := h.jails.remove("vm1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.client.RemoveSnapshot(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
 }

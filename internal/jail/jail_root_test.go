@@ -186,6 +186,14 @@ func TestStageStartRemove(t *testing.T) {
 		if got := stat(t, filepath.Join(chroot, "blk")).Rdev; got != bst.Rdev {
 			t.Errorf("device node rdev %d, want %d", got, bst.Rdev)
 		}
+		// The owner's node cannot be hard-linked out of the jail (the
+		// chroot is its own mount), so it cannot outlive the jail and
+		// later open whatever device reuses its number.
+		out := filepath.Join(filepath.Dir(l.VMDir()), "escaped-node")
+		if err := os.Link(filepath.Join(chroot, "blk"), out); !errors.Is(err, unix.EXDEV) {
+			os.Remove(out)
+			t.Errorf("hard link of the device node out of the jail: %v, want EXDEV", err)
+		}
 	}
 
 	// Mounts: the private self-bind, the drives, the host's libraries.
