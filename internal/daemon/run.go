@@ -333,18 +333,36 @@ func firecrackerHelper(cfg config.Config) firecracker.Helper {
 }
 
 // snapshotHelper is the root helper as the maker of dm snapshot root
-// disks, or nil and why not.
+// disks, and why new VMs cannot use it ("" when they can). On a kernel
+// with device-mapper the helper is kept even when it does not answer yet
+// (it reconciles before serving, and starts with bangerd): VMs made with
+// dm storage need it to stop and start, and each call reports its own
+// error. Only the choice of storage for new VMs rests on this ping.
 func snapshotHelper(cfg config.Config) (vm.Snapshots, string) {
 	if ok, why := image.ProbeDM(); !ok {
 		return nil, why
 	}
-	hc := privclient.New(helperSocket(cfg))
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	ping, err := hc.Ping(ctx)
+	socket := helperSocket(cfg)
+	hc := privclient.New(socket)
+	if _, err := os.Stat(socket); err != nil {
+		return hc, "no root helper runs (" + socket + " is missing)"
+	}
+	var (
+		ping privop.PingResult
+		err  error
+	)
+	// A helper just (re)started answers once its reconcile is done.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		ping, err = hc.Ping(ctx)
+		cancel()
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+	}
 	switch {
 	case err != nil:
-		return nil, "the root helper does not answer: " + err.Error()
+		return hc, "the root helper does not answer: " + err.Error()
 	case ping.OwnerUID != os.Getuid():
 		return nil, fmt.Sprintf("the root helper serves uid %d, not this owner", ping.OwnerUID)
 	case !ping.Snapshots:

@@ -315,9 +315,16 @@ func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) erro
 	if err != nil {
 		return s.fail(v, err)
 	}
-	if root.File != nil {
-		defer root.File.Close() // the VMM holds its own copy once started
+	// The VMM holds its own copy of a snapshot device once started; ours
+	// must be closed before any failure releases the snapshot, or its
+	// removal finds the device busy.
+	closeRoot := func() {
+		if root.File != nil {
+			root.File.Close()
+			root.File = nil
+		}
 	}
+	defer closeRoot()
 	spec := vmm.Spec{
 		ID: v.ID, Name: v.Name, VCPU: v.VCPU, MemoryMiB: v.MemoryMiB,
 		Kernel: art.Vmlinux, Initrd: initrd, Cmdline: s.cmdline(*v),
@@ -335,6 +342,7 @@ func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) erro
 		_, opensTap := s.driver.(interface{ OpensTapByName() bool })
 		tap, f, err = s.net.setupTap(ctx, v.ID, !opensTap)
 		if err != nil {
+			closeRoot()
 			return s.fail(v, errdefs.Unavailable("set up network: %v", err))
 		}
 		if f != nil {
@@ -346,6 +354,7 @@ func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) erro
 	}
 	progress.say("booting %s (%d vcpu, %d MiB)", v.Name, v.VCPU, v.MemoryMiB)
 	proc, err := s.driver.Start(ctx, spec)
+	closeRoot()
 	if err != nil {
 		return s.fail(v, fmt.Errorf("start vmm: %w%s", err, vmmLogTail(spec.LogPath)))
 	}
@@ -418,15 +427,21 @@ type releaser interface {
 // snapshot, its tap, DNS name and NAT rule. Errors are logged, not
 // returned: a VM must always be able to stop.
 func (s *Service) releaseRuntime(v store.VM) {
+	released := true
 	if r, ok := s.driverFor(v.Runtime.VMM).(releaser); ok {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if err := r.Release(ctx, handleOf(v.Runtime), v.Runtime.RunDir); err != nil {
 			s.log.Warn("release vmm", "vm", v.Name, "err", err)
+			released = false
 		}
 		cancel()
 	}
-	// After the jail: its device node must not outlive the snapshot.
-	if err := s.releaseRoot(context.Background(), v); err != nil {
+	// Only after the jail: a device node of the snapshot in it must not
+	// outlive the snapshot. A snapshot kept here goes at the next start
+	// (made again) or delete.
+	if !released {
+		s.log.Warn("root snapshot kept until the vmm is released", "vm", v.Name)
+	} else if err := s.releaseRoot(context.Background(), v); err != nil {
 		s.log.Warn("release root snapshot", "vm", v.Name, "err", err)
 	}
 	if s.net == nil {

@@ -90,8 +90,11 @@ func (s *Service) rootDrive(ctx context.Context, v store.VM) (vmm.Drive, error) 
 
 // releaseRoot removes v's root snapshot, if it has one; none is fine.
 func (s *Service) releaseRoot(ctx context.Context, v store.VM) error {
-	if !s.usesSnapshot(v) || s.opts.Snapshots == nil {
+	if !s.usesSnapshot(v) {
 		return nil
+	}
+	if s.opts.Snapshots == nil {
+		return errdefs.Unavailable("vm %q's root disk is a device-mapper snapshot, but no root helper can remove it here (see banger doctor)", v.Name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
