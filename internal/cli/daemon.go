@@ -9,6 +9,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/errdefs"
+	"banger/internal/procstat"
 	"banger/internal/version"
 )
 
@@ -128,20 +129,32 @@ func restartHint(p api.Ping) string {
 	return "banger daemon restart runs the new one"
 }
 
-// stopDaemon asks an on-demand bangerd to stop and waits until its socket
-// no longer answers. It returns the daemon that was stopped, or nil if
-// none was running.
+// stopDaemon asks an on-demand bangerd to stop and waits until its
+// process has exited (it holds the owner's lock until then, so a new one
+// could not start before). It returns the daemon that was stopped, or nil
+// if none was running.
 func (e *env) stopDaemon(ctx context.Context) (*api.Ping, error) {
 	p, err := e.cl.Ping(ctx)
 	if err != nil {
 		return nil, nil
 	}
+	// Its start time tells its exit from a later process reusing the pid;
+	// unreadable (another pid namespace), the socket going quiet is all
+	// there is to wait for.
+	before, statErr := procstat.Read(p.PID)
 	if err := e.cl.Do(ctx, "POST", "/v1/shutdown", nil, nil); err != nil {
 		return nil, fmt.Errorf("stop bangerd: %w", err)
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
-		if q, err := e.cl.Ping(ctx); err != nil || q.PID != p.PID {
+	exited := func() bool {
+		if statErr != nil {
+			_, err := e.cl.Ping(ctx)
+			return err != nil
+		}
+		now, err := procstat.Read(p.PID)
+		return err != nil || now.Gone() || now.StartTime != before.StartTime
+	}
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); {
+		if exited() {
 			return &p, nil
 		}
 		select {
@@ -150,7 +163,7 @@ func (e *env) stopDaemon(ctx context.Context) (*api.Ping, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	return nil, errdefs.Unavailable("bangerd (pid %d) still answers 15s after it was asked to stop; see %s", p.PID, e.cl.LogPath)
+	return nil, errdefs.Unavailable("bangerd (pid %d) has not exited 15s after it was asked to stop; see %s", p.PID, e.cl.LogPath)
 }
 
 // warnVersion tells the user, once, that the bangerd they talk to runs
