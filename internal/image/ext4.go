@@ -347,8 +347,8 @@ func runDebugfs(ctx context.Context, debugfs, img string, script *bytes.Buffer) 
 // hands its stdout to parse (nil: discarded). debugfs exits 0 even when a
 // command fails, so it also returns every stderr line beyond the banner:
 // the caller decides what they mean. A parse error stops debugfs.
-func debugfsBatch(ctx context.Context, debugfs, img string, script io.Reader, write bool, parse func(*bufio.Reader) error) ([]string, error) {
-	ctx, cancel := context.WithCancel(ctx)
+func debugfsBatch(parent context.Context, debugfs, img string, script io.Reader, write bool, parse func(*bufio.Reader) error) ([]string, error) {
+	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	args := []string{"-f", "-", img}
 	if write {
@@ -373,6 +373,11 @@ func debugfsBatch(ctx context.Context, debugfs, img string, script io.Reader, wr
 	}
 	_, _ = io.Copy(io.Discard, stdout)
 	werr := cmd.Wait()
+	// A caller that gave up killed debugfs, which cut its output short:
+	// say so, not that the image is unreadable.
+	if err := parent.Err(); err != nil {
+		return nil, fmt.Errorf("run debugfs: %w", err)
+	}
 	if perr != nil {
 		return nil, perr
 	}

@@ -696,3 +696,25 @@ func BenchmarkMakeWorkDisk8GiB(b *testing.B) {
 		})
 	}
 }
+
+// TestWorkSeedCancelled: a capture cut short says so, and never that the
+// image is unreadable (which would mark it seedless for good).
+func TestWorkSeedCancelled(t *testing.T) {
+	needTools(t)
+	img := seedImage(t, seedRootEntries()...)
+	for _, after := range []time.Duration{0, time.Millisecond, 5 * time.Millisecond} {
+		ctx, cancel := context.WithTimeout(context.Background(), after)
+		seed := filepath.Join(t.TempDir(), WorkSeedFile)
+		_, err := CaptureWorkSeed(ctx, img, seed, "")
+		cancel()
+		if err == nil {
+			continue // fast enough to finish: nothing to check
+		}
+		if errors.Is(err, ErrWorkSeedUnreadable) || errors.Is(err, ErrWorkSeedTooLarge) || !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("cancelled after %v: %v, want the deadline, not a verdict on the image", after, err)
+		}
+		if _, serr := os.Stat(seed); !os.IsNotExist(serr) {
+			t.Errorf("a cancelled capture left %s: %v", seed, serr)
+		}
+	}
+}

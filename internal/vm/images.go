@@ -38,7 +38,8 @@ func (s *Service) captureWorkSeed(ctx context.Context, dir, workDir string, prog
 	res, err := image.CaptureWorkSeed(ctx, filepath.Join(dir, rootfsFile), filepath.Join(dir, image.WorkSeedFile), workDir)
 	if err != nil {
 		progress.say("note: no work seed, so VMs of this image start with an empty /root: %v", err)
-		if errors.Is(err, image.ErrWorkSeedTooLarge) || errors.Is(err, image.ErrWorkSeedUnreadable) {
+		// Never recorded for good when the capture was cut short.
+		if ctx.Err() == nil && (errors.Is(err, image.ErrWorkSeedTooLarge) || errors.Is(err, image.ErrWorkSeedUnreadable)) {
 			if werr := atomicfile.Write(filepath.Join(dir, noSeedFile), []byte(err.Error()+"\n"), 0o600); werr != nil {
 				s.log.Warn("record missing work seed", "dir", dir, "err", werr)
 			}
