@@ -754,8 +754,15 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 	for _, e := range m.Entries() {
 		files = append(files, e.Base, e.COW)
 	}
-	ours := func(l Loop) bool {
-		return slices.ContainsFunc(files, func(f File) bool { return f.Ino != 0 && f.Matches(l) })
+	// ours returns the entry file l is bound to: detaching checks that
+	// identity again on the device, so a loop someone else bound to a file
+	// of the same name is left alone.
+	ours := func(l Loop) (File, bool) {
+		i := slices.IndexFunc(files, func(f File) bool { return f.Ino != 0 && f.Matches(l) })
+		if i < 0 {
+			return File{}, false
+		}
+		return files[i], true
 	}
 	live := map[string]bool{}
 	for _, d := range dms {
@@ -805,11 +812,18 @@ func (m *Manager) Reconcile(ctx context.Context) (Report, error) {
 		return rep, fmt.Errorf("reconcile: %w", err)
 	}
 	for _, l := range loops {
-		if known[l.Path] || !(ours(l) || m.root != "" && strings.HasPrefix(l.Backing, m.root+"/")) {
+		if known[l.Path] {
 			continue
 		}
+		want, isOurs := ours(l)
+		if !isOurs {
+			if m.root == "" || !strings.HasPrefix(l.Backing, m.root+"/") {
+				continue
+			}
+			want = File{Path: l.Backing, Dev: l.BackingDev, Ino: l.BackingIno}
+		}
 		ll := LeakedLoop{Loop: l}
-		ok, err := m.detach(ctx, l.Path, File{Path: l.Backing, Dev: l.BackingDev, Ino: l.BackingIno})
+		ok, err := m.detach(ctx, l.Path, want)
 		ll.Detached = ok
 		if err != nil {
 			ll.Err = err.Error()
