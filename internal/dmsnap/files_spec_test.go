@@ -182,3 +182,48 @@ func TestReconcileFindsUnrecordedLoopByIdentity(t *testing.T) {
 		t.Errorf("left: %s", st)
 	}
 }
+
+// TestCreateOpen: the device is opened while its id is in flight (a remove
+// of it is refused meanwhile), and a failed open undoes the snapshot.
+func TestCreateOpen(t *testing.T) {
+	e := newFilesEnv(t)
+	ctx := context.Background()
+	devFile := filepath.Join(e.dir, "dm-node")
+	if err := os.WriteFile(devFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var removeErr error
+	got, dev, err := e.m.CreateOpen(ctx, e.open(t, "vm1", os.O_RDWR), func(en dmsnap.Entry) (*os.File, error) {
+		if en.State != dmsnap.StateActive || en.DM.Major == 0 {
+			t.Errorf("open saw entry %+v", en)
+		}
+		removeErr = e.m.Remove(ctx, "vm1")
+		return os.Open(devFile)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev.Close()
+	if !errors.Is(removeErr, dmsnap.ErrInUse) {
+		t.Errorf("a remove during the open: %v, want ErrInUse", removeErr)
+	}
+	if got.State != dmsnap.StateActive {
+		t.Errorf("entry = %+v", got)
+	}
+	if err := e.m.Remove(ctx, "vm1"); err != nil {
+		t.Fatal(err)
+	}
+
+	_, dev, err = e.m.CreateOpen(ctx, e.open(t, "vm2", os.O_RDWR), func(dmsnap.Entry) (*os.File, error) {
+		return nil, errors.New("not the device made")
+	})
+	if err == nil || dev != nil || !strings.Contains(err.Error(), "open device: not the device made") {
+		t.Fatalf("failed open: %v, %v", dev, err)
+	}
+	if st := e.state(); st != "" {
+		t.Errorf("left after a failed open:\n%s", st)
+	}
+	if es := e.m.Entries(); len(es) != 0 {
+		t.Errorf("entries after a failed open: %+v", es)
+	}
+}

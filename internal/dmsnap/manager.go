@@ -307,16 +307,30 @@ func (m *Manager) openFiles(s Spec, chunk uint32) (base, cow *os.File, baseID, c
 // done is undone and the entry dropped, or kept faulty (its id blocked) if
 // the undo failed too.
 func (m *Manager) Create(ctx context.Context, s Spec) (Entry, error) {
+	e, _, err := m.create(ctx, s, nil)
+	return e, err
+}
+
+// CreateOpen is Create that also opens the new device with open, while
+// the id is still in flight: no Remove of the same id can run between the
+// device's creation and its opening, so the device open returns is the one
+// made here (its number cannot have passed to another device). If open
+// fails, the snapshot is undone.
+func (m *Manager) CreateOpen(ctx context.Context, s Spec, open func(Entry) (*os.File, error)) (Entry, *os.File, error) {
+	return m.create(ctx, s, open)
+}
+
+func (m *Manager) create(ctx context.Context, s Spec, open func(Entry) (*os.File, error)) (Entry, *os.File, error) {
 	name, err := DeviceName(s.ID)
 	if err != nil {
-		return Entry{}, fmt.Errorf("create snapshot: %w", err)
+		return Entry{}, nil, fmt.Errorf("create snapshot: %w", err)
 	}
 	chunk := s.ChunkSectors
 	if chunk == 0 {
 		chunk = DefaultChunkSectors
 	}
 	if err := checkChunk(chunk); err != nil {
-		return Entry{}, fmt.Errorf("create %s: %w", name, err)
+		return Entry{}, nil, fmt.Errorf("create %s: %w", name, err)
 	}
 	m.opMu.RLock()
 	defer m.opMu.RUnlock()
@@ -324,12 +338,12 @@ func (m *Manager) Create(ctx context.Context, s Spec) (Entry, error) {
 	// here so an id in use is reported as such, not as a COW file that
 	// exists.
 	if err := m.checkFree(s.ID); err != nil {
-		return Entry{}, fmt.Errorf("create %s: %w", name, err)
+		return Entry{}, nil, fmt.Errorf("create %s: %w", name, err)
 	}
 
 	base, cow, baseID, cowID, sectors, created, err := m.openFiles(s, chunk)
 	if err != nil {
-		return Entry{}, fmt.Errorf("create %s: %w", name, err)
+		return Entry{}, nil, fmt.Errorf("create %s: %w", name, err)
 	}
 	defer base.Close()
 	defer cow.Close()
@@ -349,17 +363,17 @@ func (m *Manager) Create(ctx context.Context, s Spec) (Entry, error) {
 	}
 	if err := m.begin(e); err != nil {
 		removeCreated()
-		return Entry{}, fmt.Errorf("create %s: %w", name, err)
+		return Entry{}, nil, fmt.Errorf("create %s: %w", name, err)
 	}
 	defer m.done(s.ID)
 
 	c := creation{m: m, e: e}
-	fail := func(step string, err error) (Entry, error) {
+	fail := func(step string, err error) (Entry, *os.File, error) {
 		if uerr := c.undo(ctx); uerr != nil {
-			return Entry{}, fmt.Errorf("create %s: %s: %w (undo failed, left faulty: %w)", name, step, err, uerr)
+			return Entry{}, nil, fmt.Errorf("create %s: %s: %w (undo failed, left faulty: %w)", name, step, err, uerr)
 		}
 		removeCreated()
-		return Entry{}, fmt.Errorf("create %s: %s: %w", name, step, err)
+		return Entry{}, nil, fmt.Errorf("create %s: %s: %w", name, step, err)
 	}
 
 	// Two writers on one COW file would corrupt it: refuse one still bound
@@ -381,14 +395,14 @@ func (m *Manager) Create(ctx context.Context, s Spec) (Entry, error) {
 	}
 	c.attached(bl, baseID, bh)
 	if m.crashed(crashAfterBaseAttach, c.holds) {
-		return Entry{}, errCrashed
+		return Entry{}, nil, errCrashed
 	}
 	c.e.BaseLoop = LoopRef{Path: bl.Path, Major: bl.Major, Minor: bl.Minor}
 	if err := m.record(c.e); err != nil {
 		return fail("record base loop", err)
 	}
 	if m.crashed(crashAfterBaseLoop, c.holds) {
-		return Entry{}, errCrashed
+		return Entry{}, nil, errCrashed
 	}
 
 	cl, ch, err := m.b.AttachLoop(ctx, cow, false)
@@ -401,7 +415,7 @@ func (m *Manager) Create(ctx context.Context, s Spec) (Entry, error) {
 		return fail("record cow loop", err)
 	}
 	if m.crashed(crashAfterCOWLoop, c.holds) {
-		return Entry{}, errCrashed
+		return Entry{}, nil, errCrashed
 	}
 
 	tgt, err := SnapshotTarget(sectors, bl.DevNum(), cl.DevNum(), chunk)
@@ -414,19 +428,25 @@ func (m *Manager) Create(ctx context.Context, s Spec) (Entry, error) {
 		return fail("create dm device", err)
 	}
 	if m.crashed(crashAfterDMCreate, c.holds) {
-		return Entry{}, errCrashed
+		return Entry{}, nil, errCrashed
 	}
 	c.e.DM = DMRef{Major: d.Major, Minor: d.Minor, Path: d.Path}
 	c.e.State = StateActive
 	if err := m.record(c.e); err != nil {
 		return fail("record active", err)
 	}
+	var dev *os.File
+	if open != nil {
+		if dev, err = open(c.e); err != nil {
+			return fail("open device", err)
+		}
+	}
 	// The dm table holds both loops now: with autoclear they go away by
 	// themselves once the dm device is removed.
 	for _, h := range c.holds {
 		h.Close()
 	}
-	return c.e, nil
+	return c.e, dev, nil
 }
 
 func (m *Manager) checkFree(id string) error {

@@ -89,7 +89,7 @@ type Config struct {
 	// OpenSnapshot opens a new snapshot's device node (tests swap it for
 	// the fake backend's devices). Default: the node, checked to be that
 	// block device.
-	OpenSnapshot func(path string, major, minor uint32) (*os.File, error)
+	OpenSnapshot func(path string, major, minor uint32, uuid string) (*os.File, error)
 	Version      string
 	Log          *slog.Logger
 	// ReadTimeout bounds the time from accept to the last byte of the

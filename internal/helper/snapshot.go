@@ -77,20 +77,17 @@ func (s *Server) createSnapshot(ctx context.Context, o privop.CreateSnapshot, fi
 		ID: o.VMID, Base: fdName(files[0]), COW: fdName(files[1]),
 		BaseFile: files[0], COWFile: files[1], ChunkSectors: o.ChunkSectors,
 	}
-	e, err := s.cfg.Snapshots.Create(ctx, spec)
-	if err != nil {
-		return res, nil, snapshotErr(err)
-	}
 	open := s.cfg.OpenSnapshot
 	if open == nil {
 		open = openBlockDevice
 	}
-	dev, err := open(e.DM.Path, e.DM.Major, e.DM.Minor)
+	// Opened while the VM's id is still in flight in the manager, so no
+	// remove of it can free the device number first.
+	e, dev, err := s.cfg.Snapshots.CreateOpen(ctx, spec, func(e dmsnap.Entry) (*os.File, error) {
+		return open(e.DM.Path, e.DM.Major, e.DM.Minor, e.UUID)
+	})
 	if err != nil {
-		if rerr := s.cfg.Snapshots.Remove(ctx, o.VMID); rerr != nil {
-			err = errors.Join(err, fmt.Errorf("undo: %w", rerr))
-		}
-		return res, nil, fmt.Errorf("open snapshot %s: %w", e.Name, err)
+		return res, nil, snapshotErr(err)
 	}
 	s.log.Info("snapshot created", "vm_id", o.VMID, "name", e.Name, "dev", fmt.Sprintf("%d:%d", e.DM.Major, e.DM.Minor), "base", spec.Base, "cow", spec.COW)
 	return privop.CreateSnapshotResult{Name: e.Name, Major: e.DM.Major, Minor: e.DM.Minor, Sectors: e.Sectors}, dev, nil
@@ -127,23 +124,30 @@ func snapshotErr(err error) error {
 }
 
 // openBlockDevice opens the snapshot's node read-write and checks it is
-// the block device the kernel made (a node swapped in /dev would be
-// someone else's disk).
-func openBlockDevice(path string, major, minor uint32) (*os.File, error) {
+// the block device the kernel made: the number (a node swapped in /dev
+// would be someone else's disk) and, with the device held open so it
+// cannot go meanwhile, its dm uuid.
+func openBlockDevice(path string, major, minor uint32, uuid string) (*os.File, error) {
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	f := os.NewFile(uintptr(fd), path)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		unix.Close(fd)
+		f.Close()
 		return nil, fmt.Errorf("stat %s: %w", path, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFBLK || unix.Major(st.Rdev) != major || unix.Minor(st.Rdev) != minor {
-		unix.Close(fd)
+		f.Close()
 		return nil, fmt.Errorf("%s is not block device %d:%d", path, major, minor)
 	}
-	return os.NewFile(uintptr(fd), path), nil
+	got, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/dm/uuid", major, minor))
+	if err != nil || strings.TrimSpace(string(got)) != uuid {
+		f.Close()
+		return nil, fmt.Errorf("%s (%d:%d) is not the snapshot made (uuid %q, want %q): %v", path, major, minor, strings.TrimSpace(string(got)), uuid, err)
+	}
+	return f, nil
 }
 
 // reconcileSnapshots brings the journal and the kernel in line at

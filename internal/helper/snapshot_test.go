@@ -2,6 +2,7 @@ package helper
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -22,12 +23,22 @@ type snapHarness struct {
 	m     *dmsnap.Manager
 	jails *JailLedger
 	dir   string
-	logs  *testutil.SyncBuffer
+	// srvOpen, when set (before the server starts), replaces the test's
+	// device opener.
+	srvOpen func(path string, major, minor uint32, uuid string) (*os.File, error)
+	logs    *testutil.SyncBuffer
 }
 
 func startSnapServer(t *testing.T, fake *dmsnaptest.Fake, state string) *snapHarness {
 	t.Helper()
-	h := &snapHarness{fake: fake, dir: shortDir(t), logs: &testutil.SyncBuffer{}}
+	return startSnapServerWith(t, &snapHarness{fake: fake}, state)
+}
+
+// startSnapServerWith starts h's server; h holds the fake and any opener.
+func startSnapServerWith(t *testing.T, h *snapHarness, state string) *snapHarness {
+	t.Helper()
+	fake := h.fake
+	h.dir, h.logs = shortDir(t), &testutil.SyncBuffer{}
 	m, err := dmsnap.Open(dmsnap.Config{StateDir: state, Backend: fake, RemoveAttempts: 2, RemoveDelay: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +53,10 @@ func startSnapServer(t *testing.T, fake *dmsnaptest.Fake, state string) *snapHar
 			t.Fatal(err)
 		}
 		c.Jails, h.jails = jails, jails
-		c.OpenSnapshot = func(path string, major, minor uint32) (*os.File, error) {
+		c.OpenSnapshot = func(path string, major, minor uint32, uuid string) (*os.File, error) {
+			if h.srvOpen != nil {
+				return h.srvOpen(path, major, minor, uuid)
+			}
 			return os.Create(filepath.Join(h.dir, filepath.Base(path)))
 		}
 	})
@@ -252,5 +266,23 @@ func TestSnapshotRemoveWaitsForTheJail(t *testing.T) {
 	}
 	if err := h.client.RemoveSnapshot(ctx, "vm1"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSnapshotOpenRefused: a device that does not check out (another
+// device took the number, a swapped node) is never handed out, and the
+// snapshot is undone.
+func TestSnapshotOpenRefused(t *testing.T) {
+	h := startSnapServerWith(t, &snapHarness{fake: dmsnaptest.NewFake(), srvOpen: func(string, uint32, uint32, string) (*os.File, error) {
+		return nil, errors.New("uuid mismatch")
+	}}, shortDir(t))
+	ctx := ctxT(t)
+	base, cow := h.files(t, "vm1", os.O_RDWR)
+	_, dev, err := h.client.CreateSnapshot(ctx, "vm1", base, cow)
+	if dev != nil || err == nil || !strings.Contains(err.Error(), "uuid mismatch") {
+		t.Fatalf("create = %v, %v", dev, err)
+	}
+	if s := h.fake.String(); s != "" {
+		t.Errorf("left:\n%s", s)
 	}
 }
