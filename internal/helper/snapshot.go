@@ -143,9 +143,13 @@ func openBlockDevice(path string, major, minor uint32, uuid string) (*os.File, e
 		return nil, fmt.Errorf("%s is not block device %d:%d", path, major, minor)
 	}
 	got, err := os.ReadFile(fmt.Sprintf("/sys/dev/block/%d:%d/dm/uuid", major, minor))
-	if err != nil || strings.TrimSpace(string(got)) != uuid {
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s (%d:%d) is not the snapshot made (uuid %q, want %q): %v", path, major, minor, strings.TrimSpace(string(got)), uuid, err)
+		return nil, fmt.Errorf("read the dm uuid of %s: %w", path, err)
+	}
+	if have := strings.TrimSpace(string(got)); have != uuid {
+		f.Close()
+		return nil, fmt.Errorf("%s (%d:%d) is not the snapshot made: uuid %q, want %q", path, major, minor, have, uuid)
 	}
 	return f, nil
 }
