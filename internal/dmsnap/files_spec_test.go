@@ -227,3 +227,40 @@ func TestCreateOpen(t *testing.T) {
 		t.Errorf("entries after a failed open: %+v", es)
 	}
 }
+
+// TestReconcileLeavesOthersLoops: when loops are listed by name only (the
+// ioctl backend), a loop someone else bound to another file of the same
+// name is not detached as a leak: the detach checks the journal's inode.
+func TestReconcileLeavesOthersLoops(t *testing.T) {
+	e := newFilesEnv(t)
+	e.fake.NoAutoclear, e.fake.NoLoopIdentity = true, true
+	dmsnap.SetCrashHook(e.m, func(p string) bool { return p == dmsnap.CrashAfterBaseAttach })
+	if _, err := e.m.Create(context.Background(), e.open(t, "vm1", os.O_RDWR)); !errors.Is(err, dmsnap.ErrCrashed) {
+		t.Fatalf("err = %v, want the simulated crash", err)
+	}
+	// An administrator replaces the image and inspects the new one.
+	base := filepath.Join(e.dir, "base.img")
+	if err := os.Remove(base); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(base, make([]byte, baseSize), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.Open(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	_, hold, err := e.fake.AttachLoop(context.Background(), other, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hold.Close()
+	e.restart()
+	if _, err := e.m.Reconcile(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.state(); st != "loop1 ro opens=0 $DIR/base.img\n" {
+		t.Errorf("after reconcile\n%s\nwant only the administrator's loop1", st)
+	}
+}

@@ -37,6 +37,10 @@ type Fake struct {
 	// NoAutoclear makes AttachLoop ignore autoclear, like losetup: such
 	// loops stay until detached.
 	NoAutoclear bool
+	// NoLoopIdentity makes Loops report backing files by name only, as
+	// the ioctl backend does (sysfs has no inode); DetachLoop still checks
+	// identity, as the kernel's LOOP_GET_STATUS64 lets it.
+	NoLoopIdentity bool
 
 	mu    sync.Mutex
 	loops map[int]*fakeLoop
@@ -184,7 +188,11 @@ func (k *Fake) Loops(context.Context) ([]dmsnap.Loop, error) {
 	defer k.mu.Unlock()
 	var out []dmsnap.Loop
 	for _, n := range k.loopNums() {
-		out = append(out, k.loopInfo(k.loops[n]))
+		l := k.loopInfo(k.loops[n])
+		if k.NoLoopIdentity {
+			l.BackingDev, l.BackingIno = 0, 0
+		}
+		out = append(out, l)
 	}
 	return out, nil
 }
