@@ -19,8 +19,13 @@ const connectDialTimeout = 10 * time.Second
 
 // connectStall ends a connect pipe whose writes towards the host make no
 // progress for this long after the host has closed its direction: the
-// host has gone away without reading what is left. A variable for tests.
-var connectStall = 30 * time.Second
+// host has gone away without reading what is left. In nanoseconds, and
+// atomic: tests shorten it while pipes of earlier tests still read it.
+var connectStall atomic.Int64
+
+func init() { connectStall.Store(int64(30 * time.Second)) }
+
+func stallBound() time.Duration { return time.Duration(connectStall.Load()) }
 
 // connectAddr resolves the connect op's address: "host:port", ":port" or
 // "port", with 127.0.0.1 as the default host.
@@ -92,7 +97,7 @@ func pipe(st net.Conn, r io.Reader, c *net.TCPConn) {
 		hostDone.Store(true)
 		// A write towards the host may already be blocked on a full window:
 		// setting the deadline here wakes it, so it cannot wait forever.
-		_ = st.SetWriteDeadline(time.Now().Add(connectStall))
+		_ = st.SetWriteDeadline(time.Now().Add(stallBound()))
 		if err != nil {
 			_ = c.Close()
 			return
@@ -105,7 +110,7 @@ func pipe(st net.Conn, r io.Reader, c *net.TCPConn) {
 		n, rerr := c.Read(buf)
 		if n > 0 {
 			if hostDone.Load() {
-				_ = st.SetWriteDeadline(time.Now().Add(connectStall))
+				_ = st.SetWriteDeadline(time.Now().Add(stallBound()))
 			}
 			if _, werr := st.Write(buf[:n]); werr != nil {
 				_ = c.Close()

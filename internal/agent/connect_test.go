@@ -158,9 +158,8 @@ func TestConnectAddr(t *testing.T) {
 // peer keeps sending: the guest gives up after the stall bound and closes
 // the peer's connection.
 func TestConnectStalledHost(t *testing.T) {
-	old := connectStall
-	connectStall = 200 * time.Millisecond
-	t.Cleanup(func() { connectStall = old })
+	old := connectStall.Swap(int64(200 * time.Millisecond))
+	t.Cleanup(func() { connectStall.Store(old) })
 
 	peerErr := make(chan error, 1)
 	addr := tcpServer(t, func(c *net.TCPConn) {
