@@ -35,8 +35,10 @@ quickstart: deps build
 # Everything CI runs: unit tests, root integration tests and real-guest e2e tests.
 test: deps build unit root-test e2e
 
+# The race detector is on: the unit tier is where concurrent code (the
+# daemon, the helper, the agent, the snapshot journal) runs with fakes.
 unit:
-	$(GO) test -count=1 ./...
+	CGO_ENABLED=1 $(GO) test -count=1 -race ./...
 
 root-test:
 	BANGER_TEST_ROOT=1 $(GO) test -count=1 ./internal/... ./test/fakes/...
