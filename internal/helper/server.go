@@ -368,10 +368,12 @@ func errNotOurs(kind, name string) error {
 func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op, files []*os.File) (any, *os.File, error) {
 	switch o := op.(type) {
 	case privop.Ping:
-		return privop.PingResult{
+		r := privop.PingResult{
 			Version: s.cfg.Version, OwnerUID: s.cfg.OwnerUID, PeerUID: int(cred.UID), Ops: privop.HelperOps(),
 			Snapshots: s.cfg.Snapshots != nil, SnapshotsOff: s.snapshotsOff(),
-		}, nil, nil
+		}
+		r.SnapshotsActive, r.SnapshotsStuck = s.snapshotCounts()
+		return r, nil, nil
 	case privop.EnsureBridge:
 		s.opMu.Lock()
 		defer s.opMu.Unlock()

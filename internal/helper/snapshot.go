@@ -183,3 +183,23 @@ func (s *Server) snapshotsOff() string {
 	}
 	return s.cfg.SnapshotsOff
 }
+
+// snapshotCounts counts the active snapshots and describes the others,
+// for ping (and so doctor).
+func (s *Server) snapshotCounts() (active int, stuck []string) {
+	if s.cfg.Snapshots == nil {
+		return 0, nil
+	}
+	for _, e := range s.cfg.Snapshots.Entries() {
+		if e.State == dmsnap.StateActive {
+			active++
+			continue
+		}
+		d := e.ID + ": " + string(e.State)
+		if e.Error != "" {
+			d += ": " + e.Error
+		}
+		stuck = append(stuck, d)
+	}
+	return active, stuck
+}

@@ -286,3 +286,29 @@ func TestSnapshotOpenRefused(t *testing.T) {
 		t.Errorf("left:\n%s", s)
 	}
 }
+
+// TestSnapshotPingCounts: ping says how many snapshots run and which are
+// stuck (here one whose device stays busy), for doctor.
+func TestSnapshotPingCounts(t *testing.T) {
+	h := startSnapServer(t, dmsnaptest.NewFake(), shortDir(t))
+	ctx := ctxT(t)
+	for _, id := range []string{"vm1", "vm2"} {
+		base, cow := h.files(t, id, os.O_RDWR)
+		_, dev, err := h.client.CreateSnapshot(ctx, id, base, cow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev.Close()
+	}
+	h.fake.SetBusy("banger-vm2", 1000)
+	if err := h.client.RemoveSnapshot(ctx, "vm2"); err == nil {
+		t.Fatal("a busy device was removed")
+	}
+	p, err := h.client.Ping(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.SnapshotsActive != 1 || len(p.SnapshotsStuck) != 1 || !strings.HasPrefix(p.SnapshotsStuck[0], "vm2: removing: ") {
+		t.Errorf("ping: active %d, stuck %q", p.SnapshotsActive, p.SnapshotsStuck)
+	}
+}

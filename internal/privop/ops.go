@@ -25,6 +25,11 @@ type PingResult struct {
 	// say).
 	Snapshots    bool   `json:"snapshots"`
 	SnapshotsOff string `json:"snapshots_off,omitempty"`
+	// SnapshotsActive counts the journal's snapshots; SnapshotsStuck lists
+	// those not active (faulty, or removing and still busy), each "vm id:
+	// state: error", which block their VM's next start until removed.
+	SnapshotsActive int      `json:"snapshots_active,omitempty"`
+	SnapshotsStuck  []string `json:"snapshots_stuck,omitempty"`
 }
 
 // Name implements Op.

@@ -133,6 +133,7 @@ func (s *Service) doctorNetwork(ctx context.Context, add func(name, status, form
 		add("helper", "fail", "root helper serves uid %d, not %d", ping.OwnerUID, os.Getuid())
 	default:
 		add("helper", "ok", "root helper %s serves uid %d (%d ops; verified root by peer credentials)", ping.Version, ping.OwnerUID, len(ping.Ops))
+		doctorSnapshots(ping, add)
 	}
 	if _, err := os.Stat("/sys/class/net/" + s.net.Bridge); err == nil {
 		add("bridge", "ok", "%s up with %s (subnet %s)", s.net.Bridge, s.net.plan.GatewayPrefix(), s.net.plan.Subnet)
@@ -151,4 +152,19 @@ func (s *Service) doctorNetwork(ctx context.Context, add func(name, status, form
 		}
 	}
 	add("nat", "ok", "opt-in per VM with --nat (%d VM(s) have it); nothing is masqueraded otherwise", nat)
+}
+
+// doctorSnapshots reports the helper's dm snapshots: how many run, and the
+// ones stuck half-made or busy, which the next start or delete of their VM
+// removes.
+func doctorSnapshots(ping privop.PingResult, add func(name, status, format string, a ...any)) {
+	switch {
+	case !ping.Snapshots:
+		return
+	case len(ping.SnapshotsStuck) > 0:
+		add("snapshots", "warn", "%d active; not torn down yet (the VM's next start or delete retries): %s",
+			ping.SnapshotsActive, strings.Join(ping.SnapshotsStuck, "; "))
+	default:
+		add("snapshots", "ok", "%d active", ping.SnapshotsActive)
+	}
 }

@@ -207,3 +207,23 @@ func TestDMCopyRoot(t *testing.T) {
 		t.Error("the snapshot made for the copy was left")
 	}
 }
+
+func TestDoctorSnapshots(t *testing.T) {
+	for _, tc := range []struct {
+		ping privop.PingResult
+		want string // "" for no line
+	}{
+		{privop.PingResult{}, ""},
+		{privop.PingResult{Snapshots: true, SnapshotsActive: 2}, "ok snapshots: 2 active"},
+		{privop.PingResult{Snapshots: true, SnapshotsActive: 1, SnapshotsStuck: []string{"vm2: removing: busy"}},
+			"warn snapshots: 1 active; not torn down yet (the VM's next start or delete retries): vm2: removing: busy"},
+	} {
+		var got []string
+		doctorSnapshots(tc.ping, func(name, status, format string, a ...any) {
+			got = append(got, status+" "+name+": "+fmt.Sprintf(format, a...))
+		})
+		if want := tc.want; (want == "" && len(got) != 0) || (want != "" && (len(got) != 1 || got[0] != want)) {
+			t.Errorf("doctor for %+v = %q, want %q", tc.ping, got, want)
+		}
+	}
+}
