@@ -2,7 +2,7 @@
 # Installs the Debian packages banger needs on this host, only if missing
 # (gcc and libc6-dev: the race detector the unit tests run with needs cgo).
 set -euo pipefail
-pkgs=(qemu-system-x86 busybox-static e2fsprogs debootstrap procps iproute2 util-linux passwd iptables bind9-dnsutils openssh-client tmux systemd-container xfsprogs gcc libc6-dev)
+pkgs=(qemu-system-x86 busybox-static e2fsprogs debootstrap procps iproute2 util-linux passwd iptables bind9-dnsutils openssh-client tmux systemd-container xfsprogs gcc libc6-dev qemu-utils)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

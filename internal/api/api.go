@@ -53,8 +53,9 @@ type VM struct {
 	Dir           string `json:"dir"`
 	ConsoleLog    string `json:"console_log"`
 	// RootDisk says how the root disk is kept: RootDiskFile (the VM's own
-	// copy or clone of its image) or RootDiskSnapshot (a device-mapper
-	// snapshot of the image, made by the root helper while the VM runs).
+	// copy or clone of its image), RootDiskSnapshot (a device-mapper
+	// snapshot of the image, made by the root helper while the VM runs) or
+	// RootDiskOverlay (a qcow2 file over the image, QEMU only).
 	RootDisk string `json:"root_disk"`
 }
 
@@ -62,6 +63,7 @@ type VM struct {
 const (
 	RootDiskFile     = "file"
 	RootDiskSnapshot = "dm snapshot"
+	RootDiskOverlay  = "qcow2 overlay"
 )
 
 // CreateVMRequest creates (and by default starts) a VM.

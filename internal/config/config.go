@@ -45,7 +45,7 @@ type Config struct {
 	// Catalog replaces the embedded catalog of short image and kernel
 	// names (an absolute path to a TOML file).
 	Catalog string `toml:"catalog"`
-	// Storage is how VM root disks are made: auto, dm, reflink or copy.
+	// Storage is how VM root disks are made: auto, dm, reflink, overlay or copy.
 	Storage          string     `toml:"storage"`
 	JailerChrootBase string     `toml:"jailer_chroot_base"`
 	KernelArgs       string     `toml:"kernel_args"`  // appended to every guest kernel command line
@@ -142,9 +142,9 @@ func (c Config) validate() error {
 		return fmt.Errorf("vmm %q: want auto, firecracker or qemu", c.VMM)
 	}
 	switch c.Storage {
-	case "", "auto", "dm", "reflink", "copy":
+	case "", "auto", "dm", "reflink", "overlay", "copy":
 	default:
-		return fmt.Errorf("storage %q: want auto, dm, reflink or copy", c.Storage)
+		return fmt.Errorf("storage %q: want auto, dm, reflink, overlay or copy", c.Storage)
 	}
 	if c.JailerEnabled != nil && !*c.JailerEnabled {
 		return errors.New("jailer_enabled = false: banger always runs firecracker under the jailer, as your uid in a chroot; use vmm = \"qemu\" to run without it")

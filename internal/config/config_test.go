@@ -20,7 +20,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad vmm", `vmm = "kvmtool"`, []string{`vmm "kvmtool"`, "auto, firecracker or qemu"}},
 		{"relative firecracker_bin", `firecracker_bin = "bin/firecracker"`, []string{`firecracker_bin "bin/firecracker"`, "absolute"}},
 		{"relative jailer_bin", `jailer_bin = "jailer"`, []string{`jailer_bin "jailer"`}},
-		{"bad storage", `storage = "zfs"`, []string{`storage "zfs"`, "auto, dm, reflink or copy"}},
+		{"bad storage", `storage = "zfs"`, []string{`storage "zfs"`, "auto, dm, reflink, overlay or copy"}},
 		{"jailer disabled", `jailer_enabled = false`, []string{"jailer_enabled = false", "always runs firecracker under the jailer"}},
 		{"chroot base", `jailer_chroot_base = "/srv/jailer"`, []string{"jailer_chroot_base", "--jail-base"}},
 		{"negative vcpu", "[vm_defaults]\nvcpu = -1\n", []string{"vm_defaults.vcpu -1"}},

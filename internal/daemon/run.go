@@ -116,13 +116,13 @@ func Run(o RunOptions) error {
 	if err != nil {
 		return err
 	}
+	driver, driverNote := chooseDriver(context.Background(), cfg.VMM, qd, fc)
+	log.Info("vmm chosen", "vmm", driver.Name(), "why", driverNote)
 	snaps, snapsOff := snapshotHelper(cfg)
-	storage, storageNote, err := chooseStorage(cfg, l.StateDir, snapsOff)
+	storage, storageNote, err := chooseStorage(cfg, l.StateDir, snapsOff, overlayOff(driver))
 	if err != nil {
 		return err
 	}
-	driver, driverNote := chooseDriver(context.Background(), cfg.VMM, qd, fc)
-	log.Info("vmm chosen", "vmm", driver.Name(), "why", driverNote)
 	if dns != nil {
 		defer func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
@@ -227,13 +227,14 @@ func chooseDriver(ctx context.Context, want string, qd *qemu.Driver, fc *firecra
 }
 
 // chooseStorage resolves the storage setting against the host; snapsOff
-// is why the root helper cannot make dm snapshots ("" when it can).
-func chooseStorage(cfg config.Config, stateDir, snapsOff string) (image.Storage, string, error) {
+// is why the root helper cannot make dm snapshots and overlayOff why the
+// VMM cannot boot qcow2 overlays ("" when they can).
+func chooseStorage(cfg config.Config, stateDir, snapsOff, overlayOff string) (image.Storage, string, error) {
 	want, err := image.ParseStorage(cfg.Storage)
 	if err != nil {
 		return "", "", err
 	}
-	p := image.StorageProbe{DM: snapsOff == "", DMWhy: snapsOff}
+	p := image.StorageProbe{DM: snapsOff == "", DMWhy: snapsOff, Overlay: overlayOff == "", OverlayWhy: overlayOff}
 	p.Reflink, p.ReflinkFS = image.ProbeReflink(stateDir)
 	return image.ChooseStorage(want, p)
 }
@@ -330,6 +331,17 @@ func firecrackerHelper(cfg config.Config) firecracker.Helper {
 		return nil
 	}
 	return hc
+}
+
+// overlayOff says why driver cannot boot qcow2 overlay root disks, or "".
+func overlayOff(driver vmm.Driver) string {
+	if driver.Name() != qemu.Name {
+		return driver.Name() + " takes raw disks only"
+	}
+	if ok, why := image.ProbeOverlay(); !ok {
+		return why
+	}
+	return ""
 }
 
 // snapshotHelper is the root helper as the maker of dm snapshot root

@@ -17,6 +17,7 @@ const (
 	StorageAuto    Storage = "auto"
 	StorageDM      Storage = "dm"      // a device-mapper snapshot of the image (root helper)
 	StorageReflink Storage = "reflink" // a copy-on-write clone of the file (FICLONE)
+	StorageOverlay Storage = "overlay" // a qcow2 file over the read-only image (QEMU only)
 	StorageCopy    Storage = "copy"    // a sparse copy of the image's data
 )
 
@@ -25,18 +26,20 @@ func ParseStorage(s string) (Storage, error) {
 	switch Storage(s) {
 	case "", StorageAuto:
 		return StorageAuto, nil
-	case StorageDM, StorageReflink, StorageCopy:
+	case StorageDM, StorageReflink, StorageOverlay, StorageCopy:
 		return Storage(s), nil
 	}
-	return "", fmt.Errorf("storage %q: want auto, dm, reflink or copy", s)
+	return "", fmt.Errorf("storage %q: want auto, dm, reflink, overlay or copy", s)
 }
 
 // StorageProbe is what the host offers.
 type StorageProbe struct {
-	DM        bool   // device-mapper snapshots are usable (and the helper can make them)
-	DMWhy     string // why not
-	Reflink   bool   // the state directory's filesystem shares extents
-	ReflinkFS string // its type, for messages
+	DM         bool   // device-mapper snapshots are usable (and the helper can make them)
+	DMWhy      string // why not
+	Reflink    bool   // the state directory's filesystem shares extents
+	ReflinkFS  string // its type, for messages
+	Overlay    bool   // the VMM reads qcow2 overlays (QEMU, with qemu-img to make them)
+	OverlayWhy string // why not
 }
 
 // ChooseStorage resolves want against what the host offers. An explicit
@@ -54,6 +57,11 @@ func ChooseStorage(want Storage, p StorageProbe) (Storage, string, error) {
 			return "", "", fmt.Errorf("storage = reflink: the state directory's filesystem (%s) cannot clone extents", p.ReflinkFS)
 		}
 		return StorageReflink, "storage = reflink in the config", nil
+	case StorageOverlay:
+		if !p.Overlay {
+			return "", "", fmt.Errorf("storage = overlay: %s", p.OverlayWhy)
+		}
+		return StorageOverlay, "storage = overlay in the config", nil
 	case StorageCopy:
 		return StorageCopy, "storage = copy in the config: every VM copies its image's data", nil
 	}
@@ -62,8 +70,10 @@ func ChooseStorage(want Storage, p StorageProbe) (Storage, string, error) {
 		return StorageDM, "auto: device-mapper snapshots (constant time whatever the image size)", nil
 	case p.Reflink:
 		return StorageReflink, fmt.Sprintf("auto: reflink clones on %s (device-mapper unavailable: %s)", p.ReflinkFS, p.DMWhy), nil
+	case p.Overlay:
+		return StorageOverlay, fmt.Sprintf("auto: qcow2 overlays over the image (constant time; device-mapper unavailable: %s; %s cannot clone extents)", p.DMWhy, p.ReflinkFS), nil
 	}
-	return StorageCopy, fmt.Sprintf("auto: sparse copies; device-mapper unavailable (%s) and %s cannot clone extents, so each VM create copies its image's data (time and disk grow with the image)", p.DMWhy, p.ReflinkFS), nil
+	return StorageCopy, fmt.Sprintf("auto: sparse copies; device-mapper unavailable (%s), %s cannot clone extents and overlays are out (%s), so each VM create copies its image's data (time and disk grow with the image)", p.DMWhy, p.ReflinkFS, p.OverlayWhy), nil
 }
 
 // ProbeReflink reports whether files in dir can be cloned with FICLONE,
@@ -122,7 +132,7 @@ func ProbeDM() (bool, string) {
 }
 
 // MakeRootDisk makes dst, a VM's private root disk, from the image at src
-// with storage (reflink or copy; dm disks are the helper's).
+// with storage (reflink or copy; dm snapshots are the helper's, overlays MakeOverlay's).
 func MakeRootDisk(storage Storage, src, dst string) error {
 	switch storage {
 	case StorageCopy, StorageReflink:
@@ -133,5 +143,5 @@ func MakeRootDisk(storage Storage, src, dst string) error {
 		defer in.Close()
 		return cloneFrom(in, dst, storage)
 	}
-	return errors.New("make root disk: storage " + string(storage) + " is not a file backend")
+	return errors.New("make root disk: storage " + string(storage) + " is not a raw file backend")
 }

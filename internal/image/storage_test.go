@@ -11,9 +11,10 @@ import (
 )
 
 func TestChooseStorage(t *testing.T) {
-	none := StorageProbe{DMWhy: "no dm here", ReflinkFS: "ext4"}
-	refl := StorageProbe{DMWhy: "no dm here", Reflink: true, ReflinkFS: "xfs"}
-	dm := StorageProbe{DM: true, Reflink: true, ReflinkFS: "xfs"}
+	none := StorageProbe{DMWhy: "no dm here", ReflinkFS: "ext4", OverlayWhy: "no qemu-img"}
+	refl := StorageProbe{DMWhy: "no dm here", Reflink: true, ReflinkFS: "xfs", Overlay: true}
+	dm := StorageProbe{DM: true, Reflink: true, ReflinkFS: "xfs", Overlay: true}
+	ovl := StorageProbe{DMWhy: "no dm here", ReflinkFS: "ext4", Overlay: true}
 	tests := []struct {
 		want    Storage
 		p       StorageProbe
@@ -27,6 +28,10 @@ func TestChooseStorage(t *testing.T) {
 		{StorageDM, none, "", "no dm here", ""},
 		{StorageReflink, none, "", "ext4", ""},
 		{StorageCopy, dm, StorageCopy, "", "copies"},
+		{StorageAuto, ovl, StorageOverlay, "", "qcow2 overlays"},
+		{StorageAuto, none, StorageCopy, "", "no qemu-img"},
+		{StorageOverlay, none, "", "no qemu-img", ""},
+		{StorageOverlay, ovl, StorageOverlay, "", "config"},
 	}
 	for _, tc := range tests {
 		got, note, err := ChooseStorage(tc.want, tc.p)

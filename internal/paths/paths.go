@@ -123,7 +123,10 @@ const (
 	RootDisk = "root.ext4"
 	// RootCOW replaces RootDisk for a VM whose root is a dm snapshot of
 	// its image: the snapshot's copy-on-write store.
-	RootCOW     = "root.cow"
+	RootCOW = "root.cow"
+	// RootOverlay replaces RootDisk for a VM whose root is a qcow2 overlay
+	// over its image (storage overlay, QEMU only).
+	RootOverlay = "root.qcow2"
 	WorkDisk    = "work.ext4"
 	ConsoleLog  = "console.log"
 	AgentSock   = "agent.sock"

@@ -9,7 +9,6 @@ import (
 	"banger/internal/api"
 	"banger/internal/errdefs"
 	"banger/internal/image"
-	"banger/internal/paths"
 	"banger/internal/store"
 )
 
@@ -39,8 +38,8 @@ func (s *Service) CommitVM(ctx context.Context, ref string, req api.CommitReques
 			return api.Image{}, err
 		}
 	}
-	root := filepath.Join(s.layout.VMDir(v.ID), paths.RootDisk)
-	if _, err := os.Stat(root); err != nil && !s.usesSnapshot(v) {
+	_, rootFile := s.rootKind(v)
+	if _, err := os.Stat(filepath.Join(s.layout.VMDir(v.ID), rootFile)); err != nil && !s.usesSnapshot(v) {
 		return api.Image{}, errdefs.NotFound("vm %q has no root disk: %v", v.Name, err)
 	}
 	s.imageMu.Lock()

@@ -59,10 +59,7 @@ func (s *Service) View(v store.VM) api.VM {
 	if v.GuestIP != "" {
 		out.DNSName = v.Name + ".vm"
 	}
-	out.RootDisk = api.RootDiskFile
-	if s.usesSnapshot(v) {
-		out.RootDisk = api.RootDiskSnapshot
-	}
+	out.RootDisk, _ = s.rootKind(v)
 	if v.State == api.StateRunning || v.State == api.StateStarting {
 		out.PID = v.Runtime.PID
 	}
@@ -209,12 +206,19 @@ func (s *Service) makeDisks(ctx context.Context, v *store.VM, progress Progress)
 	if storage == "" {
 		storage = image.StorageCopy
 	}
-	if storage == image.StorageDM {
+	switch storage {
+	case image.StorageDM:
 		if err := s.makeRootCOW(*v); err != nil {
 			return err
 		}
-	} else if err := image.MakeRootDisk(storage, s.imagePath(v.ImageID), filepath.Join(dir, paths.RootDisk)); err != nil {
-		return fmt.Errorf("copy root disk: %w", err)
+	case image.StorageOverlay:
+		if err := image.MakeOverlay(ctx, s.imagePath(v.ImageID), filepath.Join(dir, paths.RootOverlay)); err != nil {
+			return fmt.Errorf("make root disk: %w", err)
+		}
+	default:
+		if err := image.MakeRootDisk(storage, s.imagePath(v.ImageID), filepath.Join(dir, paths.RootDisk)); err != nil {
+			return fmt.Errorf("copy root disk: %w", err)
+		}
 	}
 	seed := s.workSeed(ctx, v.ImageID, progress)
 	if err := image.MakeWorkDiskFromSeed(ctx, filepath.Join(dir, paths.WorkDisk), v.DiskSize, seed); err != nil {

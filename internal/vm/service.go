@@ -52,7 +52,7 @@ type Options struct {
 	}
 	// OCI is the registry blob cache for image pulls (nil: pulls refused).
 	OCI *oci.Cache
-	// Storage makes root disks (reflink or copy; "" = copy), and
+	// Storage makes root disks (dm, reflink, overlay or copy; "" = copy), and
 	// StorageNote says why it was chosen.
 	Storage     image.Storage
 	StorageNote string

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"banger/internal/api"
 	"banger/internal/errdefs"
 	"banger/internal/image"
 	"banger/internal/paths"
@@ -25,11 +26,27 @@ type Snapshots interface {
 	RemoveSnapshot(ctx context.Context, vmID string) error
 }
 
+// rootKind says how v's root disk is kept (an api.RootDisk value) and
+// which file of its directory holds it: the storage in use when it was
+// made decides, and the file's name records it.
+func (s *Service) rootKind(v store.VM) (kind, file string) {
+	dir := s.layout.VMDir(v.ID)
+	for _, k := range []struct{ kind, file string }{
+		{api.RootDiskSnapshot, paths.RootCOW},
+		{api.RootDiskOverlay, paths.RootOverlay},
+	} {
+		if _, err := os.Lstat(filepath.Join(dir, k.file)); err == nil {
+			return k.kind, k.file
+		}
+	}
+	return api.RootDiskFile, paths.RootDisk
+}
+
 // usesSnapshot reports whether v's root disk is a snapshot of its image
 // (made while storage was dm) rather than a file of its own.
 func (s *Service) usesSnapshot(v store.VM) bool {
-	_, err := os.Lstat(filepath.Join(s.layout.VMDir(v.ID), paths.RootCOW))
-	return err == nil
+	kind, _ := s.rootKind(v)
+	return kind == api.RootDiskSnapshot
 }
 
 // makeRootCOW creates the sparse COW file of a snapshot-backed VM.
@@ -57,8 +74,11 @@ func (s *Service) makeRootCOW(v store.VM) error {
 // caller closes the drive's File once the VMM holds its own copy.
 func (s *Service) rootDrive(ctx context.Context, v store.VM) (vmm.Drive, error) {
 	dir := s.layout.VMDir(v.ID)
-	if !s.usesSnapshot(v) {
-		return vmm.Drive{ID: "root", Path: filepath.Join(dir, paths.RootDisk)}, nil
+	switch kind, file := s.rootKind(v); kind {
+	case api.RootDiskOverlay:
+		return vmm.Drive{ID: "root", Path: filepath.Join(dir, file), Format: vmm.FormatQCOW2}, nil
+	case api.RootDiskFile:
+		return vmm.Drive{ID: "root", Path: filepath.Join(dir, file)}, nil
 	}
 	if s.opts.Snapshots == nil {
 		return vmm.Drive{}, errdefs.Unavailable("vm %q's root disk is a device-mapper snapshot, but the root helper cannot make snapshots here (see banger doctor)", v.Name)
@@ -107,8 +127,11 @@ func (s *Service) releaseRoot(ctx context.Context, v store.VM) error {
 // copyRoot writes v's root filesystem (stopped) to out: its file cloned,
 // or its snapshot read whole through a device made for the copy.
 func (s *Service) copyRoot(ctx context.Context, v store.VM, out string) (err error) {
-	if !s.usesSnapshot(v) {
-		return image.CloneFile(filepath.Join(s.layout.VMDir(v.ID), paths.RootDisk), out)
+	switch kind, file := s.rootKind(v); kind {
+	case api.RootDiskOverlay:
+		return image.FlattenOverlay(ctx, filepath.Join(s.layout.VMDir(v.ID), file), out)
+	case api.RootDiskFile:
+		return image.CloneFile(filepath.Join(s.layout.VMDir(v.ID), file), out)
 	}
 	d, err := s.rootDrive(ctx, v)
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"banger/internal/paths"
 	"banger/internal/privop"
 	"banger/internal/store"
+	"banger/internal/vmm"
 )
 
 // fakeSnapshots keeps the snapshots it made; a "device" is a file holding
@@ -225,5 +226,43 @@ func TestDoctorSnapshots(t *testing.T) {
 		if want := tc.want; (want == "" && len(got) != 0) || (want != "" && (len(got) != 1 || got[0] != want)) {
 			t.Errorf("doctor for %+v = %q, want %q", tc.ping, got, want)
 		}
+	}
+}
+
+// TestOverlayRoot: storage overlay gives a VM a qcow2 root over its image,
+// booted as such, and a commit reads it whole.
+func TestOverlayRoot(t *testing.T) {
+	if ok, why := image.ProbeOverlay(); !ok {
+		t.Skip(why)
+	}
+	svc, _, l := newTestService(t)
+	svc.opts.Storage = image.StorageOverlay
+	base := filepath.Join(l.ImagesDir, "abc", rootfsFile)
+	if err := os.WriteFile(base, []byte(strings.Repeat("B", 8192)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	v := store.VM{ID: "o1", Name: "over", ImageID: "abc"}
+	if err := os.MkdirAll(l.VMDir(v.ID), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := image.MakeOverlay(context.Background(), base, filepath.Join(l.VMDir(v.ID), paths.RootOverlay)); err != nil {
+		t.Fatal(err)
+	}
+	if kind := svc.View(v).RootDisk; kind != api.RootDiskOverlay {
+		t.Errorf("root disk %q", kind)
+	}
+	d, err := svc.rootDrive(context.Background(), v)
+	if err != nil || d.Format != vmm.FormatQCOW2 || d.Path != filepath.Join(l.VMDir(v.ID), paths.RootOverlay) || d.File != nil {
+		t.Errorf("drive %+v, %v", d, err)
+	}
+	out := filepath.Join(t.TempDir(), "commit.ext4")
+	if err := svc.copyRoot(context.Background(), v, out); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(out); err != nil || string(b) != strings.Repeat("B", 8192) {
+		t.Errorf("flattened root: %d bytes, %v", len(b), err)
+	}
+	if err := svc.releaseRoot(context.Background(), v); err != nil {
+		t.Errorf("release of an overlay root: %v", err)
 	}
 }

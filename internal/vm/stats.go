@@ -79,10 +79,7 @@ func hasProcess(state string) bool {
 // diskStats stats v's root and work disk files. A file that does not exist
 // (yet) is left out rather than failing the sample.
 func (s *Service) diskStats(v store.VM) ([]api.DiskStats, error) {
-	root := paths.RootDisk
-	if s.usesSnapshot(v) {
-		root = paths.RootCOW
-	}
+	_, root := s.rootKind(v)
 	out := []api.DiskStats{}
 	for _, d := range []struct{ name, file string }{{"root", root}, {"work", paths.WorkDisk}} {
 		fi, err := os.Stat(filepath.Join(s.layout.VMDir(v.ID), d.file))

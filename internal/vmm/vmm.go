@@ -34,7 +34,13 @@ type Drive struct {
 	// own copy to the VMM; the caller closes File.
 	File  *os.File
 	Block bool
+	// Format is the disk format: "" for raw, FormatQCOW2 for an overlay
+	// (QEMU only; other drivers refuse it).
+	Format string
 }
+
+// FormatQCOW2 is Drive.Format of a qcow2 overlay.
+const FormatQCOW2 = "qcow2"
 
 // Spec is everything a driver needs to launch one VM.
 type Spec struct {

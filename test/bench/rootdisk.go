@@ -109,6 +109,15 @@ func rootDiskBench(root string, n, fastRuns int, guestDM bool, accel string) err
 		}
 		rows = append(rows, row)
 	}
+	if ok, why := image.ProbeOverlay(); ok {
+		row, err := timeRootDisks(image.StorageOverlay, dir, "host, "+fs+" (QEMU only)", fastRuns)
+		if err != nil {
+			return err
+		}
+		rows = append(rows, row)
+	} else {
+		rows = append(rows, diskRow{backend: "overlay", why: why})
+	}
 	fmt.Printf("(root disks on the host: took %.1fs)\n", time.Since(part).Seconds())
 
 	if ok, why := image.ProbeDM(); !ok {
@@ -159,7 +168,13 @@ func timeRootDisks(st image.Storage, dir, where string, n int) (diskRow, error) 
 				defer os.Remove(dst)
 			}
 			t0 := time.Now()
-			if err := image.MakeRootDisk(st, imgs[gib], dst); err != nil {
+			var err error
+			if st == image.StorageOverlay {
+				err = image.MakeOverlay(context.Background(), imgs[gib], dst)
+			} else {
+				err = image.MakeRootDisk(st, imgs[gib], dst)
+			}
+			if err != nil {
 				return row, err
 			}
 			took := time.Since(t0)

@@ -179,6 +179,7 @@ type vmView struct {
 	Dir       string `json:"dir"`
 	MemoryMiB int    `json:"memory_mib"`
 	VMM       string `json:"vmm"`
+	RootDisk  string `json:"root_disk"`
 }
 
 func (h *harness) vms(t *testing.T) map[string]vmView {

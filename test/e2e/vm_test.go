@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -63,6 +64,12 @@ func TestPersistentVM(t *testing.T) {
 	}
 	h.must(t, "vm", "exec", "persist", "--", "sh", "-c", "echo kept > /root/marker; echo rootfs > /etc/marker; sync")
 	checkStats(t, "persist", true)
+	// The root disk is kept the way doctor says storage works here.
+	doctor := h.must(t, "doctor")
+	wantRoot := map[bool]string{true: "qcow2 overlay", false: "file"}[regexp.MustCompile(`storage\s+overlay:`).MatchString(doctor)]
+	if got := h.vms(t)["persist"].RootDisk; got != wantRoot {
+		t.Errorf("root disk %q, want %q for the storage doctor reports:\n%s", got, wantRoot, doctor)
+	}
 	dir := h.vms(t)["persist"].Dir
 	h.must(t, "vm", "stop", "persist")
 	if st := h.vms(t)["persist"].State; st != "stopped" {

@@ -109,6 +109,11 @@ func CheckBinary(path string) error {
 // jailFiles opens what the jail needs, in the order the op lists them.
 func jailFiles(spec vmm.Spec) (privop.LaunchFirecracker, []*os.File, error) {
 	op := privop.LaunchFirecracker{VMID: spec.ID}
+	for _, dr := range spec.Drives {
+		if dr.Format != "" {
+			return op, nil, fmt.Errorf("drive %s is a %s overlay, and firecracker takes raw disks only: start this VM with vmm = qemu, or commit it into an image", dr.ID, dr.Format)
+		}
+	}
 	var files []*os.File
 	add := func(f privop.JailFile, path string, flag int) error {
 		fh, err := os.OpenFile(path, flag, 0o600)

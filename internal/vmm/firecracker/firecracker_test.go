@@ -172,6 +172,13 @@ func TestJailFilesOrderAndModes(t *testing.T) {
 		t.Errorf("the caller's file was closed with the driver's copy: %v", err)
 	}
 
+	// An overlay: refused with what to do instead.
+	overlay := spec
+	overlay.Drives = []vmm.Drive{{ID: "root", Path: spec.Drives[0].Path, Format: vmm.FormatQCOW2}}
+	if _, _, err := jailFiles(overlay); err == nil || !strings.Contains(err.Error(), "vmm = qemu") {
+		t.Errorf("qcow2 drive: %v", err)
+	}
+
 	// A missing file: an error naming it, and nothing left open.
 	spec.Initrd = filepath.Join(dir, "missing")
 	if _, _, err := jailFiles(spec); err == nil || !strings.Contains(err.Error(), "missing") {

@@ -108,7 +108,11 @@ func Args(spec vmm.Spec, accel string, tscKHz int, agentSock, consoleSock string
 			}
 			opt = "id=" + d.ID + ",file.driver=" + driver + ",file.filename=/dev/fdset/" + set + ",file.auto-read-only=off"
 		}
-		opt += ",format=raw,if=none,cache=unsafe,discard=unmap"
+		format := "raw"
+		if d.Format != "" {
+			format = d.Format
+		}
+		opt += ",format=" + format + ",if=none,cache=unsafe,discard=unmap"
 		if d.ReadOnly {
 			opt += ",readonly=on"
 		}

@@ -299,3 +299,12 @@ func TestArgsOpenDrives(t *testing.T) {
 		})
 	}
 }
+
+func TestArgsOverlayDrive(t *testing.T) {
+	s := testSpec()
+	s.Drives[0].Format = vmm.FormatQCOW2
+	drives := flagValues(Args(s, "tcg", 0, "/a", "/c"), "-drive")
+	if len(drives) != 2 || !strings.Contains(drives[0], ",format=qcow2,") || !strings.Contains(drives[1], ",format=raw,") {
+		t.Errorf("-drive = %q: want the root as qcow2, the work disk raw", drives)
+	}
+}
