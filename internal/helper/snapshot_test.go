@@ -224,19 +224,14 @@ func TestSnapshotLimit(t *testing.T) {
 	t.Cleanup(func() { MaxSnapshots = old })
 	h := startSnapServer(t, dmsnaptest.NewFake(), shortDir(t))
 	ctx := ctxT(t)
-	base, cow := h.files(t, "vm1", os.O_RDWR)
-	_, dev, err := h.client.CreateSnapshot(ctx, "vm1", base, cow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev.Close()
+	h.create(t, "vm1")
 	base2, cow2 := h.files(t, "vm2", os.O_RDWR)
-	_, _, err = h.client.CreateSnapshot(ctx, "vm2", base2, cow2)
+	_, _, err := h.client.CreateSnapshot(ctx, "vm2", base2, cow2)
 	wantCode(t, err, privop.CodeBusy, "1 snapshots exist")
 	if err := h.client.RemoveSnapshot(ctx, "vm1"); err != nil {
 		t.Fatal(err)
 	}
-	_, dev, err = h.client.CreateSnapshot(ctx, "vm2", base2, cow2)
+	_, dev, err := h.client.CreateSnapshot(ctx, "vm2", base2, cow2)
 	if err != nil {
 		t.Fatalf("after a remove: %v", err)
 	}
@@ -248,12 +243,7 @@ func TestSnapshotLimit(t *testing.T) {
 func TestSnapshotRemoveWaitsForTheJail(t *testing.T) {
 	h := startSnapServer(t, dmsnaptest.NewFake(), shortDir(t))
 	ctx := ctxT(t)
-	base, cow := h.files(t, "vm1", os.O_RDWR)
-	_, dev, err := h.client.CreateSnapshot(ctx, "vm1", base, cow)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev.Close()
+	h.create(t, "vm1")
 	if _, err := h.jails.add("vm1", JailEntry{ExecName: "firecracker"}); err != nil {
 		t.Fatal(err)
 	}
@@ -292,14 +282,8 @@ func TestSnapshotOpenRefused(t *testing.T) {
 func TestSnapshotPingCounts(t *testing.T) {
 	h := startSnapServer(t, dmsnaptest.NewFake(), shortDir(t))
 	ctx := ctxT(t)
-	for _, id := range []string{"vm1", "vm2"} {
-		base, cow := h.files(t, id, os.O_RDWR)
-		_, dev, err := h.client.CreateSnapshot(ctx, id, base, cow)
-		if err != nil {
-			t.Fatal(err)
-		}
-		dev.Close()
-	}
+	h.create(t, "vm1")
+	h.create(t, "vm2")
 	h.fake.SetBusy("banger-vm2", 1000)
 	if err := h.client.RemoveSnapshot(ctx, "vm2"); err == nil {
 		t.Fatal("a busy device was removed")
@@ -311,4 +295,15 @@ func TestSnapshotPingCounts(t *testing.T) {
 	if p.SnapshotsActive != 1 || len(p.SnapshotsStuck) != 1 || !strings.HasPrefix(p.SnapshotsStuck[0], "vm2: removing: ") {
 		t.Errorf("ping: active %d, stuck %q", p.SnapshotsActive, p.SnapshotsStuck)
 	}
+}
+
+// create makes id's snapshot from fresh files and closes the device.
+func (h *snapHarness) create(t *testing.T, id string) {
+	t.Helper()
+	base, cow := h.files(t, id, os.O_RDWR)
+	_, dev, err := h.client.CreateSnapshot(ctxT(t), id, base, cow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev.Close()
 }
