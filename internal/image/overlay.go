@@ -2,7 +2,11 @@ package image
 
 import (
 	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"path/filepath"
 
@@ -92,4 +96,30 @@ func FlattenOverlay(ctx context.Context, overlay, dst string) (err error) {
 		return fmt.Errorf("flatten overlay: %w", err)
 	}
 	return nil
+}
+
+// OverlaySize reads the virtual disk size from a qcow2 file's header (the
+// big-endian "size" field at offset 24, after the "QFI\xfb" magic).
+func OverlaySize(p string) (int64, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return 0, fmt.Errorf("read overlay size: %w", err)
+	}
+	defer f.Close()
+	var h [32]byte
+	if _, err := io.ReadFull(f, h[:]); err != nil {
+		return 0, fmt.Errorf("read overlay size of %s: %w", p, err)
+	}
+	return parseQCOW2Size(h[:])
+}
+
+func parseQCOW2Size(h []byte) (int64, error) {
+	if len(h) < 32 || string(h[:4]) != "QFI\xfb" {
+		return 0, errors.New("not a qcow2 file")
+	}
+	size := binary.BigEndian.Uint64(h[24:32])
+	if size > math.MaxInt64 {
+		return 0, fmt.Errorf("qcow2 size %d is out of range", size)
+	}
+	return int64(size), nil
 }

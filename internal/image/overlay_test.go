@@ -45,6 +45,12 @@ func TestOverlayRoundTrip(t *testing.T) {
 	if st, err := os.Stat(ov); err != nil || st.Mode().Perm() != 0o600 || st.Size() > 1<<20 {
 		t.Fatalf("overlay: %v, %v", st, err)
 	}
+	if size, err := OverlaySize(ov); err != nil || size != int64(len(data)) {
+		t.Errorf("OverlaySize = %d, %v; want the base's %d", size, err, len(data))
+	}
+	if _, err := OverlaySize(base); err == nil {
+		t.Error("a raw image read as a qcow2 overlay")
+	}
 	// Write 4 KiB of 0x5a at 64 KiB through the overlay (QEMU's own I/O tool).
 	if out, err := exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 0x5a 65536 4096", ov).CombinedOutput(); err != nil {
 		t.Fatalf("qemu-io: %v\n%s", err, out)
@@ -70,5 +76,21 @@ func TestOverlayRoundTrip(t *testing.T) {
 	}
 	if err := FlattenOverlay(ctx, filepath.Join(dir, "missing.qcow2"), filepath.Join(dir, "out.img")); err == nil || !strings.Contains(err.Error(), "flatten overlay") {
 		t.Errorf("flatten of a missing overlay: %v", err)
+	}
+}
+
+func TestParseQCOW2Size(t *testing.T) {
+	h := make([]byte, 32)
+	copy(h, "QFI\xfb")
+	h[31] = 0x40 // 64 bytes
+	if n, err := parseQCOW2Size(h); err != nil || n != 64 {
+		t.Errorf("size = %d, %v", n, err)
+	}
+	h[24] = 0xff // past int64
+	if _, err := parseQCOW2Size(h); err == nil {
+		t.Error("an out-of-range size was accepted")
+	}
+	if _, err := parseQCOW2Size([]byte("QFI")); err == nil {
+		t.Error("a short header was accepted")
 	}
 }

@@ -251,6 +251,9 @@ func TestOverlayRoot(t *testing.T) {
 	if kind := svc.View(v).RootDisk; kind != api.RootDiskOverlay {
 		t.Errorf("root disk %q", kind)
 	}
+	if ds, err := svc.diskStats(v); err != nil || len(ds) != 1 || ds[0].SizeBytes != 8192 || ds[0].File != paths.RootOverlay {
+		t.Errorf("disk stats %+v, %v: want the root's virtual size, 8192", ds, err)
+	}
 	d, err := svc.rootDrive(context.Background(), v)
 	if err != nil || d.Format != vmm.FormatQCOW2 || d.Path != filepath.Join(l.VMDir(v.ID), paths.RootOverlay) || d.File != nil {
 		t.Errorf("drive %+v, %v", d, err)

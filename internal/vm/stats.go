@@ -20,6 +20,7 @@ import (
 	"banger/internal/agentproto"
 	"banger/internal/api"
 	"banger/internal/errdefs"
+	"banger/internal/image"
 	"banger/internal/paths"
 	"banger/internal/procstat"
 	"banger/internal/store"
@@ -79,17 +80,25 @@ func hasProcess(state string) bool {
 // diskStats stats v's root and work disk files. A file that does not exist
 // (yet) is left out rather than failing the sample.
 func (s *Service) diskStats(v store.VM) ([]api.DiskStats, error) {
-	_, root := s.rootKind(v)
+	kind, root := s.rootKind(v)
 	out := []api.DiskStats{}
 	for _, d := range []struct{ name, file string }{{"root", root}, {"work", paths.WorkDisk}} {
-		fi, err := os.Stat(filepath.Join(s.layout.VMDir(v.ID), d.file))
+		p := filepath.Join(s.layout.VMDir(v.ID), d.file)
+		fi, err := os.Stat(p)
 		if errors.Is(err, os.ErrNotExist) {
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("stat %s disk of %s: %w", d.name, v.Name, err)
 		}
-		out = append(out, diskUsage(d.name, fi))
+		u := diskUsage(d.name, fi)
+		if d.name == "root" && kind == api.RootDiskOverlay {
+			// The disk the guest sees, not the overlay file's length.
+			if size, err := image.OverlaySize(p); err == nil {
+				u.SizeBytes = size
+			}
+		}
+		out = append(out, u)
 	}
 	return out, nil
 }
