@@ -16,6 +16,7 @@ import (
 	"banger/internal/agent"
 	"banger/internal/agentclient"
 	"banger/internal/agentclient/agenttest"
+	"banger/internal/testutil"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -24,7 +25,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // real host handshake on the other.
 func session(t *testing.T) *agentclient.Session {
 	t.Helper()
-	hostEnd, guestEnd := agenttest.SocketPair(t)
+	hostEnd, guestEnd := testutil.SocketPair(t)
 	srv := &agent.Server{Mode: agent.ModeService, Version: "test"}
 	served := make(chan struct{})
 	go func() {
@@ -199,7 +200,7 @@ func TestStats(t *testing.T) {
 // way an agent built before an op answers it.
 func oldAgentSession(t *testing.T) *agentclient.Session {
 	t.Helper()
-	hostEnd, guestEnd := agenttest.SocketPair(t)
+	hostEnd, guestEnd := testutil.SocketPair(t)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

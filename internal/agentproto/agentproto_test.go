@@ -3,36 +3,15 @@ package agentproto
 import (
 	"bytes"
 	"io"
-	"net"
-	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"banger/internal/testutil"
 )
 
-// socketPair returns a connected, buffered pair (net.Pipe is unbuffered,
-// which would deadlock two sides that both write first).
-func socketPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "sock")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	return conn(fds[0]), conn(fds[1])
-}
-
 func TestHandshakeSkipsStaleBytes(t *testing.T) {
-	host, guest := socketPair(t)
+	host, guest := testutil.SocketPair(t)
 	defer host.Close()
 	defer guest.Close()
 	type res struct {
@@ -72,7 +51,7 @@ func TestHandshakeSkipsStaleBytes(t *testing.T) {
 }
 
 func TestHandshakeRepeatedSync(t *testing.T) {
-	host, guest := socketPair(t)
+	host, guest := testutil.SocketPair(t)
 	defer host.Close()
 	defer guest.Close()
 	go func() {

@@ -10,8 +10,10 @@ package testutil
 
 import (
 	"bytes"
+	"net"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -52,4 +54,26 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// SocketPair returns a connected, buffered pair of stream sockets (net.Pipe
+// is unbuffered, which deadlocks two sides that both write first), closed
+// when the test ends.
+func SocketPair(t testing.TB) (net.Conn, net.Conn) {
+	t.Helper()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := func(fd int) net.Conn {
+		f := os.NewFile(uintptr(fd), "sock")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	return conn(fds[0]), conn(fds[1])
 }

@@ -17,6 +17,7 @@ import (
 	"banger/internal/errdefs"
 	"banger/internal/paths"
 	"banger/internal/store"
+	"banger/internal/testutil"
 	"banger/internal/vmm"
 )
 
@@ -141,7 +142,7 @@ func runAsVM(t *testing.T, svc *Service, id string, guest func(net.Conn)) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hostEnd, guestEnd := agenttest.SocketPair(t)
+	hostEnd, guestEnd := testutil.SocketPair(t)
 	go func() {
 		defer guestEnd.Close()
 		guest(guestEnd)

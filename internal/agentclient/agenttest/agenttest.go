@@ -6,35 +6,11 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"syscall"
-	"testing"
 
 	"github.com/hashicorp/yamux"
 
 	"banger/internal/agentproto"
 )
-
-// SocketPair returns a connected pair of stream sockets, closed when the
-// test ends.
-func SocketPair(t testing.TB) (net.Conn, net.Conn) {
-	t.Helper()
-	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "sock")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		return c
-	}
-	return conn(fds[0]), conn(fds[1])
-}
 
 // OlderAgent serves the guest end c as an agent built before any op:
 // every request is answered "unknown op", the way a real agent answers an
