@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"banger/internal/api"
+	"banger/internal/config"
 	"banger/internal/errdefs"
 )
 
@@ -186,5 +187,19 @@ func TestManagedBy(t *testing.T) {
 		if m := managedBy(); m != tc.want {
 			t.Errorf("%s=%q: managed %q, want %q", api.SupervisorEnv, tc.env, m, tc.want)
 		}
+	}
+}
+
+// TestProbeHelperWithoutHelper: no helper means an answer at once (no
+// waiting for one that is starting), and nothing that needs it.
+func TestProbeHelperWithoutHelper(t *testing.T) {
+	t.Setenv("BANGER_HELPER_SOCKET", filepath.Join(t.TempDir(), "missing.sock"))
+	start := time.Now()
+	p := probeHelper(config.Config{})
+	if p.err == nil || time.Since(start) > 2*time.Second {
+		t.Fatalf("probe: %v after %s", p.err, time.Since(start))
+	}
+	if p.served() || p.firecracker() != nil {
+		t.Error("a missing helper counts as served")
 	}
 }

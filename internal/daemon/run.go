@@ -102,12 +102,13 @@ func Run(o RunOptions) error {
 		}
 		return a.Vmlinux
 	}}
-	netOpts, dns, err := setupNetwork(cfg, log)
+	helper := probeHelper(cfg)
+	netOpts, dns, err := setupNetwork(cfg, helper, log)
 	if err != nil {
 		return err
 	}
 	fc := &firecracker.Driver{FirecrackerBin: cfg.FirecrackerBin, JailerBin: cfg.JailerBin,
-		Helper: firecrackerHelper(cfg),
+		Helper: helper.firecracker(),
 		KVM: func(ctx context.Context) (bool, string) {
 			p := qd.Probe(ctx)
 			return p.Accel == "kvm", p.Reason
@@ -118,7 +119,7 @@ func Run(o RunOptions) error {
 	}
 	driver, driverNote := chooseDriver(context.Background(), cfg.VMM, qd, fc)
 	log.Info("vmm chosen", "vmm", driver.Name(), "why", driverNote)
-	snaps, snapsOff := snapshotHelper(cfg)
+	snaps, snapsOff := helper.snapshots()
 	storage, storageNote, err := chooseStorage(cfg, l.StateDir, snapsOff, overlayOff(driver))
 	if err != nil {
 		return err
@@ -249,25 +250,21 @@ func otherDrivers(chosen vmm.Driver, all ...vmm.Driver) []vmm.Driver {
 	return out
 }
 
-func setupNetwork(cfg config.Config, log *slog.Logger) (*vm.NetworkOptions, *vmdns.Server, error) {
+func setupNetwork(cfg config.Config, helper helperProbe, log *slog.Logger) (*vm.NetworkOptions, *vmdns.Server, error) {
 	n := cfg.Network
 	if n.Enabled != nil && !*n.Enabled {
 		return nil, nil, nil
 	}
-	socket := helperSocket(cfg)
-	hc := privclient.New(socket)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	ping, err := hc.Ping(ctx)
-	if err != nil {
+	socket, hc := helper.socket, helper.client
+	if err := helper.err; err != nil {
 		if n.Enabled != nil && *n.Enabled {
 			return nil, nil, fmt.Errorf("network.enabled is set but the root helper at %s does not answer: %w", socket, err)
 		}
 		log.Info("guest networking off: no root helper", "socket", socket, "err", err)
 		return nil, nil, nil
 	}
-	if int(ping.OwnerUID) != os.Getuid() {
-		return nil, nil, fmt.Errorf("root helper at %s serves uid %d, not this bangerd's uid %d", socket, ping.OwnerUID, os.Getuid())
+	if helper.ping.OwnerUID != os.Getuid() {
+		return nil, nil, fmt.Errorf("root helper at %s serves uid %d, not this bangerd's uid %d", socket, helper.ping.OwnerUID, os.Getuid())
 	}
 	listen, err := netip.ParseAddrPort(n.DNSListen)
 	if err != nil {
@@ -319,18 +316,43 @@ func cleanTmp(dir string) error {
 	return nil
 }
 
-// firecrackerHelper is the root helper as the Firecracker driver needs
-// it, or nil when none answers for this owner (the driver then reports
-// why it cannot run).
-func firecrackerHelper(cfg config.Config) firecracker.Helper {
-	hc := privclient.New(helperSocket(cfg))
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	ping, err := hc.Ping(ctx)
-	if err != nil || ping.OwnerUID != os.Getuid() {
+// helperProbe is the root helper as bangerd found it at start-up, asked
+// once for networking, Firecracker and dm snapshots alike.
+type helperProbe struct {
+	socket string
+	client *privclient.Client
+	ping   privop.PingResult
+	err    error // why it does not answer
+}
+
+// probeHelper pings the root helper. A helper that accepts but does not
+// answer in time is busy starting (it reconciles its ledgers before
+// serving, and may start with bangerd): asked again for up to 10 s. One
+// that refuses the connection, or has no socket, does not run.
+func probeHelper(cfg config.Config) helperProbe {
+	p := helperProbe{socket: helperSocket(cfg)}
+	p.client = privclient.New(p.socket)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(250 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		p.ping, p.err = p.client.Ping(ctx)
+		cancel()
+		if !errors.Is(p.err, context.DeadlineExceeded) || time.Now().After(deadline) {
+			return p
+		}
+	}
+}
+
+// served reports whether the helper answers and serves this owner.
+func (p helperProbe) served() bool { return p.err == nil && p.ping.OwnerUID == os.Getuid() }
+
+// firecracker is the helper as the Firecracker driver needs it, or nil
+// when none answers for this owner (the driver then reports why it cannot
+// run).
+func (p helperProbe) firecracker() firecracker.Helper {
+	if !p.served() {
 		return nil
 	}
-	return hc
+	return p.client
 }
 
 // overlayOff says why driver cannot boot qcow2 overlay root disks, or "".
@@ -344,43 +366,24 @@ func overlayOff(driver vmm.Driver) string {
 	return ""
 }
 
-// snapshotHelper is the root helper as the maker of dm snapshot root
-// disks, and why new VMs cannot use it ("" when they can). On a kernel
-// with device-mapper the helper is kept even when it does not answer yet
-// (it reconciles before serving, and starts with bangerd): VMs made with
-// dm storage need it to stop and start, and each call reports its own
-// error. Only the choice of storage for new VMs rests on this ping.
-func snapshotHelper(cfg config.Config) (vm.Snapshots, string) {
+// snapshots is the helper as the maker of dm snapshot root disks, and why
+// new VMs cannot use it ("" when they can). On a kernel with device-mapper
+// the helper is kept even when it does not answer: VMs made with dm storage
+// need it to stop and start, and each call reports its own error. Only the
+// choice of storage for new VMs rests on the probe.
+func (p helperProbe) snapshots() (vm.Snapshots, string) {
 	if ok, why := image.ProbeDM(); !ok {
 		return nil, why
 	}
-	socket := helperSocket(cfg)
-	hc := privclient.New(socket)
-	if _, err := os.Stat(socket); err != nil {
-		return hc, "no root helper runs (" + socket + " is missing)"
-	}
-	var (
-		ping privop.PingResult
-		err  error
-	)
-	// A helper just (re)started answers once its reconcile is done.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(250 * time.Millisecond) {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		ping, err = hc.Ping(ctx)
-		cancel()
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
 	switch {
-	case err != nil:
-		return hc, "the root helper does not answer: " + err.Error()
-	case ping.OwnerUID != os.Getuid():
-		return nil, fmt.Sprintf("the root helper serves uid %d, not this owner", ping.OwnerUID)
-	case !ping.Snapshots:
-		return nil, "the root helper cannot make snapshots: " + ping.SnapshotsOff
+	case p.err != nil:
+		return p.client, "the root helper does not answer: " + p.err.Error()
+	case p.ping.OwnerUID != os.Getuid():
+		return nil, fmt.Sprintf("the root helper serves uid %d, not this owner", p.ping.OwnerUID)
+	case !p.ping.Snapshots:
+		return nil, "the root helper cannot make snapshots: " + p.ping.SnapshotsOff
 	}
-	return hc, ""
+	return p.client, ""
 }
 
 // helperSocket is where the root helper listens (BANGER_HELPER_SOCKET
