@@ -367,14 +367,11 @@ func overlayOff(driver vmm.Driver) string {
 }
 
 // snapshots is the helper as the maker of dm snapshot root disks, and why
-// new VMs cannot use it ("" when they can). On a kernel with device-mapper
-// the helper is kept even when it does not answer: VMs made with dm storage
-// need it to stop and start, and each call reports its own error. Only the
-// choice of storage for new VMs rests on the probe.
+// new VMs cannot use it ("" when they can); the helper probes the kernel.
+// It is kept even when it does not answer: VMs made with dm storage need it
+// to stop and start, and each call reports its own error. Only the choice
+// of storage for new VMs rests on the probe.
 func (p helperProbe) snapshots() (vm.Snapshots, string) {
-	if ok, why := image.ProbeDM(); !ok {
-		return nil, why
-	}
 	switch {
 	case p.err != nil:
 		return p.client, "the root helper does not answer: " + p.err.Error()

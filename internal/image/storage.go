@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -116,19 +115,6 @@ func fsType(dir string) string {
 		return "zfs"
 	}
 	return fmt.Sprintf("filesystem 0x%x", st.Type)
-}
-
-// ProbeDM reports whether this host's kernel offers device-mapper. The
-// snapshots themselves are the root helper's (dm_snapshot_create), so the
-// daemon also asks the helper before choosing dm.
-func ProbeDM() (bool, string) {
-	if _, err := os.Stat("/dev/mapper/control"); err != nil {
-		return false, "/dev/mapper/control missing (no dm_mod in this kernel)"
-	}
-	if data, err := os.ReadFile("/proc/misc"); err == nil && !strings.Contains(string(data), "device-mapper") {
-		return false, "device-mapper not registered in /proc/misc"
-	}
-	return true, ""
 }
 
 // MakeRootDisk makes dst, a VM's private root disk, from the image at src

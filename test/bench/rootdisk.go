@@ -120,8 +120,8 @@ func rootDiskBench(root string, n, fastRuns int, guestDM bool, accel string) err
 	}
 	fmt.Printf("(root disks on the host: took %.1fs)\n", time.Since(part).Seconds())
 
-	if ok, why := image.ProbeDM(); !ok {
-		fmt.Printf("dm: not on this host (%s)\n", why)
+	if err := dmsnap.Probe(); err != nil {
+		fmt.Printf("dm: not on this host (%v)\n", err)
 	}
 	if guestDM {
 		part = time.Now()
