@@ -59,10 +59,7 @@ func newDaemonCommand(e *env) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := e.cl.Ensure(ctx); err != nil {
-				return err
-			}
-			p, err := e.cl.Ping(ctx)
+			p, err := e.cl.Ensure(ctx)
 			if err != nil {
 				return err
 			}
@@ -168,15 +165,11 @@ func (e *env) stopDaemon(ctx context.Context) (*api.Ping, error) {
 
 // warnVersion tells the user, once, that the bangerd they talk to runs
 // other binaries than this CLI (say, after a rebuild).
-func (e *env) warnVersion(ctx context.Context) {
-	if e.versionChecked {
+func (e *env) warnVersion(p api.Ping) {
+	if e.versionChecked || p.Version == version.Version {
 		return
 	}
 	e.versionChecked = true
-	p, err := e.cl.Ping(ctx)
-	if err != nil || p.Version == version.Version {
-		return
-	}
 	fmt.Fprintf(e.stderr, "banger: note: bangerd runs version %s, this banger is %s; %s (VMs keep running)\n",
 		p.Version, version.Version, restartHint(p))
 }

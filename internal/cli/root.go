@@ -41,10 +41,11 @@ type env struct {
 }
 
 func (e *env) client(ctx context.Context) (*client.Client, error) {
-	if err := e.cl.Ensure(ctx); err != nil {
+	p, err := e.cl.Ensure(ctx)
+	if err != nil {
 		return nil, err
 	}
-	e.warnVersion(ctx)
+	e.warnVersion(p)
 	return e.cl, nil
 }
 

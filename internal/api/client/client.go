@@ -53,26 +53,29 @@ func New(socket, bangerd, logPath string) *Client {
 	return c
 }
 
-// Ensure makes sure a daemon answers, starting one if allowed.
-func (c *Client) Ensure(ctx context.Context) error {
-	if _, err := c.Ping(ctx); err == nil {
-		return nil
+// Ensure makes sure a daemon answers, starting one if allowed, and
+// returns its answer to ping.
+func (c *Client) Ensure(ctx context.Context) (api.Ping, error) {
+	if p, err := c.Ping(ctx); err == nil {
+		return p, nil
 	}
 	if c.Bangerd == "" {
-		return errdefs.Unavailable("bangerd is not running (socket %s)%s", c.Socket, c.Hint)
+		return api.Ping{}, errdefs.Unavailable("bangerd is not running (socket %s)%s", c.Socket, c.Hint)
 	}
 	if err := c.spawn(); err != nil {
-		return errdefs.Unavailable("start bangerd: %v", err)
+		return api.Ping{}, errdefs.Unavailable("start bangerd: %v", err)
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	var last error
 	for time.Now().Before(deadline) {
-		if _, last = c.Ping(ctx); last == nil {
-			return nil
+		p, err := c.Ping(ctx)
+		if err == nil {
+			return p, nil
 		}
+		last = err
 		time.Sleep(50 * time.Millisecond)
 	}
-	return errdefs.Unavailable("bangerd did not answer within 15s (%v); see %s", last, c.LogPath)
+	return api.Ping{}, errdefs.Unavailable("bangerd did not answer within 15s (%v); see %s", last, c.LogPath)
 }
 
 func (c *Client) spawn() error {
