@@ -6,15 +6,27 @@ package cmdline
 import (
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 )
 
-// Transports selectable with banger.transport=.
+// Transports selectable with banger.transport=. Each VMM driver names its
+// own on the command line; auto is what an agent assumes when a command line
+// (an older bangerd's, or a hand-written one) names none.
 const (
-	TransportAuto         = "auto" // whichever the VMM provides
+	TransportAuto         = "auto" // whichever device the VMM provides
 	TransportVirtioSerial = "virtio-serial"
 	TransportVsock        = "vsock"
 )
+
+// MaxPorts bounds banger.agentports=: a virtio-serial device has at most
+// 31 ports besides its console slot.
+const MaxPorts = 31
+
+// TransportArg is the command line parameter naming transport kind. A
+// driver appends it after everything else, so it wins over a value a user
+// put in the kernel arguments (the last occurrence counts).
+func TransportArg(kind string) string { return "banger.transport=" + kind }
 
 // Params are the boot parameters relevant to the agent.
 type Params struct {
@@ -25,12 +37,16 @@ type Params struct {
 	Init       string // banger.init=: explicit init path in the new root
 	Transport  string // banger.transport= (default auto)
 	Net        string // banger.net=ADDR/LEN,gw=GW,dns=DNS,mtu=N: static guest addressing
+	// Ports is banger.agentports=N: how many virtio-serial agent ports to
+	// serve at once (default 1). Only a VMM emulating a multiplexed
+	// transport over virtio-serial gives more than one.
+	Ports int
 }
 
 // Parse extracts Params from the text of /proc/cmdline. Later occurrences
 // win, as in the kernel. Quoted values ("a b") are unquoted.
 func Parse(s string) Params {
-	p := Params{Root: "/dev/vda", RootFSType: "ext4", Transport: TransportAuto}
+	p := Params{Root: "/dev/vda", RootFSType: "ext4", Transport: TransportAuto, Ports: 1}
 	for _, f := range fields(s) {
 		k, v, ok := strings.Cut(f, "=")
 		if !ok {
@@ -51,6 +67,10 @@ func Parse(s string) Params {
 			p.Transport = v
 		case "banger.net":
 			p.Net = v
+		case "banger.agentports":
+			if n, err := strconv.Atoi(v); err == nil && n >= 1 && n <= MaxPorts {
+				p.Ports = n
+			}
 		}
 	}
 	return p

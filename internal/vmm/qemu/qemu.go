@@ -15,6 +15,7 @@ import (
 	"sync"
 	"syscall"
 
+	agentcmdline "banger/internal/agent/cmdline"
 	"banger/internal/agentproto"
 	"banger/internal/execx"
 	"banger/internal/paths"
@@ -23,6 +24,9 @@ import (
 
 // Name of this driver.
 const Name = "qemu"
+
+// AgentPortID is the QEMU device id of the agent's virtio-serial port.
+const AgentPortID = "agentport"
 
 // Driver launches QEMU microvm processes.
 type Driver struct {
@@ -73,6 +77,9 @@ func Args(spec vmm.Spec, accel string, tscKHz int, agentSock, consoleSock string
 		// frequency instead of letting it measure.
 		cmdline += " tsc_early_khz=" + strconv.Itoa(tscKHz) + " tsc=reliable"
 	}
+	// The guest agent is told its channel rather than guessing it: a
+	// /dev/vsock node exists in any guest that loaded the vsock module.
+	cmdline += " " + agentcmdline.TransportArg(agentcmdline.TransportVirtioSerial)
 	args := []string{
 		"-name", "banger-" + spec.ID + ",process=banger-" + spec.ID,
 		"-M", machine,
@@ -121,7 +128,9 @@ func Args(spec vmm.Spec, accel string, tscKHz int, agentSock, consoleSock string
 	args = append(args,
 		"-device", "virtio-serial-device,max_ports=2",
 		"-chardev", "socket,id=agent,path="+escapeOpt(agentSock)+",server=on,wait=off",
-		"-device", "virtserialport,chardev=agent,name="+agentproto.PortName,
+		// The port's id makes QEMU report the guest opening and closing it
+		// (QMP VSERPORT_CHANGE events).
+		"-device", "virtserialport,chardev=agent,name="+agentproto.PortName+",id="+AgentPortID,
 		// wait=on: QEMU does not start the guest until bangerd is reading the
 		// console, so no boot output is lost.
 		"-chardev", "socket,id=console,path="+escapeOpt(consoleSock)+",server=on,wait=on",

@@ -43,21 +43,28 @@ func one(t *testing.T, argv []string, flag string) string {
 }
 
 func TestArgs(t *testing.T) {
+	const T = " banger.transport=virtio-serial"
 	tests := []struct {
 		name       string
 		accel      string
 		tscKHz     int
 		wantCPU    bool
 		wantAppend string
+		userArgs   string
 	}{
-		{"kvm", "kvm", 0, true, "console=ttyS0 root=/dev/vda"},
-		{"kvm ignores tsc", "kvm", 2500000, true, "console=ttyS0 root=/dev/vda"},
-		{"tcg without tsc", "tcg", 0, false, "console=ttyS0 root=/dev/vda"},
-		{"tcg with tsc", "tcg", 2500000, false, "console=ttyS0 root=/dev/vda tsc_early_khz=2500000 tsc=reliable"},
+		{"kvm", "kvm", 0, true, "console=ttyS0 root=/dev/vda" + T, ""},
+		{"kvm ignores tsc", "kvm", 2500000, true, "console=ttyS0 root=/dev/vda" + T, ""},
+		{"tcg without tsc", "tcg", 0, false, "console=ttyS0 root=/dev/vda" + T, ""},
+		{"tcg with tsc", "tcg", 2500000, false, "console=ttyS0 root=/dev/vda tsc_early_khz=2500000 tsc=reliable" + T, ""},
+		// A transport in the user's kernel arguments comes first, so the
+		// driver's own (the last one) is what the agent reads.
+		{"user transport loses", "kvm", 0, true, "console=ttyS0 root=/dev/vda banger.transport=vsock" + T, " banger.transport=vsock"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			argv := Args(testSpec(), tc.accel, tc.tscKHz, "/run/a,gent.sock", "/run/console.sock")
+			spec := testSpec()
+			spec.Cmdline += tc.userArgs
+			argv := Args(spec, tc.accel, tc.tscKHz, "/run/a,gent.sock", "/run/console.sock")
 			if got := one(t, argv, "-accel"); got != tc.accel {
 				t.Errorf("-accel %q, want %q", got, tc.accel)
 			}
