@@ -197,8 +197,10 @@ func TestLeafPackagesImportOnlyStdlib(t *testing.T) {
 	}
 }
 
-// TestTestutilOnlyInTests: testutil and the test doubles are for tests only;
-// no package of the module may import them from non-test code.
+// TestTestutilOnlyInTests: testutil, the test doubles and everything under
+// test/ are for tests only; no package outside test/ may import them from
+// non-test code, and nothing may import the API facts of test/fcspec from
+// non-test code.
 func TestTestutilOnlyInTests(t *testing.T) {
 	// Test support packages: testutil and the doubles named *test
 	// (dmsnaptest, jailtest, agenttest, ...). Code under test/ is test
@@ -207,12 +209,22 @@ func TestTestutilOnlyInTests(t *testing.T) {
 		last := path[strings.LastIndexByte(path, '/')+1:]
 		return strings.HasPrefix(path, module+"/internal/") && (last == "testutil" || strings.HasSuffix(last, "test"))
 	}
+	// The Firecracker API facts (test/fcspec) are for _test.go files
+	// only, even under test/: the fake firecracker must be held to them
+	// by its tests, not built from them, or a wrong fact would agree with
+	// itself.
+	const facts = module + "/test/fcspec"
 	for _, p := range goList(t, module+"/...") {
+		for _, imp := range p.Imports {
+			if imp == facts {
+				t.Errorf("%s imports %s from non-test code", p.ImportPath, imp)
+			}
+		}
 		if testOnly(p.ImportPath) || strings.HasPrefix(p.ImportPath, module+"/test/") {
 			continue
 		}
 		for _, imp := range p.Imports {
-			if testOnly(imp) {
+			if testOnly(imp) || strings.HasPrefix(imp, module+"/test/") {
 				t.Errorf("%s imports %s from non-test code", p.ImportPath, imp)
 			}
 		}
