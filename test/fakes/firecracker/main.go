@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"syscall"
 	"time"
@@ -176,9 +177,10 @@ func serve(m *machine, p *fakeargs.Parsed) int {
 		return exitGeneric
 	}
 	ln.SetUnlinkOnClose(false)
+	m.log.infof("Listening on API socket (%q).", sock)
 	srv := &http.Server{Handler: m, ReadHeaderTimeout: 10 * time.Second}
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go apiThread(m, srv, ln, !p.Bools["no-seccomp"], served)
 
 	// Firecracker's SIGHUP handler flushes the metrics and exits with its
 	// own code; SIGTERM and SIGINT keep their default action.
@@ -217,6 +219,24 @@ func serve(m *machine, p *fakeargs.Parsed) int {
 			return exitGeneric
 		}
 	}
+}
+
+// apiThread is the API thread: it accepts on ln from one OS thread named
+// like Firecracker's, which first installs its seccomp filter unless
+// seccomp is off. Failing to install it aborts the process, as the panic of
+// Firecracker's API thread does. The thread stays locked for good, so the
+// filter never spreads to goroutines the runtime schedules elsewhere.
+func apiThread(m *machine, srv *http.Server, ln net.Listener, filter bool, served chan<- error) {
+	runtime.LockOSThread()
+	setThreadName(apiThreadName)
+	if filter {
+		if err := installFilter(allowAll); err != nil {
+			m.log.errorf("Firecracker panicked on the API thread: Failed to set the requested seccomp filters on the API thread: %v", err)
+			m.flushMetricsAtExit() // Firecracker's panic hook writes the metrics too
+			abort()
+		}
+	}
+	served <- srv.Serve(ln)
 }
 
 // vmGone handles the sidecar's report that QEMU ended, and says whether
