@@ -43,7 +43,7 @@ func Run(version string) {
 	}
 	reaper.Default() // reap orphans from the start
 	handleSignals()
-	err = agent.Run(agent.ModePID1, version, params.Transport, Shutdown)
+	err = agent.Run(agent.ModePID1, version, params, Shutdown)
 	agent.Logger.Printf("agent stopped: %v", err)
 	Shutdown(false)
 }

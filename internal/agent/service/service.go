@@ -40,7 +40,7 @@ func Run(version string) error {
 			agent.Logger.Printf("configure network: %v", err)
 		}
 	}
-	return agent.Run(agent.ModeService, version, params.Transport, shutdown)
+	return agent.Run(agent.ModeService, version, params, shutdown)
 }
 
 func shutdown(reboot bool) {

@@ -35,13 +35,14 @@ const idlePoll = 75 * time.Millisecond
 // autoWait bounds how long Auto waits for a channel device to appear.
 const autoWait = 30 * time.Second
 
-// New returns the listener for a banger.transport= value.
-func New(kind string) (Listener, error) {
+// New returns the listener for a banger.transport= value. ports is
+// banger.agentports=: how many virtio-serial agent ports to serve at once.
+func New(kind string, ports int) (Listener, error) {
 	switch kind {
 	case "", cmdline.TransportAuto:
-		return Auto("/sys", "/dev", autoWait)
+		return Auto("/sys", "/dev", ports, autoWait)
 	case cmdline.TransportVirtioSerial:
-		return NewVirtioSerial(agentproto.PortName), nil
+		return NewPorts(ports), nil
 	case cmdline.TransportVsock:
 		return ListenVsock(unix.VMADDR_CID_ANY, agentproto.VsockPort)
 	default:

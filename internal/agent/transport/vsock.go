@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -77,23 +80,52 @@ func (v *Vsock) Close() error {
 	return unix.Close(fd)
 }
 
-// Auto picks the agent's channel by what the VMM provides: the named
-// virtio-serial port (QEMU) or a vsock device (Firecracker). Devices may
+// virtioIDVsock is the virtio device id of a vsock device (the virtio
+// specification's "socket device").
+const virtioIDVsock = 19
+
+// Auto picks the agent's channel for a command line that names none (an
+// older bangerd's): the named virtio-serial port (QEMU) or a virtio vsock
+// device (Firecracker). It looks for the device the VMM provides, never at
+// /dev/vsock: that node exists whenever the vsock module is loaded, in a
+// QEMU guest too (vsock_loopback, or the module loaded at boot), and a
+// listener there would wait for a host that can never connect. Devices may
 // show up a little after the agent starts, while modules load, so it waits
 // for one of them, up to limit.
-func Auto(sysRoot, devRoot string, limit time.Duration) (Listener, error) {
+func Auto(sysRoot, devRoot string, ports int, limit time.Duration) (Listener, error) {
 	vs := &VirtioSerial{Name: agentproto.PortName, SysRoot: sysRoot, DevRoot: devRoot}
 	deadline := time.Now().Add(limit)
 	for {
 		if _, err := vs.FindPort(); err == nil {
-			return vs, nil
+			return newPortsAt(ports, sysRoot, devRoot), nil
 		}
-		if _, err := os.Stat(devRoot + "/vsock"); err == nil {
+		if hasVirtioDevice(sysRoot, virtioIDVsock) {
 			return ListenVsock(unix.VMADDR_CID_ANY, agentproto.VsockPort)
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("no agent channel after %s: neither a virtio-serial port named %q nor %s/vsock", limit, agentproto.PortName, devRoot)
+			return nil, fmt.Errorf("no agent channel after %s: neither a virtio-serial port named %q nor a virtio vsock device", limit, agentproto.PortName)
 		}
 		time.Sleep(idlePoll)
 	}
+}
+
+// hasVirtioDevice reports whether a virtio device with the given device id
+// is on the virtio bus (sysfs shows each as /sys/bus/virtio/devices/*/device,
+// a hex id).
+func hasVirtioDevice(sysRoot string, id uint64) bool {
+	dir := filepath.Join(sysRoot, "bus", "virtio", "devices")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return false
+	}
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name(), "device"))
+		if err != nil {
+			continue
+		}
+		if v, err := strconv.ParseUint(strings.TrimPrefix(strings.TrimSpace(string(b)), "0x"), 16, 32); err == nil && v == id {
+			return true
+		}
+	}
+	return false
 }
