@@ -1,7 +1,7 @@
 // Package firecracker is the Firecracker driver. Each VM's firecracker runs
 // under firecracker-jailer, as the owner's uid, in a chroot the root helper
 // stages from files bangerd opens and passes as fds. bangerd then configures
-// and boots it through its API socket with firecracker-go-sdk, and reaches
+// and boots it through its API socket (configure.go), and reaches
 // the guest agent over the hybrid vsock unix socket. Paths inside the jail
 // exceed AF_UNIX's 108 bytes easily, so bangerd dials both sockets through
 // short symlinks in the VM's runtime dir.
@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -20,9 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	sdk "github.com/firecracker-microvm/firecracker-go-sdk"
-	"github.com/firecracker-microvm/firecracker-go-sdk/client/models"
-	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 
 	"banger/internal/agentproto"
@@ -47,10 +43,6 @@ const (
 	jailLog     = "/fc.log"
 	jailMetrics = "/fc.metrics"
 )
-
-// guestCID is the guest's vsock context id; each VM has its own vsock
-// device, so every guest can use the same one.
-const guestCID = 3
 
 // apiWait bounds how long firecracker may take to create its API socket.
 const apiWait = 10 * time.Second
@@ -174,80 +166,6 @@ func closeAll(files []*os.File) {
 	}
 }
 
-// Config is the SDK configuration for spec, every path as firecracker sees
-// it inside the jail, the API socket as bangerd reaches it.
-func Config(spec vmm.Spec, apiSock string) sdk.Config {
-	cfg := sdk.Config{
-		SocketPath:      apiSock,
-		VMID:            spec.ID,
-		KernelImagePath: "/" + jailKernel,
-		// reboot=k: a guest reboot (and the panic=-1 banger passes) ends
-		// firecracker through the emulated keyboard controller.
-		KernelArgs:  spec.Cmdline + " reboot=k",
-		LogPath:     jailLog,
-		LogLevel:    "Info",
-		MetricsPath: jailMetrics,
-		MachineCfg: models.MachineConfiguration{
-			VcpuCount:  sdk.Int64(int64(spec.VCPU)),
-			MemSizeMib: sdk.Int64(int64(spec.MemoryMiB)),
-			Smt:        sdk.Bool(false),
-		},
-		VsockDevices: []sdk.VsockDevice{{ID: "agent", Path: privop.JailVsock, CID: guestCID}},
-		// Signals to bangerd are bangerd's: the VM must outlive it.
-		ForwardSignals: []os.Signal{},
-	}
-	if spec.Initrd != "" {
-		cfg.InitrdPath = "/" + jailInitrd
-	}
-	for i, dr := range spec.Drives {
-		cfg.Drives = append(cfg.Drives, models.Drive{
-			DriveID:      sdk.String(dr.ID),
-			PathOnHost:   sdk.String("/" + dr.ID),
-			IsRootDevice: sdk.Bool(i == 0),
-			IsReadOnly:   sdk.Bool(dr.ReadOnly),
-		})
-	}
-	if spec.Net != nil {
-		cfg.NetworkInterfaces = sdk.NetworkInterfaces{{
-			StaticConfiguration: &sdk.StaticNetworkConfiguration{HostDevName: spec.Net.TapName, MacAddress: spec.Net.MAC},
-		}}
-	}
-	return cfg
-}
-
-// Handlers is the SDK's init sequence for a firecracker banger has already
-// launched (through the helper): configure, then Start sends InstanceStart.
-// The SDK's own validation is left out because it checks the jail paths on
-// the host, and its launch, log-file and CNI steps are the helper's job or
-// unused.
-func Handlers() sdk.HandlerList {
-	return sdk.HandlerList{}.Append(
-		sdk.BootstrapLoggingHandler,
-		sdk.CreateMachineHandler,
-		sdk.CreateBootSourceHandler,
-		sdk.AttachDrivesHandler,
-		sdk.CreateNetworkInterfacesHandler,
-		sdk.AddVsocksHandler,
-	)
-}
-
-// Configure runs the API sequence against an already running firecracker
-// whose API socket is apiSock, ending with InstanceStart.
-func Configure(ctx context.Context, spec vmm.Spec, apiSock string) error {
-	logger := logrus.New()
-	logger.SetOutput(io.Discard)
-	m, err := sdk.NewMachine(ctx, Config(spec, apiSock), sdk.WithLogger(logrus.NewEntry(logger)))
-	if err != nil {
-		return fmt.Errorf("configure firecracker: %w", err)
-	}
-	m.Handlers.Validation = sdk.HandlerList{}
-	m.Handlers.FcInit = Handlers()
-	if err := m.Start(ctx); err != nil {
-		return fmt.Errorf("configure firecracker: %w", err)
-	}
-	return nil
-}
-
 // Start implements vmm.Driver.
 func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (_ *vmm.Process, err error) {
 	if p := d.Probe(ctx); !p.Available {
@@ -307,7 +225,7 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (_ *vmm.Process, err 
 	if chownErr != nil {
 		return nil, fmt.Errorf("start firecracker: hand the API socket over: %w", chownErr)
 	}
-	if err := Configure(ctx, spec, apiSock); err != nil {
+	if err := Configure(ctx, spec, DialPath(apiSock)); err != nil {
 		return nil, err
 	}
 	return proc, nil

@@ -84,7 +84,7 @@ func TestAPISequenceGolden(t *testing.T) {
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
 
-	if err := Configure(context.Background(), typicalSpec(), sock); err != nil {
+	if err := Configure(context.Background(), typicalSpec(), DialPath(sock)); err != nil {
 		t.Fatal(err)
 	}
 	got := strings.Join(rec.reqs, "\n") + "\n"
