@@ -135,6 +135,17 @@ func (s *Session) Shutdown(ctx context.Context) error {
 	return nil
 }
 
+// Reboot asks the guest to restart. bangerd stops a VM this way when its
+// VMM exits on a guest reboot but not on a power-off.
+func (s *Session) Reboot(ctx context.Context) error {
+	st, _, err := s.Open(ctx, agentproto.Request{Op: agentproto.OpShutdown, Reboot: true})
+	if err != nil {
+		return err
+	}
+	st.Close()
+	return nil
+}
+
 // Exec starts a command; the returned stream carries exec frames.
 func (s *Session) Exec(ctx context.Context, req agentproto.Request) (net.Conn, error) {
 	req.Op = agentproto.OpExec
