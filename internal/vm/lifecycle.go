@@ -121,8 +121,8 @@ func (s *Service) plan(ctx context.Context, req api.CreateVMRequest, progress Pr
 	}
 	v.VCPU = s.defaults.VCPU.Value
 	if req.VCPUSet || req.VCPU != 0 {
-		if req.VCPU < 1 || req.VCPU > 64 {
-			return v, "", errdefs.Invalid("--vcpu %d: want 1 to 64", req.VCPU)
+		if req.VCPU < 1 {
+			return v, "", errdefs.Invalid("--vcpu %d: want at least 1", req.VCPU)
 		}
 		v.VCPU = req.VCPU
 	}
@@ -132,6 +132,9 @@ func (s *Service) plan(ctx context.Context, req api.CreateVMRequest, progress Pr
 			return v, "", errdefs.Invalid("--memory %d: want at least %d MiB", req.MemoryMiB, minMemoryMiB)
 		}
 		v.MemoryMiB = req.MemoryMiB
+	}
+	if err := s.checkSize(v.VCPU, v.MemoryMiB, req.VCPUSet || req.VCPU != 0, req.MemorySet || req.MemoryMiB != 0); err != nil {
+		return v, "", err
 	}
 	v.DiskSize = s.defaults.DiskSize.Value
 	if req.DiskSize != "" {
@@ -306,6 +309,9 @@ func (s *Service) cmdline(v store.VM) string {
 
 // boot launches the VMM for v (locked by the caller) and waits for ready.
 func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) error {
+	if err := s.checkBootSize(*v); err != nil {
+		return err
+	}
 	art, err := kernel.Load(s.layout.KernelsDir, v.KernelID)
 	if err != nil {
 		return s.fail(v, errdefs.NotFound("kernel %q (%s) is missing: %v", v.KernelName, v.KernelID, err))
@@ -810,7 +816,7 @@ func (s *Service) shutdownGuest(ctx context.Context, in *instance) {
 		defer sess.Close()
 	}
 	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	err := sess.Shutdown(sctx)
+	err := s.askGuestToStop(sctx, sess, in)
 	cancel()
 	if err != nil {
 		return
@@ -916,13 +922,25 @@ func (s *Service) Set(ctx context.Context, ref string, req api.SetVMRequest) (ap
 	if req.VCPU == nil && req.MemoryMiB == nil && req.DiskSize == nil {
 		return s.View(v), errdefs.Invalid("nothing to change: give --vcpu, --memory or --disk-size")
 	}
-	if req.VCPU != nil {
-		if *req.VCPU < 1 || *req.VCPU > 64 {
-			return s.View(v), errdefs.Invalid("--vcpu %d: want 1 to 64", *req.VCPU)
-		}
+	if req.VCPU != nil && *req.VCPU < 1 {
+		return s.View(v), errdefs.Invalid("--vcpu %d: want at least 1", *req.VCPU)
 	}
 	if req.MemoryMiB != nil && *req.MemoryMiB < minMemoryMiB {
 		return s.View(v), errdefs.Invalid("--memory %d: want at least %d MiB", *req.MemoryMiB, minMemoryMiB)
+	}
+	if req.VCPU != nil || req.MemoryMiB != nil {
+		vcpu, mem := v.VCPU, v.MemoryMiB
+		if req.VCPU != nil {
+			vcpu = *req.VCPU
+		}
+		if req.MemoryMiB != nil {
+			mem = *req.MemoryMiB
+		}
+		// The size kept from before is named as the flag too: it is
+		// what the user changes to get past the limit.
+		if err := s.checkSize(vcpu, mem, true, true); err != nil {
+			return s.View(v), err
+		}
 	}
 	var newSize int64
 	if req.DiskSize != nil {
