@@ -40,6 +40,7 @@ type jailConfig struct {
 	cgroups       []cgroupSetting
 	fsize         *uint64
 	noFile        uint64
+	uffdMinor     *uint32 // the host's userfaultfd misc minor, if any
 	fcArgs        []string
 }
 
@@ -100,6 +101,7 @@ func parseConfig(args []string) (*jailConfig, error) {
 		return nil, fmt.Errorf("resolve chroot base dir: %w", err)
 	}
 	c.chroot = filepath.Join(base, c.execName, c.id, "root")
+	c.uffdMinor = userfaultfdMinor()
 
 	c.cgroupVersion = 1
 	if v, ok := p.Values["cgroup-version"]; ok {
@@ -178,8 +180,8 @@ func validParentCgroup(p string) bool {
 	return true
 }
 
-// runJailer builds the jail and execs firecracker in it. It returns only
-// on failure.
+// runJailer builds the jail and execs firecracker in it, in the real
+// jailer's order. It returns only on failure.
 func runJailer(args []string) error {
 	startUs := clockUs(unix.CLOCK_MONOTONIC)
 	startCPUUs := clockUs(unix.CLOCK_PROCESS_CPUTIME_ID)
@@ -190,7 +192,13 @@ func runJailer(args []string) error {
 	if fd3Busy {
 		return errors.New("fd 3 is taken by the Go runtime; cannot hand the sidecar channel to firecracker")
 	}
-	if err := c.buildChroot(); err != nil {
+	if err := c.resolveBase(); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(c.chroot, 0o777); err != nil {
+		return fmt.Errorf("create directory %s: %w", c.chroot, rustErr(err))
+	}
+	if err := copyExec(c.execFile, filepath.Join(c.chroot, c.execName), c.uid, c.gid); err != nil {
 		return err
 	}
 	if c.netns != "" {
@@ -201,9 +209,10 @@ func runJailer(args []string) error {
 	if err := c.setRlimits(); err != nil {
 		return err
 	}
-	// The sidecar starts before the cgroups are joined: it and QEMU stay
-	// out of the VM's cgroup so the caller can remove that cgroup as soon
-	// as firecracker has exited, while the sidecar is still cleaning up.
+	// The sidecar starts before the cgroups are joined and before the
+	// mount namespace changes: it and QEMU stay out of the VM's cgroup, so
+	// the caller can remove that cgroup as soon as firecracker has exited
+	// while the sidecar is still cleaning up, and keep the host's mounts.
 	fcEnd, err := c.startSidecar()
 	if err != nil {
 		return err
@@ -214,10 +223,29 @@ func runJailer(args []string) error {
 	if err := enterJail(c.chroot); err != nil {
 		return err
 	}
+	if err := c.setupJail(); err != nil {
+		return err
+	}
+	parentCPUUs := clockUs(unix.CLOCK_PROCESS_CPUTIME_ID) - startCPUUs
 	if err := dropPrivileges(c.uid, c.gid); err != nil {
 		return err
 	}
-	return c.exec(fcEnd, startUs, startCPUUs)
+	return c.exec(fcEnd, startUs, parentCPUUs)
+}
+
+// resolveBase canonicalizes the chroot base, which must be an existing
+// directory (the jailer does not create it), and places the chroot in it.
+func (c *jailConfig) resolveBase() error {
+	base := filepath.Dir(filepath.Dir(filepath.Dir(c.chroot)))
+	real, err := filepath.EvalSymlinks(base)
+	if err != nil {
+		return fmt.Errorf("canonicalize path %s: %w", base, rustErr(err))
+	}
+	if st, err := os.Stat(real); err != nil || !st.IsDir() {
+		return fmt.Errorf("%s is not a directory", real)
+	}
+	c.chroot = filepath.Join(real, c.execName, c.id, "root")
+	return nil
 }
 
 func clockUs(clock int32) uint64 {
@@ -226,79 +254,6 @@ func clockUs(clock int32) uint64 {
 		return 0
 	}
 	return uint64(ts.Nano() / 1000)
-}
-
-// buildChroot creates the jail's files from the host side: the folders,
-// the exec file, the device nodes and the PID file.
-func (c *jailConfig) buildChroot() error {
-	if err := os.MkdirAll(c.chroot, 0o755); err != nil {
-		return fmt.Errorf("create chroot %s: %w", c.chroot, err)
-	}
-	for _, d := range []string{"", "dev", "dev/net", "run"} {
-		p := filepath.Join(c.chroot, d)
-		if err := os.MkdirAll(p, 0o700); err != nil {
-			return fmt.Errorf("create %s: %w", p, err)
-		}
-		if err := os.Chmod(p, 0o700); err != nil {
-			return fmt.Errorf("chmod %s: %w", p, err)
-		}
-		if err := os.Lchown(p, c.uid, c.gid); err != nil {
-			return fmt.Errorf("chown %s: %w", p, err)
-		}
-	}
-	if err := copyExec(c.execFile, filepath.Join(c.chroot, c.execName), c.uid, c.gid); err != nil {
-		return err
-	}
-	for _, d := range []struct {
-		path         string
-		major, minor uint32
-		optional     bool
-	}{
-		{"dev/net/tun", 10, 200, false},
-		{"dev/kvm", 10, 232, false},
-		// Without urandom, Firecracker only loses MMDSv2 tokens.
-		{"dev/urandom", 1, 9, true},
-	} {
-		err := c.mknod(d.path, d.major, d.minor)
-		if err != nil && !d.optional {
-			return err
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "fake jailer: warning: %v\n", err)
-		}
-	}
-	// userfaultfd is only mirrored when the host has it.
-	if st, err := os.Stat("/dev/userfaultfd"); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			if err := c.mknod("dev/userfaultfd", unix.Major(sys.Rdev), unix.Minor(sys.Rdev)); err != nil {
-				fmt.Fprintf(os.Stderr, "fake jailer: warning: %v\n", err)
-			}
-		}
-	}
-	pidPath := filepath.Join(c.chroot, c.execName+".pid")
-	f, err := os.OpenFile(pidPath, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return fmt.Errorf("write pid file: %w", err)
-	}
-	if _, err := fmt.Fprint(f, os.Getpid()); err != nil {
-		f.Close()
-		return fmt.Errorf("write pid file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write pid file: %w", err)
-	}
-	return nil
-}
-
-func (c *jailConfig) mknod(rel string, major, minor uint32) error {
-	p := filepath.Join(c.chroot, rel)
-	if err := unix.Mknod(p, unix.S_IFCHR|0o600, int(unix.Mkdev(major, minor))); err != nil {
-		return fmt.Errorf("mknod %s: %w", p, err)
-	}
-	if err := os.Lchown(p, c.uid, c.gid); err != nil {
-		return fmt.Errorf("chown %s: %w", p, err)
-	}
-	return nil
 }
 
 // copyExec copies the exec file into the jail. Like the jailer since
@@ -392,6 +347,7 @@ func (c *jailConfig) startSidecar() (*os.File, error) {
 	cmd := exec.Command(exe, sidecarArg, "--id", c.id, "--uid", strconv.Itoa(c.uid), "--gid", strconv.Itoa(c.gid))
 	cmd.Stdout = os.Stdout // the console file the caller gave the VMM
 	cmd.Stderr = os.Stderr
+	cmd.Env = sidecarEnv
 	cmd.ExtraFiles = []*os.File{sideEnd} // fd 3 in the sidecar
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
@@ -399,27 +355,6 @@ func (c *jailConfig) startSidecar() (*os.File, error) {
 		return nil, fmt.Errorf("start sidecar: %w", err)
 	}
 	return fcEnd, nil
-}
-
-// enterJail moves this thread into a new mount namespace rooted at the
-// chroot. The propagation change and the bind mount stay in that namespace.
-func enterJail(chroot string) error {
-	if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
-		return fmt.Errorf("unshare mount namespace: %w", err)
-	}
-	if err := unix.Mount("", "/", "", unix.MS_SLAVE|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("make / a recursive slave: %w", err)
-	}
-	if err := unix.Mount(chroot, chroot, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		return fmt.Errorf("bind-mount %s onto itself: %w", chroot, err)
-	}
-	if err := unix.Chroot(chroot); err != nil {
-		return fmt.Errorf("chroot %s: %w", chroot, err)
-	}
-	if err := unix.Chdir("/"); err != nil {
-		return fmt.Errorf("chdir to the jail root: %w", err)
-	}
-	return nil
 }
 
 // dropPrivileges switches every thread to uid/gid with no supplementary
@@ -438,8 +373,10 @@ func dropPrivileges(uid, gid int) error {
 }
 
 // exec replaces this process with firecracker, keeping the PID, with the
-// sidecar channel as fd 3.
-func (c *jailConfig) exec(fcEnd *os.File, startUs, startCPUUs uint64) error {
+// sidecar channel as fd 3 and an empty environment (the jailer clears its
+// own at start-up). The arguments are the jailer's: --id, the start times
+// and the jailer's CPU time, each a separate word, then the caller's.
+func (c *jailConfig) exec(fcEnd *os.File, startUs, parentCPUUs uint64) error {
 	fd := int(fcEnd.Fd())
 	if fd == sidecarproto.FD {
 		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0); err != nil {
@@ -451,10 +388,11 @@ func (c *jailConfig) exec(fcEnd *os.File, startUs, startCPUUs uint64) error {
 	path := "/" + c.execName
 	argv := append([]string{
 		path,
-		"--id=" + c.id,
-		"--start-time-us=" + strconv.FormatUint(startUs, 10),
-		"--start-time-cpu-us=" + strconv.FormatUint(startCPUUs, 10),
+		"--id", c.id,
+		"--start-time-us", strconv.FormatUint(startUs, 10),
+		"--start-time-cpu-us", strconv.FormatUint(clockUs(unix.CLOCK_PROCESS_CPUTIME_ID), 10),
+		"--parent-cpu-time-us", strconv.FormatUint(parentCPUUs, 10),
 	}, c.fcArgs...)
-	err := syscall.Exec(path, argv, os.Environ())
+	err := syscall.Exec(path, argv, []string{})
 	return fmt.Errorf("exec %s: %w", path, err)
 }

@@ -181,6 +181,12 @@ func startJailer(t *testing.T, base, id string, extra ...string) *jailRun {
 // startJailerFiles starts a jailer that inherits files as fds 3 and up.
 func startJailerFiles(t *testing.T, base, id string, files []*os.File, extra ...string) *jailRun {
 	t.Helper()
+	return startJailerFiltered(t, base, id, files, nil, extra...)
+}
+
+// startJailerFiltered starts a jailer under the seccomp filter, if any.
+func startJailerFiltered(t *testing.T, base, id string, files []*os.File, filter []unix.SockFilter, extra ...string) *jailRun {
+	t.Helper()
 	jailer, fc := fakes(t)
 	console, err := os.Create(filepath.Join(t.TempDir(), "console.log"))
 	if err != nil {
@@ -194,7 +200,7 @@ func startJailerFiles(t *testing.T, base, id string, files []*os.File, extra ...
 	cmd.Stderr = console
 	cmd.ExtraFiles = files
 	r := &jailRun{t: t, id: id, chroot: filepath.Join(base, "firecracker", id, "root"), cmd: cmd, console: console, done: make(chan struct{})}
-	if err := cmd.Start(); err != nil {
+	if err := startFiltered(cmd, filter); err != nil {
 		t.Fatal(err)
 	}
 	go func() {
@@ -346,9 +352,20 @@ func TestJailerRoot(t *testing.T) {
 	}
 	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-	if len(args) < 6 || args[0] != "/firecracker" || args[1] != "--id="+id || !strings.HasPrefix(args[2], "--start-time-us=") ||
-		!strings.HasPrefix(args[3], "--start-time-cpu-us=") || args[4] != "--api-sock" {
+	if len(args) != 11 || args[0] != "/firecracker" || args[1] != "--id" || args[2] != id || args[3] != "--start-time-us" ||
+		args[5] != "--start-time-cpu-us" || args[7] != "--parent-cpu-time-us" || args[9] != "--api-sock" {
 		t.Errorf("firecracker argv = %q", args)
+	}
+	for _, i := range []int{4, 6, 8} {
+		if i < len(args) {
+			if _, err := strconv.ParseUint(args[i], 10, 64); err != nil {
+				t.Errorf("firecracker argv[%d] = %q, want a number", i, args[i])
+			}
+		}
+	}
+	// The jailer clears its environment: firecracker gets none.
+	if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid)); err != nil || len(env) != 0 {
+		t.Errorf("firecracker environment = %q, %v; want empty", env, err)
 	}
 	if cg != "" {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))

@@ -1,18 +1,24 @@
 // Command jailer is a test double of the Firecracker v1.16.1 jailer for
 // banger's tests, on hosts where real Firecracker cannot run. It takes the
-// real jailer's command line, builds the same chroot
-// (<chroot-base-dir>/<exec-name>/<id>/root with /dev/kvm, /dev/net/tun,
-// /dev/urandom, /run and a copy of the exec file, owned by --uid/--gid),
-// writes the PID file, joins --netns, applies --resource-limit and
-// --cgroup, enters a new mount namespace, chroots, drops to --uid/--gid and
-// execs the exec file in place (same PID), with
-// --id=<id> --start-time-us=<n> --start-time-cpu-us=<n> before the
+// real jailer's command line and does what the real one does to its
+// environment, in the same order: closes inherited descriptors and clears
+// its environment; requires --chroot-base-dir to exist; creates
+// <chroot-base-dir>/<exec-name>/<id>/root and copies the exec file into it;
+// joins --netns; applies --resource-limit (no-file 2048 by default) and
+// --cgroup; enters a new mount namespace, self-binds the chroot,
+// pivot_roots into it and unmounts the old root; then, from inside, makes
+// /, /dev, /dev/net and /run (0700, owned by --uid/--gid), the nodes
+// /dev/net/tun, /dev/kvm, /dev/urandom (a failure is only a warning) and
+// /dev/userfaultfd when /proc/misc lists it, and the PID file; drops to
+// --uid/--gid and execs the exec file in place (same PID) with --id,
+// --start-time-us, --start-time-cpu-us and --parent-cpu-time-us before the
 // arguments given after "--".
 //
-// Unlike the real jailer it first starts a sidecar (this binary run again
-// with a hidden first argument), which stays outside the jail as root and
-// boots the guest under QEMU for the fake firecracker, reached through a
-// socketpair that becomes firecracker's fd 3. The sidecar ends, killing
+// Unlike the real jailer it also starts a sidecar (this binary run again
+// with a hidden first argument) before it joins the cgroups and the mount
+// namespace. The sidecar stays outside the jail as root and boots the
+// guest under QEMU for the fake firecracker, reached through a socketpair
+// that becomes firecracker's fd 3. The sidecar ends, killing
 // QEMU and removing its temporary directory, when firecracker's end of the
 // socketpair closes. --daemonize and --new-pid-ns are refused.
 //
@@ -39,6 +45,11 @@ const sidecarArg = "--fake-sidecar"
 // start-up: the final dup onto fd 3 must not pull it from under the runtime.
 var fd3Busy bool
 
+// sidecarEnv is the environment the jailer was started with. The jailer
+// clears its own environment first thing, so firecracker gets none; the
+// sidecar, which is no part of the real jailer, keeps it (it needs PATH).
+var sidecarEnv []string
+
 func init() {
 	// Namespaces, chroot and the final exec act on the calling thread: keep
 	// main on one thread from the start.
@@ -48,6 +59,8 @@ func init() {
 	}
 	closeInheritedFDs()
 	reserveFD3()
+	sidecarEnv = os.Environ()
+	os.Clearenv()
 }
 
 // closeInheritedFDs closes every descriptor above stderr the caller left
