@@ -24,7 +24,8 @@ const maxCmdline = 2048
 // tests substitute their own.
 type vmmBackend interface {
 	Boot(spec bootSpec) error
-	// Agent returns a fresh host connection to the guest agent's channel.
+	// Agent returns a fresh host connection to the guest agent, once the
+	// guest has accepted it; closing it ends the guest's side too.
 	Agent() (net.Conn, error)
 	CtrlAltDel() error
 	Pause() error

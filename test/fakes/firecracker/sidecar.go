@@ -24,6 +24,8 @@ type sidecar struct {
 	seq     uint64
 	replies chan reply
 
+	ports *guestPorts // the guest side of the agent ports
+
 	exitOnce sync.Once
 	exited   chan struct{} // closed when the sidecar reported the VM gone
 	reason   string        // set before exited is closed
@@ -68,6 +70,7 @@ func connectSidecar(conn *sidecarproto.Conn) (*sidecar, error) {
 		replies: make(chan reply, 1),
 		exited:  make(chan struct{}),
 		gone:    make(chan struct{}),
+		ports:   newGuestPorts(),
 	}
 	go s.read()
 	go s.reap()
@@ -94,6 +97,9 @@ func (s *sidecar) read() {
 			default:
 				closeFiles(files) // nobody waits for it any more
 			}
+		case sidecarproto.OpPort:
+			closeFiles(files)
+			s.ports.set(m.Port, m.Open)
 		case sidecarproto.OpExit:
 			closeFiles(files)
 			s.exitOnce.Do(func() {
@@ -164,7 +170,7 @@ func (s *sidecar) Boot(spec bootSpec) error {
 		ID:        spec.ID,
 		VCPU:      spec.VCPU,
 		MemMiB:    spec.MemMiB,
-		Cmdline:   spec.Cmdline,
+		Cmdline:   guestCmdline(spec.Cmdline),
 		KernelFD:  add(spec.Kernel),
 		InitrdFD:  add(spec.Initrd),
 		ConsoleFD: add(spec.Console),
@@ -181,9 +187,24 @@ func (s *sidecar) Boot(spec bootSpec) error {
 	return err
 }
 
-// Agent implements vmmBackend.
+// Agent implements vmmBackend: it waits (up to acceptTimeout) for an agent
+// port the guest has accepted on, then has the sidecar connect to it.
+// Closing the connection frees the port for the guest's next accept.
 func (s *sidecar) Agent() (net.Conn, error) {
-	_, files, err := s.request(sidecarproto.Message{Op: sidecarproto.OpAgent})
+	port, err := s.ports.acquire(acceptTimeout)
+	if err != nil {
+		return nil, err
+	}
+	c, err := s.agentPort(port)
+	if err != nil {
+		s.ports.release(port)
+		return nil, err
+	}
+	return &heldPort{Conn: c, release: func() { s.ports.release(port) }}, nil
+}
+
+func (s *sidecar) agentPort(port int) (net.Conn, error) {
+	_, files, err := s.request(sidecarproto.Message{Op: sidecarproto.OpAgent, Port: port})
 	if err != nil {
 		return nil, err
 	}
@@ -197,6 +218,19 @@ func (s *sidecar) Agent() (net.Conn, error) {
 		return nil, fmt.Errorf("wrap agent connection: %w", err)
 	}
 	return c, nil
+}
+
+// heldPort is a host connection to one agent port.
+type heldPort struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (h *heldPort) Close() error {
+	err := h.Conn.Close()
+	h.once.Do(h.release)
+	return err
 }
 
 func (s *sidecar) simple(op string) error {

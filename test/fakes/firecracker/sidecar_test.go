@@ -51,9 +51,13 @@ func TestSidecarClient(t *testing.T) {
 			if err := side.Send(sidecarproto.Message{Op: sidecarproto.OpReply, Seq: m.Seq}); err != nil {
 				return err
 			}
-			// agent: answer with one end of a stream socketpair.
+			// The guest opens agent port 1; agent asks for a connection to
+			// it, answered with one end of a stream socketpair.
+			if err := side.Send(sidecarproto.Message{Op: sidecarproto.OpPort, Port: 1, Open: true}); err != nil {
+				return err
+			}
 			m, _, err = side.Recv()
-			if err != nil || m.Op != sidecarproto.OpAgent {
+			if err != nil || m.Op != sidecarproto.OpAgent || m.Port != 1 {
 				return &protoErr{m}
 			}
 			host, guest := streamPair(t)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,18 +16,28 @@ import (
 
 // Hybrid vsock emulation. Firecracker listens on uds_path; a host client
 // sends "CONNECT <port>\n" and gets "OK <host port>\n" once the guest
-// accepted, or a closed connection when nothing listens on that port.
+// accepted, or a closed connection when nothing accepts on that port
+// within Firecracker's connection request timeout. Connections are
+// independent streams: any number may be open at once.
 //
-// The emulated guest has no vsock device: its agent sits on a virtio-serial
-// port, and only the agent port (agentproto.VsockPort) is reachable. A
-// virtio-serial port carries one host connection at a time, so a new
-// CONNECT replaces the previous connection; each CONNECT gets a fresh
-// connection to the port from the sidecar, so the guest sees the host
-// hang up and reconnect, exactly as with bangerd reconnecting under QEMU.
+// The emulated guest has no vsock device (QEMU under the sidecar has no
+// vhost-vsock to give it): its agent serves agentPorts virtio-serial ports
+// instead, told so on its command line (guestCmdline), and only the agent
+// port (agentproto.VsockPort) is reachable. A port the guest agent has open
+// is an accept waiting for a host; the backend's Agent hands out such a
+// port, once per guest open, and fails when none opens in time. So "OK"
+// follows the guest's accept as with Firecracker, and up to agentPorts
+// host connections run side by side; more wait for a port to come free,
+// within the same timeout.
 
 const (
 	connectTimeout = 10 * time.Second
 	maxConnectLine = 32
+	// acceptTimeout is how long a host connection waits for the guest to
+	// accept it: Firecracker's connection request timeout (2 s).
+	acceptTimeout = 2 * time.Second
+	// agentPorts is how many agent ports the emulated guest serves.
+	agentPorts = 4
 )
 
 type vsockDev struct {
@@ -34,10 +45,9 @@ type vsockDev struct {
 	ln  *net.UnixListener
 }
 
-// agentChannel is the single host connection to the guest agent.
+// agentChannel numbers host connections to the guest agent.
 type agentChannel struct {
 	mu       sync.Mutex
-	cur      *splice
 	nextPort uint32
 }
 
@@ -63,31 +73,43 @@ func (m *machine) handleVsock(c net.Conn) {
 		c.Close() // nothing listens there: Firecracker resets the connection
 		return
 	}
-
-	a := &m.agent
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.cur != nil {
-		a.cur.close()
-		a.cur = nil
-	}
 	agent, err := m.backend.Agent()
 	if err != nil {
-		m.log.errorf("vsock: connect to the guest agent: %v", err)
+		if !errors.Is(err, errNoListener) {
+			m.log.errorf("vsock: connect to the guest agent: %v", err)
+		}
 		c.Close()
 		return
 	}
+	a := &m.agent
+	a.mu.Lock()
 	hostPort := a.nextPort
 	a.nextPort++
+	a.mu.Unlock()
 	if _, err := fmt.Fprintf(c, "OK %d\n", hostPort); err != nil {
 		c.Close()
 		agent.Close()
 		return
 	}
-	s := &splice{a: c, b: agent}
-	a.cur = s
-	go s.run()
+	go (&splice{a: c, b: agent}).run()
 }
+
+// guestCmdline is the command line the emulated guest boots with: the
+// agent is told to serve agentPorts virtio-serial ports where the command
+// line names vsock, the one transport this guest cannot have.
+func guestCmdline(cmdline string) string {
+	if !vsockArg.MatchString(cmdline) {
+		return cmdline
+	}
+	// Adjacent matches share a blank, so one pass may leave every other.
+	for vsockArg.MatchString(cmdline) {
+		cmdline = vsockArg.ReplaceAllString(cmdline, "${1}banger.transport=virtio-serial${2}")
+	}
+	return cmdline + " banger.agentports=" + strconv.Itoa(agentPorts)
+}
+
+// vsockArg is a banger.transport=vsock parameter, with the blanks around it.
+var vsockArg = regexp.MustCompile(`(^|\s)banger\.transport=vsock(\s|$)`)
 
 // readConnect reads the "CONNECT <port>\n" line byte by byte, so that no
 // byte of the stream after it is consumed.

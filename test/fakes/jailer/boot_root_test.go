@@ -113,7 +113,7 @@ func bootGuest(t *testing.T, id string) *jailRun {
 	stage(t, r.chroot, initrd, "initrd")
 	emptyDisk(t, r.chroot, "rootfs")
 	r.mustAPI("PUT", "/machine-config", `{"vcpu_count":1,"mem_size_mib":256}`)
-	r.mustAPI("PUT", "/boot-source", `{"kernel_image_path":"/vmlinux","initrd_path":"/initrd","boot_args":"console=ttyS0 reboot=k panic=1"}`)
+	r.mustAPI("PUT", "/boot-source", `{"kernel_image_path":"/vmlinux","initrd_path":"/initrd","boot_args":"console=ttyS0 reboot=k panic=1 banger.transport=vsock"}`)
 	r.mustAPI("PUT", "/drives/rootfs", `{"drive_id":"rootfs","path_on_host":"/rootfs","is_root_device":true,"is_read_only":false}`)
 	r.mustAPI("PUT", "/vsock", `{"guest_cid":3,"uds_path":"/v.sock"}`)
 	r.mustAPI("PUT", "/actions", `{"action_type":"InstanceStart"}`)
@@ -124,6 +124,8 @@ func bootGuest(t *testing.T, id string) *jailRun {
 }
 
 // agentSession dials the hybrid vsock socket and runs the agent handshake.
+// Until the guest agent accepts, CONNECT is closed unanswered (as with
+// Firecracker), so it retries like bangerd.
 func agentSession(t *testing.T, r *jailRun) *agentclient.Session {
 	t.Helper()
 	uds := filepath.Join(r.chroot, "v.sock")
@@ -134,11 +136,18 @@ func agentSession(t *testing.T, r *jailRun) *agentclient.Session {
 		if err != nil {
 			t.Fatal(err)
 		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 		fmt.Fprintf(c, "CONNECT %d\n", agentproto.VsockPort)
 		line, err := bufio.NewReader(c).ReadString('\n')
 		if err != nil || !strings.HasPrefix(line, "OK ") {
-			t.Fatalf("CONNECT = %q, %v", line, err)
+			c.Close()
+			if ctx.Err() != nil {
+				t.Fatalf("CONNECT = %q, %v\nconsole:\n%s", line, err, r.consoleText())
+			}
+			time.Sleep(200 * time.Millisecond)
+			continue
 		}
+		_ = c.SetDeadline(time.Time{})
 		hctx, hcancel := context.WithTimeout(ctx, 15*time.Second)
 		s, err := agentclient.Handshake(hctx, c)
 		hcancel()
@@ -193,6 +202,14 @@ func TestBootPowerOffKeepsVMM(t *testing.T) {
 	s := agentSession(t, r)
 	if _, err := s.Ping(context.Background()); err != nil {
 		t.Fatal(err)
+	}
+	// A second host connection runs beside the first (the guest serves
+	// several agent ports), and neither ends the other.
+	s2 := agentSession(t, r)
+	for i, sess := range []*agentclient.Session{s, s2, s} {
+		if _, err := sess.Ping(context.Background()); err != nil {
+			t.Fatalf("ping %d with two sessions open: %v", i+1, err)
+		}
 	}
 	// SendCtrlAltDel reaches the guest through the i8042; the agent as
 	// PID 1 powers off, and firecracker, without power management, lives on.

@@ -23,6 +23,10 @@ type qmpClient struct {
 	reason   string
 
 	done chan struct{} // closed when the connection ends
+
+	// onPort, when set before handshake, hears each VSERPORT_CHANGE: the
+	// guest opening or closing the virtio-serial port with device id id.
+	onPort func(id string, open bool)
 }
 
 type qmpMessage struct {
@@ -105,6 +109,16 @@ func (q *qmpClient) run() {
 }
 
 func (q *qmpClient) noteEvent(m qmpMessage) {
+	if m.Event == "VSERPORT_CHANGE" {
+		var d struct {
+			ID   string `json:"id"`
+			Open bool   `json:"open"`
+		}
+		if json.Unmarshal(m.Data, &d) == nil && q.onPort != nil {
+			q.onPort(d.ID, d.Open)
+		}
+		return
+	}
 	if m.Event != "SHUTDOWN" {
 		return
 	}

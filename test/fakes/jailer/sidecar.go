@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	agentcmdline "banger/internal/agent/cmdline"
 	"banger/internal/vmm"
 	"banger/internal/vmm/qemu"
 	"banger/test/fakes/internal/fakeargs"
@@ -25,9 +26,11 @@ import (
 
 // The sidecar runs outside the jail as root. It boots the guest under QEMU
 // (TCG) with the files the fake firecracker opened in the jail, serves the
-// console, hands out connections to the agent's virtio-serial port, and
-// owns QEMU's lifetime: QEMU dies with the sidecar (PDEATHSIG) and the
-// sidecar ends when firecracker's end of the channel closes.
+// console, hands out connections to the agent's virtio-serial ports (as
+// many as banger.agentports= on the guest's command line), reports the
+// guest opening and closing them (QMP VSERPORT_CHANGE), and owns QEMU's
+// lifetime: QEMU dies with the sidecar (PDEATHSIG) and the sidecar ends
+// when firecracker's end of the channel closes.
 
 const (
 	socketWait = 15 * time.Second // QEMU creating its sockets
@@ -46,11 +49,12 @@ type sidecarServer struct {
 }
 
 type qemuVM struct {
-	dir       string
-	agentSock string
-	cmd       *exec.Cmd
-	exited    chan struct{} // closed once QEMU has been waited for
-	waitErr   error
+	dir        string
+	agentSocks []string // by agent port index
+	cmd        *exec.Cmd
+	onPort     func(port int, open bool)
+	exited     chan struct{} // closed once QEMU has been waited for
+	waitErr    error
 
 	ready   chan struct{} // closed once the console and QMP are connected, or setup failed
 	qmp     *qmpClient    // set before ready is closed, nil if setup failed
@@ -111,7 +115,7 @@ func (s *sidecarServer) serve() {
 			files = nil
 		case sidecarproto.OpAgent:
 			var f *os.File
-			if f, err = s.agent(); err == nil {
+			if f, err = s.agent(m.Port); err == nil {
 				out = append(out, f)
 			}
 		case sidecarproto.OpCtrlAltDel:
@@ -159,10 +163,11 @@ func (s *sidecarServer) qmp(cmd string, args any) error {
 	return vm.qmp.execute(cmd, args)
 }
 
-// agent returns a new connection to the agent's port. QEMU serves one
-// client at a time: a connection made while firecracker still holds the
-// previous one waits in the backlog until that one is closed.
-func (s *sidecarServer) agent() (*os.File, error) {
+// agent returns a new connection to agent port. QEMU serves one client at
+// a time: a connection made while firecracker still holds the previous one
+// waits in the backlog until that one is closed (firecracker asks only for
+// a port it does not hold).
+func (s *sidecarServer) agent(port int) (*os.File, error) {
 	vm := s.current()
 	if vm == nil {
 		return nil, errors.New("the VM is not running")
@@ -170,7 +175,10 @@ func (s *sidecarServer) agent() (*os.File, error) {
 	if err := vm.whenReady(); err != nil {
 		return nil, err
 	}
-	c, err := net.DialTimeout("unix", vm.agentSock, 5*time.Second)
+	if port < 0 || port >= len(vm.agentSocks) {
+		return nil, fmt.Errorf("no agent port %d", port)
+	}
+	c, err := net.DialTimeout("unix", vm.agentSocks[port], 5*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the agent port: %w", err)
 	}
@@ -319,14 +327,21 @@ func (s *sidecarServer) startQEMU(spec vmm.Spec, extra []*os.File, entropy bool,
 	if err := os.Chown(dir, int(s.uid), int(s.gid)); err != nil {
 		return nil, fmt.Errorf("chown QEMU socket dir: %w", err)
 	}
-	vm = &qemuVM{dir: dir, agentSock: filepath.Join(dir, "agent.sock"), exited: make(chan struct{}), ready: make(chan struct{})}
+	vm = &qemuVM{dir: dir, exited: make(chan struct{}), ready: make(chan struct{}), onPort: s.sendPort}
+	ports := agentcmdline.Parse(spec.Cmdline).Ports
+	for i := range ports {
+		vm.agentSocks = append(vm.agentSocks, filepath.Join(dir, "agent"+strconv.Itoa(i)+".sock"))
+	}
 	consoleSock := filepath.Join(dir, "console.sock")
 	qmpSock := filepath.Join(dir, "qmp.sock")
 
 	// QMP comes first so its socket exists before QEMU blocks waiting for
 	// the console client (wait=on in qemu.Args).
-	args := append([]string{"-qmp", "unix:" + qmpSock + ",server=on,wait=off"},
-		qemu.Args(spec, "tcg", qemu.HostTSCKHz(), vm.agentSock, consoleSock)...)
+	// -S: the guest waits for "cont" until QMP is negotiated, so no
+	// VSERPORT_CHANGE event (sent only after negotiation) is missed.
+	args := append([]string{"-S", "-qmp", "unix:" + qmpSock + ",server=on,wait=off"},
+		qemu.Args(spec, "tcg", qemu.HostTSCKHz(), vm.agentSocks[0], consoleSock)...)
+	args = append(args, extraPortArgs(vm.agentSocks)...)
 	// An i8042 gives the guest what Firecracker emulates for reboot=k and
 	// SendCtrlAltDel.
 	args = append(args, "-device", "i8042")
@@ -392,9 +407,19 @@ func (vm *qemuVM) connect(qmpSock, consoleSock string, console *os.File) {
 	go copyConsole(cc, console)
 	console = nil // copyConsole owns it now
 	q := newQMP(qc)
+	q.onPort = func(id string, open bool) {
+		if i, ok := portIndex(id, len(vm.agentSocks)); ok {
+			vm.onPort(i, open)
+		}
+	}
 	if err := q.handshake(qmpTimeout); err != nil {
 		qc.Close()
 		fail(fmt.Errorf("QMP: %w", err))
+		return
+	}
+	if err := q.execute("cont", nil); err != nil {
+		qc.Close()
+		fail(fmt.Errorf("QMP: start the guest: %w", err))
 		return
 	}
 	vm.qmp = q

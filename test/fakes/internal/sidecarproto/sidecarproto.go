@@ -10,7 +10,10 @@
 // Firecracker sends requests (Op boot, agent, ctrl-alt-del, pause, resume)
 // one at a time, each with a fresh Seq; the sidecar answers each with Op
 // reply and the same Seq. Unsolicited, the sidecar sends Op hello (first,
-// carrying its PID) and Op exit (once, when the VM is gone, with Reason).
+// carrying its PID), Op port each time the guest opens or closes one of the
+// agent's virtio-serial ports (Port, Open), and Op exit (once, when the VM
+// is gone, with Reason). An agent request names the port (Port) it wants a
+// connection to.
 // Either side closing its end ends the session: the sidecar then kills QEMU
 // and removes its private directory.
 package sidecarproto
@@ -49,6 +52,7 @@ const (
 	OpResume     = "resume"
 	OpReply      = "reply"
 	OpExit       = "exit"
+	OpPort       = "port"
 )
 
 // Exit reasons. Any other reason means QEMU died unexpectedly.
@@ -66,6 +70,8 @@ type Message struct {
 	PID      int    `json:"pid,omitempty"`      // hello: the sidecar's PID
 	Boot     *Boot  `json:"boot,omitempty"`     // boot
 	Reason   string `json:"reason,omitempty"`   // exit
+	Port     int    `json:"port,omitempty"`     // agent, port: index of the agent port
+	Open     bool   `json:"open,omitempty"`     // port: the guest has the port open
 }
 
 // Boot describes the guest. Every *FD field is an index into the fds sent
