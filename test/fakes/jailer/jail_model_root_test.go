@@ -253,3 +253,32 @@ func TestJailedFirecrackerDiesWhereSeccompIsForbidden(t *testing.T) {
 		t.Fatalf("output lacks the API thread's seccomp failure:\n%s", r.consoleText())
 	}
 }
+
+// TestJailerOnNodevBase: on a nodev mount the jailer's mknods succeed, but
+// the nodes cannot be opened, so firecracker fails at its first device.
+func TestJailerOnNodevBase(t *testing.T) {
+	requireRoot(t)
+	base, err := os.MkdirTemp("/var/tmp", "fakejail-nodev-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := unix.Mount("tmpfs", base, "tmpfs", unix.MS_NODEV, "mode=0755"); err != nil {
+		t.Fatalf("mount a nodev tmpfs: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := unix.Unmount(base, unix.MNT_DETACH); err != nil {
+			t.Errorf("unmount the nodev tmpfs: %v", err)
+		}
+	})
+	id := fmt.Sprintf("fakejail-nodev-%d", os.Getpid())
+	r := startJailer(t, base, id)
+	r.waitSocket()
+	if st := statOf(t, filepath.Join(r.chroot, "dev", "net", "tun")); st.Mode&syscall.S_IFMT != syscall.S_IFCHR {
+		t.Fatalf("/dev/net/tun is not a character device: mode %o", st.Mode)
+	}
+	code, body := r.api("PUT", "/network-interfaces/eth0", `{"iface_id":"eth0","host_dev_name":"bgnodev0"}`)
+	if code != 400 || !strings.Contains(body, "/dev/net/tun: Permission denied (os error 13)") {
+		t.Fatalf("PUT /network-interfaces on a nodev jail = %d %s", code, body)
+	}
+}
