@@ -272,7 +272,7 @@ func (s *Server) launchFirecracker(o privop.LaunchFirecracker, files []*os.File)
 	}
 	argv := jail.JailerArgv(jail.ArgvSpec{
 		JailerBin: o.JailerBin, FirecrackerBin: o.FirecrackerBin, VMID: o.VMID,
-		UID: s.cfg.OwnerUID, GID: s.cfg.OwnerGID, Base: l.Base, CgroupV2: jail.CgroupV2(),
+		UID: s.cfg.OwnerUID, GID: s.cfg.OwnerGID, Base: l.Base,
 	})
 	p, err := jail.Start(argv, console)
 	if err != nil {

@@ -94,27 +94,30 @@ type ArgvSpec struct {
 	VMID           string
 	UID, GID       int
 	Base           string
-	// CgroupV2: /sys/fs/cgroup is cgroup2. The jailer defaults to v1 and
-	// fails to find a v1 hierarchy on a v2-only host.
-	CgroupV2 bool
 }
 
 // JailerArgv returns the jailer's argv. There is no --daemonize and no
 // --new-pid-ns: the jailer execs firecracker in place, so the pid the
 // helper starts is firecracker's, which banger (and the SDK) rely on.
+//
+// There is no cgroup flag either, on any host. With its default cgroup
+// version (1) and no --cgroup the jailer does no cgroup work at all, not
+// even a look for a v1 hierarchy, so it runs on cgroup2-only hosts too.
+// With --cgroup-version 2 it would move itself into
+// <cgroup2 root>/<exec name> (or --parent-cgroup) whenever that cgroup
+// exists: a cgroup banger neither made nor owns, and a write that fails
+// under a unit with ProtectControlGroups or when that cgroup has domain
+// controllers enabled.
 func JailerArgv(s ArgvSpec) []string {
-	argv := []string{
+	return []string{
 		s.JailerBin,
 		"--id", s.VMID,
 		"--exec-file", s.FirecrackerBin,
 		"--uid", strconv.Itoa(s.UID),
 		"--gid", strconv.Itoa(s.GID),
 		"--chroot-base-dir", s.Base,
+		"--", "--api-sock", privop.JailAPISocket,
 	}
-	if s.CgroupV2 {
-		argv = append(argv, "--cgroup-version", "2")
-	}
-	return append(argv, "--", "--api-sock", privop.JailAPISocket)
 }
 
 // validName accepts a single path element that names a new file.

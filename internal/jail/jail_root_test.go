@@ -242,7 +242,7 @@ func TestStageStartRemove(t *testing.T) {
 
 	// Start the fake jailer: argv, console, session, environment.
 	p, err := Start(JailerArgv(ArgvSpec{JailerBin: f.jailer, FirecrackerBin: f.fc, VMID: l.VMID,
-		UID: owner, GID: owner, Base: f.base, CgroupV2: CgroupV2()}), f.console)
+		UID: owner, GID: owner, Base: f.base}), f.console)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}

@@ -25,40 +25,29 @@ func TestMain(m *testing.M) {
 }
 
 func TestJailerArgv(t *testing.T) {
-	base := ArgvSpec{
+	spec := ArgvSpec{
 		JailerBin: "/usr/bin/jailer", FirecrackerBin: "/usr/bin/firecracker", VMID: "vm-1",
 		UID: 1000, GID: 1001, Base: "/var/lib/banger-root/jail",
 	}
-	v2 := base
-	v2.CgroupV2 = true
-	tests := []struct {
-		name string
-		spec ArgvSpec
-		want []string
-	}{
-		{"cgroup v1 host", base, []string{
-			"/usr/bin/jailer", "--id", "vm-1", "--exec-file", "/usr/bin/firecracker", "--uid", "1000", "--gid", "1001",
-			"--chroot-base-dir", "/var/lib/banger-root/jail", "--", "--api-sock", "/run/firecracker.socket",
-		}},
-		{"cgroup v2 host", v2, []string{
-			"/usr/bin/jailer", "--id", "vm-1", "--exec-file", "/usr/bin/firecracker", "--uid", "1000", "--gid", "1001",
-			"--chroot-base-dir", "/var/lib/banger-root/jail", "--cgroup-version", "2", "--", "--api-sock", "/run/firecracker.socket",
-		}},
+	want := []string{
+		"/usr/bin/jailer", "--id", "vm-1", "--exec-file", "/usr/bin/firecracker", "--uid", "1000", "--gid", "1001",
+		"--chroot-base-dir", "/var/lib/banger-root/jail", "--", "--api-sock", "/run/firecracker.socket",
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			got := JailerArgv(tc.spec)
-			if !slices.Equal(got, tc.want) {
-				t.Errorf("JailerArgv =\n %q\nwant\n %q", got, tc.want)
-			}
-			// The process model banger relies on: firecracker keeps the
-			// jailer's pid, so neither flag may ever appear.
-			for _, a := range got {
-				if a == "--daemonize" || a == "--new-pid-ns" {
-					t.Errorf("argv has %s", a)
-				}
-			}
-		})
+	got := JailerArgv(spec)
+	if !slices.Equal(got, want) {
+		t.Errorf("JailerArgv =\n %q\nwant\n %q", got, want)
+	}
+	for _, a := range got {
+		switch a {
+		// The process model banger relies on: firecracker keeps the
+		// jailer's pid.
+		case "--daemonize", "--new-pid-ns":
+			t.Errorf("argv has %s", a)
+		// No cgroup work: with version 2 the jailer moves itself into a
+		// cgroup banger does not own whenever that cgroup exists.
+		case "--cgroup-version", "--cgroup", "--parent-cgroup":
+			t.Errorf("argv has %s", a)
+		}
 	}
 }
 

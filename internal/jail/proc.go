@@ -108,9 +108,3 @@ func Alive(pid int, start uint64) bool {
 	st, err := procstat.Read(pid)
 	return err == nil && st.StartTime == start && !st.Gone()
 }
-
-// CgroupV2 reports whether /sys/fs/cgroup is a cgroup2 (unified) mount.
-func CgroupV2() bool {
-	var st unix.Statfs_t
-	return unix.Statfs("/sys/fs/cgroup", &st) == nil && st.Type == unix.CGROUP2_SUPER_MAGIC
-}
