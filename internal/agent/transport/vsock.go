@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,13 +22,15 @@ type Vsock struct {
 	CID  uint32 // unix.VMADDR_CID_ANY in a guest; VMADDR_CID_LOCAL in tests
 	Port uint32
 
-	mu sync.Mutex
-	fd int
+	// f is the listening socket, non-blocking in the runtime poller: a
+	// vsock listener blocked in accept is not woken by shutdown or close,
+	// but closing f wakes a poller wait.
+	f *os.File
 }
 
 // ListenVsock listens on port for connections from any CID.
 func ListenVsock(cid, port uint32) (*Vsock, error) {
-	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("vsock socket: %w", err)
 	}
@@ -41,43 +42,47 @@ func ListenVsock(cid, port uint32) (*Vsock, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("listen on vsock port %d: %w", port, err)
 	}
-	return &Vsock{CID: cid, Port: port, fd: fd}, nil
+	return &Vsock{CID: cid, Port: port, f: os.NewFile(uintptr(fd), fmt.Sprintf("vsock-listen:%d", port))}, nil
 }
 
 // Accept returns the next host connection.
 func (v *Vsock) Accept() (io.ReadWriteCloser, error) {
-	for {
-		v.mu.Lock()
-		fd := v.fd
-		v.mu.Unlock()
-		if fd < 0 {
-			return nil, errors.New("vsock listener closed")
-		}
-		nfd, _, err := unix.Accept4(fd, unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
-		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.ECONNABORTED) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("accept on vsock port %d: %w", v.Port, err)
-		}
-		// Non-blocking, so the file joins the runtime poller and Close
-		// interrupts a blocked read, as for the virtio-serial port.
-		return os.NewFile(uintptr(nfd), fmt.Sprintf("vsock:%d", v.Port)), nil
+	rc, err := v.f.SyscallConn()
+	if err != nil {
+		return nil, errors.New("vsock listener closed")
 	}
+	nfd := -1
+	var aerr error
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			nfd, _, aerr = unix.Accept4(int(fd), unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)
+			switch {
+			case errors.Is(aerr, unix.EINTR), errors.Is(aerr, unix.ECONNABORTED):
+				continue
+			case errors.Is(aerr, unix.EAGAIN):
+				return false // wait in the poller
+			}
+			return true
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("accept on vsock port %d: %w", v.Port, err)
+	}
+	if aerr != nil {
+		return nil, fmt.Errorf("accept on vsock port %d: %w", v.Port, aerr)
+	}
+	// Non-blocking, so the file joins the runtime poller and Close
+	// interrupts a blocked read, as for the virtio-serial port.
+	return os.NewFile(uintptr(nfd), fmt.Sprintf("vsock:%d", v.Port)), nil
 }
 
-// Close stops Accept.
+// Close stops Accept, waking one that is blocked.
 func (v *Vsock) Close() error {
-	v.mu.Lock()
-	fd := v.fd
-	v.fd = -1
-	v.mu.Unlock()
-	if fd < 0 {
+	err := v.f.Close()
+	if errors.Is(err, os.ErrClosed) {
 		return nil
 	}
-	// shutdown wakes a blocked accept; close alone does not.
-	_ = unix.Shutdown(fd, unix.SHUT_RDWR)
-	return unix.Close(fd)
+	return err
 }
 
 // virtioIDVsock is the virtio device id of a vsock device (the virtio
