@@ -259,14 +259,21 @@ func clockUs(clock int32) uint64 {
 // copyExec copies the exec file into the jail. Like the jailer since
 // v1.15, the destination is opened without following a symlink and a file
 // with other hard links is refused, so a planted link cannot redirect the
-// root-owned write.
+// root-owned write. Like the jailer, a new destination gets the source's
+// mode and an existing one keeps its own, and it is written over from the
+// start without being truncated. Unlike it, a destination that is not a
+// regular file is refused rather than written to.
 func copyExec(src, dst string, uid, gid int) error {
 	in, err := os.Open(src)
 	if err != nil {
 		return fmt.Errorf("copy exec file: %w", err)
 	}
 	defer in.Close()
-	fd, err := unix.Open(dst, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0o700)
+	srcSt, err := in.Stat()
+	if err != nil {
+		return fmt.Errorf("copy exec file: %w", err)
+	}
+	fd, err := unix.Open(dst, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, uint32(srcSt.Mode().Perm()))
 	if err != nil {
 		if errors.Is(err, unix.ELOOP) {
 			return fmt.Errorf("copy exec file: refusing destination %s: it is a symlink", dst)
@@ -285,17 +292,11 @@ func copyExec(src, dst string, uid, gid int) error {
 	if st.Nlink > 1 {
 		return fmt.Errorf("copy exec file: refusing destination %s: it has %d hard links", dst, st.Nlink)
 	}
-	if err := out.Truncate(0); err != nil {
-		return fmt.Errorf("copy exec file: truncate %s: %w", dst, err)
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		return fmt.Errorf("copy exec file to %s: %w", dst, err)
-	}
 	if err := out.Chown(uid, gid); err != nil {
 		return fmt.Errorf("copy exec file: chown %s: %w", dst, err)
 	}
-	if err := out.Chmod(0o755); err != nil {
-		return fmt.Errorf("copy exec file: chmod %s: %w", dst, err)
+	if _, err := io.Copy(out, in); err != nil {
+		return fmt.Errorf("copy exec file to %s: %w", dst, err)
 	}
 	if err := out.Close(); err != nil {
 		return fmt.Errorf("copy exec file to %s: %w", dst, err)

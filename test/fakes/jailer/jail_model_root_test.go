@@ -202,6 +202,8 @@ func TestJailerStagingMistakes(t *testing.T) {
 			}
 			return os.WriteFile(filepath.Join(c, "dev", "kvm"), nil, 0o600)
 		}, want: "create /dev/kvm via mknod inside the jail: File exists (os error 17)"},
+		{name: "exec copy not executable", stage: func(c string) error { return os.WriteFile(filepath.Join(c, "firecracker"), nil, 0o644) },
+			want: "exec /firecracker: permission denied"},
 		{name: "stale pid file", stage: func(c string) error { return os.WriteFile(filepath.Join(c, "firecracker.pid"), nil, 0o600) },
 			want: "open file /firecracker.pid: File exists (os error 17)"},
 	} {
