@@ -47,6 +47,8 @@ func TestBadInput(t *testing.T) {
 		{"duplicate", []string{"vm", "create", "--no-start", "--name", "dup"}, "already_exists", "dup"},
 		{"unknown image", []string{"vm", "create", "--no-start", "--image", "nope"}, "not_found", "nope"},
 		{"memory zero", []string{"vm", "create", "--no-start", "--memory", "0"}, "bad_request", "--memory"},
+		{"vcpu over the vmm's limit", []string{"vm", "create", "--no-start", "--vcpu", "256"}, "bad_request", "qemu runs at most 255 vCPUs, not 256"},
+		{"set vcpu over the vmm's limit", []string{"vm", "set", "dup", "--vcpu", "256"}, "bad_request", "qemu runs at most 255 vCPUs, not 256"},
 		{"missing kernel", []string{"vm", "create", "--no-start", "--kernel", "nokernel"}, "not_found", "nokernel"},
 		{"bad disk size", []string{"vm", "create", "--no-start", "--disk-size", "lots"}, "bad_request", "lots"},
 		{"corrupt deb", []string{"kernel", "import-deb", corrupt, "--name", "broken"}, "bad_request", "corrupt.deb"},
