@@ -93,8 +93,10 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer host.Close()
 
+	fcBin, jailerBin := meta.Firecracker()
 	cfg := helper.Config{
 		Net: host, Ledger: ledger, OwnerUID: meta.OwnerUID, OwnerGID: meta.OwnerGID,
+		FirecrackerBin: fcBin, JailerBin: jailerBin, VMMUIDBase: meta.VMMUIDs(),
 		Version: version.Version, Log: log,
 		StateDir: *stateDir, Images: debootstrapBuilder{}, JailBase: *jailBase,
 	}
@@ -125,7 +127,8 @@ func run(ctx context.Context, args []string) error {
 	bridges, taps := ledger.Names()
 	log.Info("banger-helper serving", "socket", *socket, "owner", meta.OwnerUser, "owner_uid", meta.OwnerUID,
 		"version", version.Version, "bridges", bridges, "taps", taps, "netns", *netnsPath,
-		"snapshots", cfg.Snapshots != nil, "snapshots_off", cfg.SnapshotsOff)
+		"snapshots", cfg.Snapshots != nil, "snapshots_off", cfg.SnapshotsOff,
+		"firecracker", fcBin, "jailer", jailerBin, "vmm_uids", cfg.VMMUIDBase)
 	err = srv.Serve(ctx, ln)
 	log.Info("banger-helper stopped")
 	return err

@@ -50,6 +50,7 @@ VMs keep running. --print-units prints the two unit files instead, changing noth
 	}
 	install.Flags().StringVar(&o.Owner, "owner", "", "the normal user bangerd runs as (required)")
 	install.Flags().BoolVar(&printUnits, "print-units", false, "print both unit files as they would be written, and change nothing")
+	pinFlags(install.Flags(), &o.Pins)
 
 	var asJSON bool
 	status := &cobra.Command{

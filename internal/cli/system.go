@@ -3,11 +3,13 @@ package cli
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"banger/internal/installmeta"
 	"banger/internal/sysrun"
@@ -62,5 +64,13 @@ and the command fails naming the one that died.`,
 	f.StringVar(&o.InstallMeta, "install-meta", installmeta.DefaultPath, "install metadata to write")
 	f.StringVar(&o.HelperStateDir, "state-dir", sysrun.DefaultHelperStateDir, "the helper's root-owned state directory")
 	f.StringVar(&o.JailBase, "jail-base", "", "where the helper stages Firecracker jails: root-owned, on a filesystem that allows device nodes (default: STATE-DIR/jail)")
+	pinFlags(f, &o.Pins)
 	return c
+}
+
+// pinFlags adds the flags that pin what root runs for Firecracker VMs.
+func pinFlags(f *pflag.FlagSet, p *sysrun.Pins) {
+	f.StringVar(&p.FirecrackerBin, "firecracker-bin", installmeta.DefaultFirecrackerBin, "the firecracker binary the helper runs (root's, not setuid; pinned in the install metadata)")
+	f.StringVar(&p.JailerBin, "jailer-bin", installmeta.DefaultJailerBin, "the jailer binary the helper runs (root's, not setuid; pinned in the install metadata)")
+	f.IntVar(&p.VMMUIDBase, "vmm-uid-base", installmeta.DefaultVMMUIDBase, fmt.Sprintf("first of the %d uids (and gids) firecracker processes run as, one per VM; no account may use them", installmeta.VMMUIDCount))
 }

@@ -35,13 +35,12 @@ type Config struct {
 	DefaultKernelName string `toml:"default_kernel_name"`
 	VMM               string `toml:"vmm"` // auto | firecracker | qemu
 	QEMUBin           string `toml:"qemu_bin"`
-	// Firecracker runs under firecracker-jailer, launched by the root
-	// helper; both binaries must be root-owned and writable only by root.
+	// FirecrackerBin, JailerBin, JailerEnabled and JailerChrootBase are
+	// recognised only to explain why they cannot be set here (see
+	// validate): root pins the binaries it runs at install.
 	FirecrackerBin string `toml:"firecracker_bin"`
 	JailerBin      string `toml:"jailer_bin"`
-	// JailerEnabled and JailerChrootBase are recognised only to explain
-	// why they cannot be changed here (see validate).
-	JailerEnabled *bool `toml:"jailer_enabled"`
+	JailerEnabled  *bool  `toml:"jailer_enabled"`
 	// Catalog replaces the embedded catalog of short image and kernel
 	// names (an absolute path to a TOML file).
 	Catalog string `toml:"catalog"`
@@ -72,13 +71,6 @@ type Network struct {
 	// banger's DNS; everything else on the host is closed to guests.
 	AllowHost []string `toml:"allow_host"`
 }
-
-// Firecracker defaults: where the release tarball's binaries are usually
-// installed.
-const (
-	DefaultFirecrackerBin = "/usr/local/bin/firecracker"
-	DefaultJailerBin      = "/usr/local/bin/jailer"
-)
 
 // Network defaults.
 const (
@@ -147,15 +139,18 @@ func (c Config) validate() error {
 		return fmt.Errorf("storage %q: want auto, dm, reflink, overlay or copy", c.Storage)
 	}
 	if c.JailerEnabled != nil && !*c.JailerEnabled {
-		return errors.New("jailer_enabled = false: banger always runs firecracker under the jailer, as your uid in a chroot; use vmm = \"qemu\" to run without it")
+		return errors.New("jailer_enabled = false: banger always runs firecracker under the jailer, as a uid of its own in a chroot; use vmm = \"qemu\" to run without it")
 	}
 	if c.JailerChrootBase != "" {
 		return errors.New("jailer_chroot_base: the jail base is where root creates device nodes and mounts, so the root helper chooses it: pass --jail-base to 'banger system run' (or banger-helper)")
 	}
-	for _, b := range []struct{ key, val string }{{"firecracker_bin", c.FirecrackerBin}, {"jailer_bin", c.JailerBin}, {"catalog", c.Catalog}} {
-		if b.val != "" && !strings.HasPrefix(b.val, "/") {
-			return fmt.Errorf("%s %q: must be an absolute path", b.key, b.val)
+	for _, b := range []struct{ key, val, flag string }{{"firecracker_bin", c.FirecrackerBin, "--firecracker-bin"}, {"jailer_bin", c.JailerBin, "--jailer-bin"}} {
+		if b.val != "" {
+			return fmt.Errorf("%s %q: root runs only the binaries pinned at install, never a user's choice; remove it here and pass %s to 'banger system install' or 'banger system run' (as root)", b.key, b.val, b.flag)
 		}
+	}
+	if c.Catalog != "" && !strings.HasPrefix(c.Catalog, "/") {
+		return fmt.Errorf("catalog %q: must be an absolute path", c.Catalog)
 	}
 	if c.VMDefaults.VCPU < 0 {
 		return fmt.Errorf("vm_defaults.vcpu %d: must be positive", c.VMDefaults.VCPU)
@@ -223,12 +218,6 @@ func (c Config) withDefaults() Config {
 	}
 	if c.VMM == "" {
 		c.VMM = "auto"
-	}
-	if c.FirecrackerBin == "" {
-		c.FirecrackerBin = DefaultFirecrackerBin
-	}
-	if c.JailerBin == "" {
-		c.JailerBin = DefaultJailerBin
 	}
 	n := &c.Network
 	if n.BridgeName == "" {

@@ -18,8 +18,10 @@ func TestParseErrors(t *testing.T) {
 		{"unknown table", "[extra]\nx = 1\n", []string{"unknown key(s):", "extra"}},
 		{"bad log level", `log_level = "verbose"`, []string{`log_level "verbose"`}},
 		{"bad vmm", `vmm = "kvmtool"`, []string{`vmm "kvmtool"`, "auto, firecracker or qemu"}},
-		{"relative firecracker_bin", `firecracker_bin = "bin/firecracker"`, []string{`firecracker_bin "bin/firecracker"`, "absolute"}},
-		{"relative jailer_bin", `jailer_bin = "jailer"`, []string{`jailer_bin "jailer"`}},
+		// Root runs no binary a user names, not even a good one.
+		{"firecracker_bin", `firecracker_bin = "/usr/local/bin/firecracker"`, []string{`firecracker_bin "/usr/local/bin/firecracker"`, "pinned at install", "--firecracker-bin"}},
+		{"jailer_bin is sudo", `jailer_bin = "/usr/bin/sudo"`, []string{`jailer_bin "/usr/bin/sudo"`, "pinned at install", "--jailer-bin"}},
+		{"relative catalog", `catalog = "cat.toml"`, []string{`catalog "cat.toml"`, "absolute"}},
 		{"bad storage", `storage = "zfs"`, []string{`storage "zfs"`, "auto, dm, reflink, overlay or copy"}},
 		{"jailer disabled", `jailer_enabled = false`, []string{"jailer_enabled = false", "always runs firecracker under the jailer"}},
 		{"chroot base", `jailer_chroot_base = "/srv/jailer"`, []string{"jailer_chroot_base", "--jail-base"}},

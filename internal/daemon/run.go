@@ -107,7 +107,8 @@ func Run(o RunOptions) error {
 	if err != nil {
 		return err
 	}
-	fc := &firecracker.Driver{FirecrackerBin: cfg.FirecrackerBin, JailerBin: cfg.JailerBin,
+	fc := &firecracker.Driver{
+		FirecrackerBin: helper.ping.Firecracker, JailerBin: helper.ping.Jailer, Off: helper.ping.FirecrackerOff,
 		Helper: helper.firecracker(),
 		KVM: func(ctx context.Context) (bool, string) {
 			p := qd.Probe(ctx)

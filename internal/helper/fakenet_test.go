@@ -80,6 +80,20 @@ func (f *fakeNet) OpenTap(_ context.Context, name string) (*os.File, error) {
 	return os.Open(p)
 }
 
+func (f *fakeNet) SetTapOwner(_ context.Context, name string, uid, gid int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.record("SetTapOwner %s %d:%d", name, uid, gid)
+	t, ok := f.taps[name]
+	if !ok {
+		return fmt.Errorf("tap %s: %w", name, os.ErrNotExist)
+	}
+	before, after, _ := strings.Cut(t, " owner=")
+	_, mtu, _ := strings.Cut(after, " ")
+	f.taps[name] = fmt.Sprintf("%s owner=%d:%d %s", before, uid, gid, mtu)
+	return nil
+}
+
 func (f *fakeNet) ApplyFirewall(_ context.Context, fw Firewall) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

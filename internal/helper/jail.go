@@ -2,7 +2,6 @@ package helper
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,14 +26,14 @@ const JailDir = "jail"
 // JailLedger records the Firecracker jails the helper staged: the jail's
 // root and, once started, the process running in it (pid and start time,
 // which together name that process and not a later one with the same
-// pid). chown_api_socket and cleanup_jail act only on recorded jails. An
+// pid). dial_jail, signal_vmm and cleanup_jail act only on recorded jails. An
 // entry is recorded before the jail is made (intent first), so a crash
 // never leaves an unrecorded jail, and dropped only once the jail is gone.
 // It is a JSON file in the helper's root-owned state directory, replaced
 // atomically on every change:
 //
 //	{"jails": {"VMID": {"exec_name": "firecracker", "chroot": "/var/lib/banger-root/jail/firecracker/VMID/root",
-//	                    "pid": 1234, "pid_start": 5678, "created_at": "..."}}}
+//	                    "uid": 1879113728, "tap": "tap-fc-0123abcd", "pid": 1234, "pid_start": 5678, "created_at": "..."}}}
 type JailLedger struct {
 	path string
 	mu   sync.Mutex
@@ -45,10 +44,14 @@ type jailState struct {
 	Jails map[string]JailEntry `json:"jails"`
 }
 
-// JailEntry is a recorded jail. PID is 0 until the jailer started.
+// JailEntry is a recorded jail. PID is 0 until the jailer started. UID
+// is the VM's own uid (and gid), which no other jail has while this one is
+// recorded; Tap is the tap handed to it, if any.
 type JailEntry struct {
 	ExecName  string    `json:"exec_name"`
 	Chroot    string    `json:"chroot"`
+	UID       int       `json:"uid,omitempty"`
+	Tap       string    `json:"tap,omitempty"`
 	PID       int       `json:"pid,omitempty"`
 	PIDStart  uint64    `json:"pid_start,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
@@ -202,112 +205,10 @@ func jailErr(err error) error {
 	return err
 }
 
-// launchFirecracker stages o's jail from files (validated: one per
-// o.Files, in order) and starts the jailer in it as the registered owner.
-// It records the jail before making it and the process once started; any
-// failure undoes what was done.
-func (s *Server) launchFirecracker(o privop.LaunchFirecracker, files []*os.File) (privop.LaunchFirecrackerResult, error) {
-	var res privop.LaunchFirecrackerResult
-	if err := s.jailsReady(); err != nil {
-		return res, err
-	}
-	if len(files) != len(o.Files) {
-		return res, privop.Errorf(privop.CodeBadRequest, "%d fds for %d files", len(files), len(o.Files))
-	}
-	s.jailMu.Lock()
-	defer s.jailMu.Unlock()
-	if _, ok := s.cfg.Jails.Jail(o.VMID); ok {
-		return res, privop.Errorf(privop.CodeBadRequest, "jail for VM %s already exists: clean it up first", o.VMID)
-	}
-	if err := jail.CheckBinary(o.JailerBin); err != nil {
-		return res, jailErr(fmt.Errorf("jailer: %w", err))
-	}
-	if err := jail.CheckBinary(o.FirecrackerBin); err != nil {
-		return res, jailErr(fmt.Errorf("firecracker: %w", err))
-	}
-	if err := prepareJailBase(s.cfg.JailBase); err != nil {
-		return res, err
-	}
-	l, err := jail.NewLayout(s.cfg.JailBase, jail.ExecName(o.FirecrackerBin), o.VMID)
-	if err != nil {
-		return res, jailErr(err)
-	}
-	spec := jail.Spec{Layout: l, FirecrackerBin: o.FirecrackerBin, UID: s.cfg.OwnerUID, GID: s.cfg.OwnerGID}
-	var console *os.File
-	for i, f := range o.Files {
-		if f.Role == privop.JailConsole {
-			console = files[i]
-			continue
-		}
-		spec.Files = append(spec.Files, jail.File{Role: f.Role, Name: f.Name, ReadOnly: f.ReadOnly, F: files[i]})
-	}
-
-	entry := JailEntry{ExecName: l.ExecName, Chroot: l.Chroot(), CreatedAt: time.Now().UTC()}
-	if ok, err := s.cfg.Jails.add(o.VMID, entry); err != nil {
-		return res, err
-	} else if !ok {
-		return res, privop.Errorf(privop.CodeBadRequest, "jail for VM %s already exists: clean it up first", o.VMID)
-	}
-	// undo removes the jail and, once it is gone, its record; a jail that
-	// could not be removed stays recorded for cleanup_jail.
-	undo := func(cause error) error {
-		if err := jail.Remove(l); err != nil {
-			return errors.Join(cause, fmt.Errorf("undo launch (the jail stays recorded; retry cleanup_jail): %w", err))
-		}
-		if err := s.cfg.Jails.remove(o.VMID); err != nil {
-			return errors.Join(cause, err)
-		}
-		return cause
-	}
-	if err := jail.Stage(spec); err != nil {
-		if errors.Is(err, jail.ErrLeftBehind) {
-			return res, errors.Join(err, errors.New("the jail stays recorded; retry cleanup_jail"))
-		}
-		// Stage undid its own work, and a jail directory it found already
-		// there is not ours to remove: only the record made above is.
-		if rerr := s.cfg.Jails.remove(o.VMID); rerr != nil {
-			return res, errors.Join(err, rerr)
-		}
-		return res, jailErr(err)
-	}
-	argv := jail.JailerArgv(jail.ArgvSpec{
-		JailerBin: o.JailerBin, FirecrackerBin: o.FirecrackerBin, VMID: o.VMID,
-		UID: s.cfg.OwnerUID, GID: s.cfg.OwnerGID, Base: l.Base,
-	})
-	p, err := jail.Start(argv, console)
-	if err != nil {
-		return res, undo(jailErr(err))
-	}
-	entry.PID, entry.PIDStart = p.PID, p.StartTime
-	if err := s.cfg.Jails.set(o.VMID, entry); err != nil {
-		// An unrecorded firecracker could never be told from a stranger
-		// reusing its pid: stop the one just started.
-		if kerr := p.Kill(); kerr != nil {
-			return res, errors.Join(err, kerr)
-		}
-		<-p.Done()
-		return res, undo(err)
-	}
-	go func() {
-		<-p.Done()
-		s.log.Info("firecracker exited", "vm_id", o.VMID, "pid", p.PID)
-	}()
-	s.log.Info("firecracker started", "vm_id", o.VMID, "pid", p.PID, "chroot", l.Chroot())
-	return privop.LaunchFirecrackerResult{PID: p.PID, PIDStart: p.StartTime, Chroot: l.Chroot()}, nil
-}
-
-// prepareJailBase creates the jail base (root, 0711) if missing; its
+// prepareJailBase creates the jail base (root, 0700) if missing; its
 // parent must exist. jail.Stage checks it at every launch.
 func prepareJailBase(base string) error {
-	if err := os.Mkdir(base, 0o700); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil
-		}
-		return fmt.Errorf("create jail base: %w", err)
-	}
-	// Explicit: the helper's umask is 077, and the owner must be able to
-	// pass through to reach the VM's sockets.
-	if err := os.Chmod(base, 0o711); err != nil {
+	if err := os.Mkdir(base, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return fmt.Errorf("create jail base: %w", err)
 	}
 	return nil
@@ -324,23 +225,6 @@ func (s *Server) recordedLayout(vmID string, e JailEntry) (jail.Layout, error) {
 		return l, fmt.Errorf("jail of VM %s: recorded at %s, not under the jail base %s", vmID, e.Chroot, s.cfg.JailBase)
 	}
 	return l, nil
-}
-
-// chownAPISocket gives the owner the API socket of a recorded jail.
-func (s *Server) chownAPISocket(ctx context.Context, o privop.ChownAPISocket) error {
-	if err := s.jailsReady(); err != nil {
-		return err
-	}
-	e, ok := s.cfg.Jails.Jail(o.VMID)
-	if !ok {
-		return privop.Errorf(privop.CodeNotFound, "no jail for VM %s", o.VMID)
-	}
-	l, err := s.recordedLayout(o.VMID, e)
-	if err != nil {
-		return err
-	}
-	alive := func() bool { return jail.Alive(e.PID, e.PIDStart) }
-	return jailErr(jail.ChownSocket(ctx, l.Chroot(), s.cfg.OwnerUID, s.cfg.OwnerGID, alive))
 }
 
 // cleanupJail removes a VM's jail unless its firecracker still runs. A VM
@@ -380,7 +264,14 @@ func (s *Server) removeJail(vmID string, e JailEntry) error {
 	if err := jail.Remove(l); err != nil {
 		return err
 	}
-	return s.cfg.Jails.remove(vmID)
+	s.releaseHolds(vmID)
+	if err := s.cfg.Jails.remove(vmID); err != nil {
+		return err
+	}
+	if err := s.bootCache().prune(); err != nil {
+		s.log.Warn("boot cache not pruned", "err", err)
+	}
+	return nil
 }
 
 // reconcileJails removes, at start-up, the recorded jails whose process

@@ -2,22 +2,33 @@ package helper
 
 import (
 	"errors"
+	"io/fs"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
+	"unsafe"
 
 	"banger/internal/jail"
 	"banger/internal/jail/jailtest"
 	"banger/internal/privop"
 	"banger/internal/testutil"
+
+	"golang.org/x/sys/unix"
 )
 
 // The helper's test binary doubles as the fake jailer (see jailtest).
 func init() { jailtest.MaybeRunFakeJailer() }
 
 const jailOwner = 4242
+
+// vmmUIDBase is the first VMM uid in these tests; no user needs to have it.
+const vmmUIDBase = 5000
 
 // jailHarness is a helper on a real socket with a real jail base, fake
 // binaries and one VM's files.
@@ -38,7 +49,12 @@ func startJailServer(t *testing.T) *jailHarness {
 	if err := os.Mkdir(j.data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	j.harness = startServer(t, func(c *Config) { c.JailBase = base; c.OwnerUID, c.OwnerGID = jailOwner, jailOwner })
+	j.harness = startServer(t, func(c *Config) {
+		c.JailBase = base
+		c.OwnerUID, c.OwnerGID = jailOwner, jailOwner
+		c.FirecrackerBin, c.JailerBin = j.fc, j.jailer
+		c.VMMUIDBase, c.VMMUIDCount = vmmUIDBase, 4
+	})
 	t.Cleanup(func() {
 		if pids := jailtest.FakeJailers(); len(pids) > 0 {
 			t.Errorf("fake jailers left running: %v", pids)
@@ -74,9 +90,10 @@ func (j *jailHarness) vm(t *testing.T, vmID string) (privop.LaunchFirecracker, [
 	}
 	open("console.log", "", os.O_WRONLY|os.O_APPEND)
 	open("vmlinux", "kernel", os.O_RDONLY)
-	open("rootfs.ext4", "root drive", os.O_RDWR)
-	open("seed.img", "seed", os.O_RDONLY)
-	op := privop.LaunchFirecracker{VMID: vmID, FirecrackerBin: j.fc, JailerBin: j.jailer, Files: []privop.JailFile{
+	// Drives are whole sectors: the jail serves them through loop devices.
+	open("rootfs.ext4", sector("root drive"), os.O_RDWR)
+	open("seed.img", sector("seed"), os.O_RDONLY)
+	op := privop.LaunchFirecracker{VMID: vmID, Files: []privop.JailFile{
 		{Role: privop.JailConsole},
 		{Role: privop.JailKernel, Name: "vmlinux"},
 		{Role: privop.JailDrive, Name: "rootfs.ext4"},
@@ -104,12 +121,100 @@ func ownerOf(t *testing.T, p string) (uint32, uint32) {
 	return st.Uid, st.Gid
 }
 
-// TestServerJailLifecycle drives the three ops through bangerd's client
-// with real fds: launch, API socket, refusals while running, cleanup.
+// sector pads s with zeros to 4 KiB.
+func sector(s string) string { return s + strings.Repeat("\x00", 4096-len(s)) }
+
+// asOwner runs fn on an OS thread whose filesystem identity is the owner
+// (fsuid, fsgid and groups; root's file capabilities drop with the fsuid),
+// as the owner's own processes would touch files and sockets.
+func asOwner(t *testing.T, fn func()) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread ends with this goroutine rather than
+		// go back to the pool with the owner's identity.
+		runtime.LockOSThread()
+		gid := uint32(jailOwner)
+		if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, 1, uintptr(unsafe.Pointer(&gid)), 0); e != 0 {
+			done <- e
+			return
+		}
+		unix.Setfsgid(jailOwner)
+		unix.Setfsuid(jailOwner)
+		if uid, _ := unix.SetfsuidRetUid(-1); uid != jailOwner {
+			done <- errors.New("setfsuid did not take")
+			return
+		}
+		fn()
+		done <- nil
+	}()
+	if err := <-done; err != nil {
+		t.Fatalf("become the owner: %v", err)
+	}
+}
+
+// ownerCannotTouch checks, as the owner, that no path under dir (listed as
+// root) can be hard-linked or moved out, opened, or, for a socket,
+// connected to. Each attempt that works is undone and reported.
+func ownerCannotTouch(t *testing.T, dir, ownerDir string) int {
+	t.Helper()
+	var paths []string
+	if err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if p != dir {
+			paths = append(paths, p)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	asOwner(t, func() {
+		for i, p := range paths {
+			fi, err := os.Lstat(p)
+			if err == nil {
+				t.Errorf("as the owner, lstat %s works (%v): the jail is not closed to them", p, fi.Mode())
+			}
+			kept := filepath.Join(ownerDir, "kept")
+			if err := os.Link(p, kept); err == nil {
+				os.Remove(kept)
+				t.Errorf("as the owner, hard-linked %s out of the jail", p)
+			}
+			moved := filepath.Join(ownerDir, "moved")
+			if err := os.Rename(p, moved); err == nil {
+				os.Rename(moved, p)
+				t.Errorf("as the owner, moved %s out of the jail", p)
+			}
+			if f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {
+				f.Close()
+				t.Errorf("as the owner, opened %s", p)
+			}
+			if c, err := net.DialTimeout("unix", p, time.Second); err == nil {
+				c.Close()
+				t.Errorf("as the owner, connected to %s", p)
+			}
+			_ = i
+		}
+	})
+	return len(paths)
+}
+
+// TestServerJailLifecycle drives the ops through bangerd's client with
+// real fds: launch as a VMM uid of the VM's own (the tap handed to it),
+// the API socket reached only through the helper, nothing of the jail
+// reachable by the owner, refusals while running, signal, cleanup.
 func TestServerJailLifecycle(t *testing.T) {
 	j := startJailServer(t)
 	ctx := ctxT(t)
+	if err := j.client.Do(ctx, privop.EnsureBridge{Bridge: "br-fc-test", Gateway: "172.31.9.1/24", MTU: 1500}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.client.Do(ctx, privop.CreateTap{Tap: "tap-fc-vma", Bridge: "br-fc-test", MTU: 1500}, nil); err != nil {
+		t.Fatal(err)
+	}
 	op, files, console := j.vm(t, "vm-a")
+	op.Tap = "tap-fc-vma"
 	res, err := j.client.LaunchFirecracker(ctx, op, files)
 	if err != nil {
 		t.Fatalf("launch: %v", err)
@@ -120,36 +225,61 @@ func TestServerJailLifecycle(t *testing.T) {
 		}
 	})
 	chroot := filepath.Join(j.base, "firecracker", "vm-a", "root")
-	if res.Chroot != chroot || res.PID <= 0 || !jail.Alive(res.PID, res.PIDStart) {
-		t.Fatalf("launch answered %+v; want chroot %s and a live pid", res, chroot)
+	if res.Chroot != chroot || res.PID <= 0 || !jail.Alive(res.PID, res.PIDStart) || res.UID != vmmUIDBase {
+		t.Fatalf("launch answered %+v; want chroot %s, a live pid and uid %d", res, chroot, vmmUIDBase)
 	}
 	line := jailtest.WaitReady(t, console)
-	if !strings.Contains(line, "id=vm-a uid=4242 gid=4242 cwd=/ session_leader=true stdin_null=true") {
+	if !strings.Contains(line, "id=vm-a uid=5000 gid=5000 cwd=/ session_leader=true stdin_null=true") {
 		t.Errorf("fake jailer reported %q", line)
 	}
-	// Files arrived in their roles: the drive is the host's file.
-	if err := os.WriteFile(filepath.Join(chroot, "rootfs.ext4"), []byte("via the jail"), 0); err != nil {
+	if got := j.net.taps["tap-fc-vma"]; !strings.Contains(got, "owner=5000:5000") {
+		t.Errorf("tap after launch: %q, want it handed to the VM's uid", got)
+	}
+	// Files arrived in their roles: the drive is the host's file, through
+	// a loop device.
+	dev, err := os.OpenFile(filepath.Join(chroot, "rootfs.ext4"), os.O_WRONLY|os.O_SYNC, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := os.ReadFile(filepath.Join(j.data, "vm-a", "rootfs.ext4")); string(got) != "via the jail" {
-		t.Errorf("host drive reads %q", got)
+	if _, err := dev.Write([]byte(sector("via the jail"))); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := os.OpenFile(filepath.Join(chroot, "seed.img"), os.O_WRONLY, 0); err == nil {
-		t.Error("the read-only drive opens for writing")
+	dev.Close()
+	if got, _ := os.ReadFile(filepath.Join(j.data, "vm-a", "rootfs.ext4")); string(got) != sector("via the jail") {
+		t.Errorf("host drive reads %.20q", got)
 	}
 	if got, _ := os.ReadFile(filepath.Join(chroot, "vmlinux")); string(got) != "kernel" {
 		t.Errorf("kernel in the jail reads %q", got)
 	}
-	// Recorded, with the process.
-	if e, ok := j.jails(t).Jail("vm-a"); !ok || e.PID != res.PID || e.PIDStart != res.PIDStart || e.Chroot != chroot || e.ExecName != "firecracker" {
+	// The kernel is root's copy from the boot cache, not the caller's file.
+	if fi, err := os.Stat(filepath.Join(chroot, "vmlinux")); err != nil || fi.Sys().(*syscall.Stat_t).Uid != 0 || fi.Sys().(*syscall.Stat_t).Nlink != 2 {
+		t.Errorf("kernel in the jail: %v, want root's, linked from the boot cache", err)
+	}
+	// Recorded, with the process and its uid.
+	if e, ok := j.jails(t).Jail("vm-a"); !ok || e.PID != res.PID || e.PIDStart != res.PIDStart || e.Chroot != chroot ||
+		e.ExecName != "firecracker" || e.UID != vmmUIDBase || e.Tap != "tap-fc-vma" {
 		t.Errorf("ledger entry %+v, %v", e, ok)
 	}
 
-	if err := j.client.ChownAPISocket(ctx, "vm-a"); err != nil {
-		t.Fatalf("chown_api_socket: %v", err)
+	// bangerd reaches the API socket through the helper only.
+	conn, err := j.client.DialJail(ctx, "vm-a", privop.SocketAPI, time.Second)
+	if err != nil {
+		t.Fatalf("dial_jail api: %v", err)
 	}
-	if uid, gid := ownerOf(t, filepath.Join(chroot, "run", "firecracker.socket")); uid != jailOwner || gid != jailOwner {
-		t.Errorf("API socket owned by %d:%d", uid, gid)
+	conn.Close()
+	_, err = j.client.DialJail(ctx, "vm-a", privop.SocketVsock, 100*time.Millisecond)
+	wantCode(t, err, privop.CodeInternal, "not there within")
+
+	// Nothing of the jail can be reached or kept by the owner.
+	ownerDir := filepath.Join(j.top, "ownerdir")
+	if err := os.Mkdir(ownerDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(ownerDir, jailOwner, jailOwner); err != nil {
+		t.Fatal(err)
+	}
+	if n := ownerCannotTouch(t, filepath.Join(j.base, "firecracker"), ownerDir); n < 8 {
+		t.Errorf("only %d paths in the jail were tried", n)
 	}
 
 	_, err = j.client.LaunchFirecracker(ctx, op, files)
@@ -159,13 +289,23 @@ func TestServerJailLifecycle(t *testing.T) {
 		t.Errorf("a refused cleanup touched the jail: %v", err)
 	}
 
-	// The VM stops (bangerd's business, not the helper's); then the jail goes.
-	jailtest.KillAndWait(t, res.PID)
+	// bangerd stops the VM through the helper; then the jail goes, and so
+	// does the loop device the drive sat on.
+	if err := j.client.SignalVMM(ctx, "vm-a", privop.SignalKill); err != nil {
+		t.Fatalf("signal_vmm: %v", err)
+	}
+	jailtest.WaitGone(t, res.PID)
+	if err := j.client.SignalVMM(ctx, "vm-a", privop.SignalTerm); err != nil {
+		t.Errorf("signal_vmm of a firecracker already gone: %v, want nil", err)
+	}
 	if err := j.client.CleanupJail(ctx, "vm-a"); err != nil {
 		t.Fatalf("cleanup_jail: %v", err)
 	}
 	if _, err := os.Lstat(filepath.Dir(chroot)); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("jail dir left: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(j.base, "firecracker")); len(ents) != 0 {
+		t.Errorf("left under the jail base: %v", ents)
 	}
 	if mps := jailtest.MountsUnder(t, j.base); len(mps) > 0 {
 		t.Errorf("mounts left: %q", mps)
@@ -173,16 +313,37 @@ func TestServerJailLifecycle(t *testing.T) {
 	if _, ok := j.jails(t).Jail("vm-a"); ok {
 		t.Error("ledger still records vm-a")
 	}
-	if got, _ := os.ReadFile(filepath.Join(j.data, "vm-a", "rootfs.ext4")); string(got) != "via the jail" {
-		t.Errorf("host drive after cleanup reads %q", got)
+	if loops := loopsBackedBy(t, filepath.Join(j.data, "vm-a")); len(loops) > 0 {
+		t.Errorf("loop devices still bound to the VM's drives: %v", loops)
+	}
+	if got, _ := os.ReadFile(filepath.Join(j.data, "vm-a", "rootfs.ext4")); string(got) != sector("via the jail") {
+		t.Errorf("host drive after cleanup reads %.20q", got)
 	}
 	if err := j.client.CleanupJail(ctx, "vm-a"); err != nil {
 		t.Errorf("second cleanup_jail: %v, want nil", err)
 	}
-	wantCode(t, j.client.ChownAPISocket(ctx, "vm-a"), privop.CodeNotFound, "no jail")
+	_, err = j.client.DialJail(ctx, "vm-a", privop.SocketAPI, 0)
+	wantCode(t, err, privop.CodeNotFound, "no jail")
+	wantCode(t, j.client.SignalVMM(ctx, "vm-a", privop.SignalKill), privop.CodeNotFound, "no firecracker")
 }
 
-// Launches the helper must refuse, each leaving no jail and no record.
+// loopsBackedBy lists the loop devices whose backing file is below dir.
+func loopsBackedBy(t *testing.T, dir string) []string {
+	t.Helper()
+	var out []string
+	ents, _ := os.ReadDir("/sys/block")
+	for _, e := range ents {
+		b, err := os.ReadFile(filepath.Join("/sys/block", e.Name(), "loop", "backing_file"))
+		if err == nil && strings.HasPrefix(strings.TrimSpace(string(b)), dir+"/") {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
+// Launches the helper must refuse, each leaving no jail and no record,
+// and running nothing: binaries the install pinned that root would not
+// run, and fds that do not grant what their use needs.
 func TestServerLaunchRefusals(t *testing.T) {
 	j := startJailServer(t)
 	ctx := ctxT(t)
@@ -191,39 +352,53 @@ func TestServerLaunchRefusals(t *testing.T) {
 	if err := os.Symlink(j.fc, link); err != nil {
 		t.Fatal(err)
 	}
-	writable := filepath.Join(filepath.Dir(j.jailer), "jailer-gw")
-	data, err := os.ReadFile(j.fc)
+	data, err := os.ReadFile(j.jailer)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(writable, data, 0o777); err != nil {
-		t.Fatal(err)
+	copyAs := func(name string, mode os.FileMode) string {
+		p := filepath.Join(filepath.Dir(j.jailer), name)
+		if err := os.WriteFile(p, data, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
 	}
-	if err := os.Chmod(writable, 0o777); err != nil {
-		t.Fatal(err)
-	}
+	writable := copyAs("jailer-gw", 0o777)
+	setuid := copyAs("jailer-suid", 0o755|os.ModeSetuid)
+	setgid := copyAs("firecracker-sgid", 0o755|os.ModeSetgid)
 	roRW := append([]*os.File(nil), files...)
 	roRW[2] = files[3] // the read-write drive gets a read-only fd
 
 	for _, tc := range []struct {
-		name  string
-		mod   func(*privop.LaunchFirecracker)
-		files []*os.File
-		code  privop.Code
-		msg   string
+		name       string
+		fc, jailer string
+		files      []*os.File
+		code       privop.Code
+		msg        string
 	}{
-		{"firecracker is a symlink", func(o *privop.LaunchFirecracker) { o.FirecrackerBin = link }, files, privop.CodeForbidden, "is a symlink"},
-		{"jailer is world-writable", func(o *privop.LaunchFirecracker) { o.JailerBin = writable }, files, privop.CodeForbidden, "writable by group or others"},
-		{"jailer is missing", func(o *privop.LaunchFirecracker) { o.JailerBin = "/nonexistent/jailer" }, files, privop.CodeInternal, "no such file"},
-		{"writable drive from a read-only fd", nil, roRW, privop.CodeForbidden, "opened read-write"},
+		{"firecracker is a symlink", link, j.jailer, files, privop.CodeForbidden, "is a symlink"},
+		{"jailer is world-writable", j.fc, writable, files, privop.CodeForbidden, "writable by group or others"},
+		{"jailer is setuid", j.fc, setuid, files, privop.CodeForbidden, "setuid or setgid"},
+		{"firecracker is setgid", setgid, j.jailer, files, privop.CodeForbidden, "setuid or setgid"},
+		{"jailer is missing", j.fc, "/nonexistent/jailer", files, privop.CodeForbidden, "no such file"},
+		{"none pinned", "", "", files, privop.CodeForbidden, "no firecracker or jailer pinned"},
+		{"writable drive from a read-only fd", j.fc, j.jailer, roRW, privop.CodeForbidden, "opened read-write"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			o := op
-			if tc.mod != nil {
-				tc.mod(&o)
+			srv, err := NewServer(Config{Net: j.net, Ledger: j.ledger, OwnerUID: jailOwner, OwnerGID: jailOwner,
+				StateDir: j.stateDir, JailBase: j.base, Resolver: &fakeResolver{reason: "test"},
+				FirecrackerBin: tc.fc, JailerBin: tc.jailer, VMMUIDBase: vmmUIDBase, VMMUIDCount: 4})
+			if err != nil {
+				t.Fatal(err)
 			}
-			_, err := j.client.LaunchFirecracker(ctx, o, tc.files)
+			_, err = srv.launchFirecracker(ctx, op, tc.files)
 			wantCode(t, err, tc.code, tc.msg)
+			if pids := jailtest.FakeJailers(); len(pids) > 0 {
+				t.Errorf("a refused launch ran the jailer: %v", pids)
+			}
 			if _, err := os.Lstat(filepath.Join(j.base, "firecracker", "vm-r")); !errors.Is(err, os.ErrNotExist) {
 				t.Errorf("jail dir after a refused launch: %v", err)
 			}
@@ -232,6 +407,12 @@ func TestServerLaunchRefusals(t *testing.T) {
 			}
 		})
 	}
+
+	// A tap the helper did not create is not handed to a VM.
+	o := op
+	o.Tap = "tap-fc-nope"
+	_, err = j.client.LaunchFirecracker(ctx, o, files)
+	wantCode(t, err, privop.CodeForbidden, "was not created by banger")
 
 	// A jail directory already there (not made by this launch): refused,
 	// left as it is, not recorded; cleanup_jail will not remove it either.
@@ -250,6 +431,63 @@ func TestServerLaunchRefusals(t *testing.T) {
 	wantCode(t, j.client.CleanupJail(ctx, "vm-r"), privop.CodeForbidden, "not in the helper's ledger")
 	if _, err := os.Lstat(filepath.Join(stale, "root")); err != nil {
 		t.Errorf("cleanup removed an unrecorded jail: %v", err)
+	}
+}
+
+// cleanupAfter stops a launched VM's process and removes its jail when
+// the test ends.
+func (j *jailHarness) cleanupAfter(t *testing.T, id string, res privop.LaunchFirecrackerResult) {
+	t.Cleanup(func() {
+		if jail.Alive(res.PID, res.PIDStart) {
+			jailtest.KillAndWait(t, res.PID)
+		}
+		if err := j.client.CleanupJail(ctxT(t), id); err != nil {
+			t.Errorf("cleanup_jail %s: %v", id, err)
+		}
+	})
+}
+
+// Each running jail has a uid of its own: the lowest free one, skipping
+// uids a process already runs as; a range used up is refused.
+func TestServerVMMUIDs(t *testing.T) {
+	j := startJailServer(t)
+	ctx := ctxT(t)
+	var uids []int
+	for _, id := range []string{"vm-u1", "vm-u2"} {
+		op, files, console := j.vm(t, id)
+		res, err := j.client.LaunchFirecracker(ctx, op, files)
+		if err != nil {
+			t.Fatalf("launch %s: %v", id, err)
+		}
+		j.cleanupAfter(t, id, res)
+		jailtest.WaitReady(t, console)
+		uids = append(uids, res.UID)
+	}
+	if uids[0] != vmmUIDBase || uids[1] != vmmUIDBase+1 {
+		t.Errorf("uids %v, want %d and %d", uids, vmmUIDBase, vmmUIDBase+1)
+	}
+	// A process running as the next uid keeps it from being given out.
+	cmd := exec.Command("sleep", "30")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: vmmUIDBase + 2, Gid: vmmUIDBase + 2}}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	op, files, console := j.vm(t, "vm-u3")
+	res, err := j.client.LaunchFirecracker(ctx, op, files)
+	if err != nil {
+		t.Fatalf("launch vm-u3: %v", err)
+	}
+	j.cleanupAfter(t, "vm-u3", res)
+	jailtest.WaitReady(t, console)
+	if res.UID != vmmUIDBase+3 {
+		t.Errorf("uid %d, want %d (the one before is a running process's)", res.UID, vmmUIDBase+3)
+	}
+	op, files, _ = j.vm(t, "vm-u4")
+	_, err = j.client.LaunchFirecracker(ctx, op, files)
+	wantCode(t, err, privop.CodeBusy, "VMM uids")
+	if _, err := os.Lstat(filepath.Join(j.base, "firecracker", "vm-u4")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("jail dir after a refused launch: %v", err)
 	}
 }
 
@@ -277,7 +515,8 @@ func TestServerReconcilesJails(t *testing.T) {
 
 	// A second helper over the same state, as after a restart.
 	srv, err := NewServer(Config{Net: newFakeNet(j.top), Ledger: j.ledger, OwnerUID: jailOwner, OwnerGID: jailOwner,
-		StateDir: j.stateDir, JailBase: j.base, Resolver: &fakeResolver{reason: "test"}})
+		StateDir: j.stateDir, JailBase: j.base, Resolver: &fakeResolver{reason: "test"},
+		FirecrackerBin: j.fc, JailerBin: j.jailer, VMMUIDBase: vmmUIDBase, VMMUIDCount: 4})
 	if err != nil {
 		t.Fatal(err)
 	}

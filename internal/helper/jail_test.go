@@ -60,7 +60,7 @@ func devNulls(t *testing.T, n int) []*os.File {
 // before the op runs, so nothing reaches the jail base.
 func TestServerRefusesWrongRequestFiles(t *testing.T) {
 	h := startServer(t, nil)
-	launch := `{"op":"launch_firecracker","args":{"vm_id":"vm-1","firecracker_bin":"/usr/bin/firecracker","jailer_bin":"/usr/bin/jailer",` +
+	launch := `{"op":"launch_firecracker","args":{"vm_id":"vm-1",` +
 		`"files":[{"role":"console"},{"role":"kernel","name":"vmlinux"},{"role":"drive","name":"rootfs"}]}}`
 	tests := []struct {
 		name  string
@@ -76,7 +76,10 @@ func TestServerRefusesWrongRequestFiles(t *testing.T) {
 		{"past the fd cap", launch, privop.MaxRequestFiles + 1, "more than 16 fds"},
 		{"bad vm id", strings.Replace(launch, "vm-1", "../../etc", 1), 3, "vm id"},
 		{"unicode vm id", strings.Replace(launch, "vm-1", "vmé", 1), 3, "vm id"},
-		{"chown bad vm id", `{"op":"chown_api_socket","args":{"vm_id":"vm/1"}}`, 0, "vm id"},
+		{"dial bad vm id", `{"op":"dial_jail","args":{"vm_id":"vm/1","socket":"api"}}`, 0, "vm id"},
+		{"dial a path", `{"op":"dial_jail","args":{"vm_id":"vm-1","socket":"/run/docker.sock"}}`, 0, "socket"},
+		{"signal a pid", `{"op":"signal_vmm","args":{"vm_id":"vm-1","signal":"kill","pid":1}}`, 0, "unknown field"},
+		{"launch naming a jailer", strings.Replace(launch, `"vm_id":"vm-1",`, `"vm_id":"vm-1","jailer_bin":"/usr/bin/sudo",`, 1), 3, "unknown field"},
 		{"cleanup vm id too long", `{"op":"cleanup_jail","args":{"vm_id":"` + strings.Repeat("a", 65) + `"}}`, 0, "vm id"},
 	}
 	for _, tc := range tests {
@@ -100,12 +103,14 @@ func TestServerRefusesWrongRequestFiles(t *testing.T) {
 func TestServerJailOpsWithoutJail(t *testing.T) {
 	h := startServer(t, nil)
 	ctx := ctxT(t)
-	// Nothing recorded, nothing on disk: cleanup is a no-op, chown has
-	// nothing to act on.
+	// Nothing recorded, nothing on disk: cleanup is a no-op, dial and
+	// signal have nothing to act on.
 	if err := h.client.CleanupJail(ctx, "vm-none"); err != nil {
 		t.Errorf("cleanup of a VM without a jail: %v", err)
 	}
-	wantCode(t, h.client.ChownAPISocket(ctx, "vm-none"), privop.CodeNotFound, "no jail for VM vm-none")
+	_, err := h.client.DialJail(ctx, "vm-none", privop.SocketAPI, 0)
+	wantCode(t, err, privop.CodeNotFound, "no jail for VM vm-none")
+	wantCode(t, h.client.SignalVMM(ctx, "vm-none", privop.SignalKill), privop.CodeNotFound, "no firecracker recorded for VM vm-none")
 }
 
 func TestServerJailsNeedStateDir(t *testing.T) {

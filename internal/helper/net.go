@@ -28,6 +28,9 @@ type Net interface {
 	// OpenTap opens the tap's queue (TUNSETIFF with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR)
 	// and returns the file, to be passed to an unprivileged VMM.
 	OpenTap(ctx context.Context, name string) (*os.File, error)
+	// SetTapOwner gives an existing tap to uid:gid, for a VMM that opens
+	// it by name as them (firecracker, as its VM's uid).
+	SetTapOwner(ctx context.Context, name string, uid, gid int) error
 	// ApplyFirewall replaces banger's whole nftables table with rules built
 	// from fw (guest egress filter and per-VM NAT). Idempotent.
 	ApplyFirewall(ctx context.Context, fw Firewall) error

@@ -38,6 +38,8 @@ import (
 	"time"
 
 	"banger/internal/dmsnap"
+	"banger/internal/installmeta"
+	"banger/internal/jail"
 	"banger/internal/peercred"
 	"banger/internal/privop"
 	"banger/internal/resolved"
@@ -74,6 +76,17 @@ type Config struct {
 	// Images builds root images for debootstrap_image; nil answers that
 	// op with an internal "image building not configured".
 	Images ImageBuilder
+	// FirecrackerBin and JailerBin are the binaries the install pinned
+	// (install metadata); the helper runs no other for Firecracker VMs.
+	// Empty: Firecracker is off.
+	FirecrackerBin, JailerBin string
+	// VMMUIDBase is the first of VMMUIDCount uids (and gids) the helper
+	// gives firecracker processes, one per running VM. Defaults: the
+	// install metadata's.
+	VMMUIDBase, VMMUIDCount int
+	// ProcDir is where allocUID looks for processes already running as a
+	// uid. Default /proc.
+	ProcDir string
 	// JailBase is the jailer's --chroot-base-dir, checked at each launch
 	// (internal/jail.CheckBase). Default: <StateDir>/jail.
 	JailBase string
@@ -120,7 +133,9 @@ type Server struct {
 	// opMu: staging a jail copies binaries and must not hold up the
 	// network ops.
 	jailMu sync.Mutex
-	wg     sync.WaitGroup
+	// holds are the loop devices of each running jail's drives (jailMu).
+	holds map[string]jail.Holds
+	wg    sync.WaitGroup
 }
 
 // Description is what `banger-helper --describe` prints: the version and
@@ -162,7 +177,16 @@ func NewServer(cfg Config) (*Server, error) {
 	if err := configureJails(&cfg); err != nil {
 		return nil, fmt.Errorf("new helper server: %w", err)
 	}
-	return &Server{cfg: cfg, log: cfg.Log, slots: make(chan struct{}, cfg.MaxConns)}, nil
+	if cfg.VMMUIDBase == 0 {
+		cfg.VMMUIDBase = installmeta.DefaultVMMUIDBase
+	}
+	if cfg.VMMUIDCount <= 0 {
+		cfg.VMMUIDCount = installmeta.VMMUIDCount
+	}
+	if cfg.ProcDir == "" {
+		cfg.ProcDir = "/proc"
+	}
+	return &Server{cfg: cfg, log: cfg.Log, slots: make(chan struct{}, cfg.MaxConns), holds: map[string]jail.Holds{}}, nil
 }
 
 // Serve accepts connections on ln until ctx is done, then closes ln and
@@ -371,6 +395,7 @@ func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op,
 		r := privop.PingResult{
 			Version: s.cfg.Version, OwnerUID: s.cfg.OwnerUID, PeerUID: int(cred.UID), Ops: privop.HelperOps(),
 			Snapshots: s.cfg.Snapshots != nil, SnapshotsOff: s.snapshotsOff(),
+			Firecracker: s.cfg.FirecrackerBin, Jailer: s.cfg.JailerBin, FirecrackerOff: s.firecrackerOff(),
 		}
 		r.SnapshotsActive, r.SnapshotsStuck = s.snapshotCounts()
 		return r, nil, nil
@@ -446,13 +471,19 @@ func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op,
 		return r, f, nil
 	case privop.LaunchFirecracker:
 		// Not under opMu: under jailMu.
-		r, err := s.launchFirecracker(o, files)
+		r, err := s.launchFirecracker(ctx, o, files)
 		if err != nil {
 			return nil, nil, err
 		}
 		return r, nil, nil
-	case privop.ChownAPISocket:
-		return nil, nil, s.chownAPISocket(ctx, o)
+	case privop.DialJail:
+		f, err := s.dialJail(ctx, o)
+		if err != nil {
+			return nil, nil, err
+		}
+		return nil, f, nil
+	case privop.SignalVMM:
+		return nil, nil, s.signalVMM(o)
 	case privop.CleanupJail:
 		return nil, nil, s.cleanupJail(o)
 	case privop.CreateSnapshot:

@@ -32,6 +32,56 @@ type Meta struct {
 	// Mode is how the services run: ModeSystemd after `banger system
 	// install`, empty for `banger system run`.
 	Mode string `toml:"mode,omitempty"`
+	// FirecrackerBin and JailerBin are the only binaries the helper runs
+	// for Firecracker VMs: root pins them here, at install, and never
+	// takes them from a request. Empty means the defaults.
+	FirecrackerBin string `toml:"firecracker_bin,omitempty"`
+	JailerBin      string `toml:"jailer_bin,omitempty"`
+	// VMMUIDBase is the first of VMMUIDCount uids (and gids) the helper
+	// gives Firecracker processes, one per running VM; 0 means
+	// DefaultVMMUIDBase. No account may use them.
+	VMMUIDBase int `toml:"vmm_uid_base,omitempty"`
+}
+
+// Defaults of the pinned Firecracker binaries and of the VMM uid range.
+// The range sits in 1879048192-2147352575, which systemd's uid allocation
+// leaves unused (below it: container ranges; above it: its foreign range).
+const (
+	DefaultFirecrackerBin = "/usr/local/bin/firecracker"
+	DefaultJailerBin      = "/usr/local/bin/jailer"
+	DefaultVMMUIDBase     = 1879113728
+	VMMUIDCount           = 4096
+)
+
+// Firecracker returns the pinned firecracker and jailer paths, defaults
+// filled in.
+func (m Meta) Firecracker() (firecracker, jailer string) {
+	firecracker, jailer = m.FirecrackerBin, m.JailerBin
+	if firecracker == "" {
+		firecracker = DefaultFirecrackerBin
+	}
+	if jailer == "" {
+		jailer = DefaultJailerBin
+	}
+	return firecracker, jailer
+}
+
+// ValidVMMUIDBase checks a VMM uid range's first uid: above the ranges
+// of system and regular accounts, and the whole range below 2^31-1 (tools
+// that take uids as signed 32-bit numbers misread the ones above).
+func ValidVMMUIDBase(base int) error {
+	if base < 65536 || base+VMMUIDCount > 1<<31-1 {
+		return fmt.Errorf("%d: want 65536 or more, with %d uids below 2^31-1", base, VMMUIDCount)
+	}
+	return nil
+}
+
+// VMMUIDs returns the first uid of the VMM range, the default filled in.
+func (m Meta) VMMUIDs() int {
+	if m.VMMUIDBase == 0 {
+		return DefaultVMMUIDBase
+	}
+	return m.VMMUIDBase
 }
 
 // ModeSystemd marks an install whose services systemd runs; the CLI then
@@ -52,6 +102,15 @@ func (m Meta) Validate() error {
 		return fmt.Errorf("owner_home %q: want a clean absolute path", m.OwnerHome)
 	case m.Mode != "" && m.Mode != ModeSystemd:
 		return fmt.Errorf("mode %q: want %q or nothing", m.Mode, ModeSystemd)
+	case m.VMMUIDBase != 0 && ValidVMMUIDBase(m.VMMUIDBase) != nil:
+		return fmt.Errorf("vmm_uid_base: %w", ValidVMMUIDBase(m.VMMUIDBase))
+	case m.OwnerUID >= m.VMMUIDs() && m.OwnerUID < m.VMMUIDs()+VMMUIDCount:
+		return fmt.Errorf("owner_uid %d lies in the VMM uid range %d-%d", m.OwnerUID, m.VMMUIDs(), m.VMMUIDs()+VMMUIDCount-1)
+	}
+	for _, b := range []struct{ key, val string }{{"firecracker_bin", m.FirecrackerBin}, {"jailer_bin", m.JailerBin}} {
+		if b.val != "" && (!filepath.IsAbs(b.val) || filepath.Clean(b.val) != b.val || len(b.val) > 512) {
+			return fmt.Errorf("%s %q: want a clean absolute path", b.key, b.val)
+		}
 	}
 	return nil
 }

@@ -4,7 +4,7 @@
 // staging one VM's chroot (directories, hard links or copies, bind mounts
 // and device nodes, every one created through a directory fd without
 // following a symlink and never outside the chroot), starting the jailer,
-// handing firecracker's API socket to the owner, and tearing a jail down
+// connecting to the VM's sockets for bangerd, and tearing a jail down
 // (unmount, then remove). Who may ask for any of it is decided elsewhere
 // (internal/helper, with internal/privop's ops).
 package jail
@@ -25,7 +25,7 @@ const (
 	// RootDir is the chroot's name inside a VM's jail directory; the jailer
 	// expects <base>/<exec-name>/<vm-id>/root.
 	RootDir = "root"
-	// LogFile and MetricsFile are created empty, owned by the owner, for
+	// LogFile and MetricsFile are created empty, owned by the VM's uid, for
 	// firecracker's logger and metrics.
 	LogFile     = "fc.log"
 	MetricsFile = "fc.metrics"

@@ -66,8 +66,9 @@ func newFixture(t *testing.T, vmID string) *fixture {
 	}
 	f.kernel = open("vmlinux", "kernel image", os.O_RDONLY)
 	f.initrd = open("initrd", "initrd image", os.O_RDONLY)
-	f.rw = open("rootfs.ext4", "root drive....", os.O_RDWR)
-	f.ro = open("seed.img", "seed drive", os.O_RDONLY)
+	// Drives are whole sectors: they are served through loop devices.
+	f.rw = open("rootfs.ext4", sector("root drive...."), os.O_RDWR)
+	f.ro = open("seed.img", sector("seed drive"), os.O_RDONLY)
 	f.consolePath = filepath.Join(f.data, "console.log")
 	f.console = open("console.log", "", os.O_WRONLY|os.O_APPEND)
 	return f
@@ -84,6 +85,9 @@ func (f *fixture) spec(files ...File) Spec {
 	}
 	return Spec{Layout: f.layout, FirecrackerBin: f.fc, UID: owner, GID: owner, Files: files}
 }
+
+// sector pads s with zeros to 4 KiB.
+func sector(s string) string { return s + strings.Repeat("\x00", 4096-len(s)) }
 
 func stat(t *testing.T, p string) *syscall.Stat_t {
 	t.Helper()
@@ -154,30 +158,41 @@ func TestStageStartRemove(t *testing.T) {
 			File{Role: privop.JailDrive, Name: "blk", F: blk},
 			File{Role: privop.JailDrive, Name: "blk-ro", ReadOnly: true, F: loopDevice(t, os.O_RDONLY)})
 	}
-	if err := Stage(spec); err != nil {
+	holds, err := Stage(spec)
+	if err != nil {
 		t.Fatalf("Stage: %v", err)
 	}
+	defer holds.Close()
 	l, chroot := f.layout, f.layout.Chroot()
 
-	// Layout, owners and modes.
-	wantNode(t, l.ExecDir(), unix.S_IFDIR, 0, 0, 0o711)
-	wantNode(t, l.VMDir(), unix.S_IFDIR, 0, 0, 0o711)
-	wantNode(t, chroot, unix.S_IFDIR, 0, 0, 0o711)
+	// Layout, owners and modes: root's alone until the jailer takes the
+	// chroot.
+	wantNode(t, l.ExecDir(), unix.S_IFDIR, 0, 0, 0o700)
+	wantNode(t, l.VMDir(), unix.S_IFDIR, 0, 0, 0o700)
+	wantNode(t, chroot, unix.S_IFDIR, 0, 0, 0o700)
 	wantNode(t, filepath.Join(chroot, "firecracker"), unix.S_IFREG, 0, 0, 0o755)
 	if got, _ := os.ReadFile(filepath.Join(chroot, "firecracker")); !bytes.Contains(got, []byte("fake firecracker")) {
 		t.Errorf("firecracker copy holds %q", got)
 	}
 	wantNode(t, filepath.Join(chroot, LogFile), unix.S_IFREG, owner, owner, 0o600)
 	wantNode(t, filepath.Join(chroot, MetricsFile), unix.S_IFREG, owner, owner, 0o600)
-	// Same filesystem as the data: hard links, the very inodes.
+	// Root's files on the same filesystem: hard links, the very inodes.
 	for _, n := range []string{"vmlinux", "initrd"} {
 		if !sameFile(t, filepath.Join(chroot, n), filepath.Join(f.data, n)) {
 			t.Errorf("%s in the jail is not a hard link of the host's", n)
 		}
 	}
+	// Regular-file drives sit on loop devices: a node the VM's uid owns
+	// (the read-only one root's, readable by the VM's group), bound to
+	// the host file.
+	wantNode(t, filepath.Join(chroot, "rootfs.ext4"), unix.S_IFBLK, owner, owner, 0o600)
+	wantNode(t, filepath.Join(chroot, "seed.img"), unix.S_IFBLK, 0, owner, 0o440)
+	if len(holds) != 2 {
+		t.Errorf("%d loop devices held, want 2 (one per regular-file drive)", len(holds))
+	}
 	if blk != nil {
 		wantNode(t, filepath.Join(chroot, "blk"), unix.S_IFBLK, owner, owner, 0o600)
-		// Read-only: root's, so the owner cannot chmod it writable.
+		// Read-only: root's, so the VM's uid cannot chmod it writable.
 		wantNode(t, filepath.Join(chroot, "blk-ro"), unix.S_IFBLK, 0, owner, 0o440)
 		var bst unix.Stat_t
 		if err := unix.Fstat(int(blk.Fd()), &bst); err != nil {
@@ -186,9 +201,9 @@ func TestStageStartRemove(t *testing.T) {
 		if got := stat(t, filepath.Join(chroot, "blk")).Rdev; got != bst.Rdev {
 			t.Errorf("device node rdev %d, want %d", got, bst.Rdev)
 		}
-		// The owner's node cannot be hard-linked out of the jail (the
-		// chroot is its own mount), so it cannot outlive the jail and
-		// later open whatever device reuses its number.
+		// A node cannot be hard-linked out of the jail (the chroot is
+		// its own mount), so it cannot outlive the jail and later open
+		// whatever device reuses its number.
 		out := filepath.Join(filepath.Dir(l.VMDir()), "escaped-node")
 		if err := os.Link(filepath.Join(chroot, "blk"), out); !errors.Is(err, unix.EXDEV) {
 			os.Remove(out)
@@ -196,9 +211,10 @@ func TestStageStartRemove(t *testing.T) {
 		}
 	}
 
-	// Mounts: the private self-bind, the drives, the host's libraries.
+	// Mounts: the private self-bind and the host's libraries; no drive is
+	// a mount.
 	mps := jailtest.MountsUnder(t, l.VMDir())
-	for _, want := range []string{chroot, filepath.Join(chroot, "rootfs.ext4"), filepath.Join(chroot, "seed.img"), filepath.Join(chroot, "usr/lib")} {
+	for _, want := range []string{chroot, filepath.Join(chroot, "usr/lib")} {
 		if !slices.Contains(mps, want) {
 			t.Errorf("%s is not mounted; mounts: %q", want, mps)
 		}
@@ -207,20 +223,27 @@ func TestStageStartRemove(t *testing.T) {
 		t.Errorf("the chroot's self-bind propagates (%s), want private", optional)
 	}
 	// Writing through the jail's drive writes the host's file.
-	if err := os.WriteFile(filepath.Join(chroot, "rootfs.ext4"), []byte("written in the jail"), 0); err != nil {
+	dev, err := os.OpenFile(filepath.Join(chroot, "rootfs.ext4"), os.O_WRONLY|os.O_SYNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dev.Write([]byte(sector("written in the jail"))); err != nil {
 		t.Fatalf("write through the rw drive: %v", err)
 	}
-	if got, _ := os.ReadFile(filepath.Join(f.data, "rootfs.ext4")); string(got) != "written in the jail" {
-		t.Errorf("host drive holds %q after a write through the jail", got)
+	dev.Close()
+	if got, _ := os.ReadFile(filepath.Join(f.data, "rootfs.ext4")); string(got) != sector("written in the jail") {
+		t.Errorf("host drive holds %.20q after a write through the jail", got)
 	}
-	if got, _ := os.ReadFile(filepath.Join(chroot, "seed.img")); string(got) != "seed drive" {
-		t.Errorf("read-only drive reads %q", got)
+	if got, _ := os.ReadFile(filepath.Join(chroot, "seed.img")); string(got) != sector("seed drive") {
+		t.Errorf("read-only drive reads %.20q", got)
 	}
-	if _, err := os.OpenFile(filepath.Join(chroot, "seed.img"), os.O_WRONLY, 0); !errors.Is(err, unix.EROFS) {
-		t.Errorf("open the read-only drive for writing: %v, want EROFS", err)
-	}
-	if opts, _ := mountOptions(t, filepath.Join(chroot, "seed.img")); !strings.HasPrefix(opts, "ro,") {
-		t.Errorf("read-only drive mounted %s", opts)
+	if w, err := os.OpenFile(filepath.Join(chroot, "seed.img"), os.O_WRONLY, 0); err == nil {
+		if _, err := w.Write([]byte(sector("overwritten"))); err == nil {
+			if err := w.Sync(); err == nil {
+				t.Error("wrote to the read-only drive")
+			}
+		}
+		w.Close()
 	}
 	if err := os.WriteFile(filepath.Join(chroot, "usr/lib/planted"), nil, 0o644); !errors.Is(err, unix.EROFS) {
 		t.Errorf("create a file in the jail's /usr/lib: %v, want EROFS", err)
@@ -263,17 +286,23 @@ func TestStageStartRemove(t *testing.T) {
 		t.Errorf("StartTime = %d, %v; want %d", got, err, p.StartTime)
 	}
 
-	// The API socket the fake made as root becomes the owner's.
-	sock := l.APISocket()
-	wantNode(t, sock, unix.S_IFSOCK, 0, 0, stat(t, sock).Mode&0o7777)
+	// Dial reaches the API socket the fake listens on, served by the
+	// jailed process itself; a peer pid other than the VM's is refused.
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := ChownSocket(ctx, chroot, owner, owner, func() bool { return Alive(p.PID, p.StartTime) }); err != nil {
-		t.Fatalf("ChownSocket: %v", err)
+	alive := func() bool { return Alive(p.PID, p.StartTime) }
+	conn, err := Dial(ctx, chroot, privop.JailAPISocket, p.PID, 5*time.Second, alive)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
 	}
-	if st := stat(t, sock); st.Uid != owner || st.Gid != owner {
-		t.Errorf("API socket owned by %d:%d after ChownSocket", st.Uid, st.Gid)
+	conn.Close()
+	if c, err := Dial(ctx, chroot, privop.JailAPISocket, p.PID+1, time.Second, alive); !errors.Is(err, ErrUnsafe) {
+		if c != nil {
+			c.Close()
+		}
+		t.Errorf("Dial expecting another peer pid: %v, want ErrUnsafe", err)
 	}
+	holds.Close()
 
 	// Stop it, then remove the jail: no process, no mount, no directory;
 	// the host's files are still there.
@@ -298,9 +327,9 @@ func TestStageStartRemove(t *testing.T) {
 	if _, err := os.Lstat(l.VMDir()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("jail dir left after Remove: %v", err)
 	}
-	for name, want := range map[string]string{"vmlinux": "kernel image", "rootfs.ext4": "written in the jail", "seed.img": "seed drive"} {
+	for name, want := range map[string]string{"vmlinux": "kernel image", "rootfs.ext4": sector("written in the jail"), "seed.img": sector("seed drive")} {
 		if got, err := os.ReadFile(filepath.Join(f.data, name)); err != nil || string(got) != want {
-			t.Errorf("host %s after Remove: %q, %v", name, got, err)
+			t.Errorf("host %s after Remove: %.20q, %v", name, got, err)
 		}
 	}
 	if err := Remove(l); err != nil {
@@ -308,9 +337,10 @@ func TestStageStartRemove(t *testing.T) {
 	}
 }
 
-// A kernel on another filesystem (another mount, here) is copied, owned by
-// the owner, mode 0600.
-func TestStageCopiesAcrossFilesystems(t *testing.T) {
+// A kernel on another filesystem (another mount, here), or one that is
+// not root's alone (another user's, or setuid), is copied, root's with the
+// VM's group, mode 0440: only root's own files are hard-linked in.
+func TestStageCopiesWhatItMustNotLink(t *testing.T) {
 	f := newFixture(t, "vm-copy")
 	other := filepath.Join(f.top, "other")
 	if err := os.Mkdir(other, 0o755); err != nil {
@@ -324,28 +354,48 @@ func TestStageCopiesAcrossFilesystems(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	kp := filepath.Join(other, "vmlinux")
-	if err := os.WriteFile(kp, []byte("kernel elsewhere"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	k, err := os.Open(kp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
-	if err := Stage(f.spec(File{Role: privop.JailKernel, Name: "vmlinux", F: k})); err != nil {
-		t.Fatalf("Stage: %v", err)
-	}
-	staged := filepath.Join(f.layout.Chroot(), "vmlinux")
-	wantNode(t, staged, unix.S_IFREG, owner, owner, 0o600)
-	if got, _ := os.ReadFile(staged); string(got) != "kernel elsewhere" {
-		t.Errorf("copied kernel holds %q", got)
-	}
-	if sameFile(t, staged, kp) {
-		t.Error("kernel across filesystems is the same inode")
-	}
-	if err := Remove(f.layout); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name, path string
+		uid        int
+		mode       os.FileMode
+	}{
+		{"another filesystem", filepath.Join(other, "vmlinux"), 0, 0o644},
+		{"the owner's", filepath.Join(f.data, "owners-vmlinux"), owner, 0o644},
+		{"setuid", filepath.Join(f.data, "setuid-vmlinux"), 0, 0o755 | os.ModeSetuid},
+		{"setgid", filepath.Join(f.data, "setgid-vmlinux"), 0, 0o755 | os.ModeSetgid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.WriteFile(tc.path, []byte("kernel "+tc.name), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chown(tc.path, tc.uid, tc.uid); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(tc.path, tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			k, err := os.Open(tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer k.Close()
+			holds, err := Stage(f.spec(File{Role: privop.JailKernel, Name: "vmlinux", F: k}))
+			if err != nil {
+				t.Fatalf("Stage: %v", err)
+			}
+			holds.Close()
+			staged := filepath.Join(f.layout.Chroot(), "vmlinux")
+			wantNode(t, staged, unix.S_IFREG, 0, owner, 0o440)
+			if got, _ := os.ReadFile(staged); string(got) != "kernel "+tc.name {
+				t.Errorf("copied kernel holds %q", got)
+			}
+			if sameFile(t, staged, tc.path) {
+				t.Error("the kernel was hard-linked, not copied")
+			}
+			if err := Remove(f.layout); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 
@@ -360,7 +410,7 @@ func TestStageRefusesExistingJail(t *testing.T) {
 	if err := os.WriteFile(marker, []byte("keep"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := Stage(f.spec())
+	_, err := Stage(f.spec())
 	if !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), "jail for VM vm-2 already exists") {
 		t.Fatalf("Stage over an existing jail = %v, want ErrExists", err)
 	}
@@ -383,7 +433,7 @@ func TestStageRefusesExistingJail(t *testing.T) {
 	if err := os.Symlink(elsewhere, f2.layout.VMDir()); err != nil {
 		t.Fatal(err)
 	}
-	if err := Stage(f2.spec()); !errors.Is(err, ErrExists) {
+	if _, err := Stage(f2.spec()); !errors.Is(err, ErrExists) {
 		t.Fatalf("Stage over a symlinked jail dir = %v, want ErrExists", err)
 	}
 	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
@@ -410,7 +460,7 @@ func TestStageUndoesOnFailure(t *testing.T) {
 	}
 	defer devNull.Close()
 	kernel := File{Role: privop.JailKernel, Name: "vmlinux", F: f.kernel}
-	rwDrive := File{Role: privop.JailDrive, Name: "rootfs.ext4", F: f.rw} // mounted before the failure
+	rwDrive := File{Role: privop.JailDrive, Name: "rootfs.ext4", F: f.rw} // on a loop before the failure
 	for _, tc := range []struct {
 		name string
 		bad  File
@@ -426,7 +476,7 @@ func TestStageUndoesOnFailure(t *testing.T) {
 		{"path as a name", File{Role: privop.JailDrive, Name: "../escape", ReadOnly: true, F: f.ro}, "single path element"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := Stage(f.spec(kernel, rwDrive, tc.bad))
+			_, err := Stage(f.spec(kernel, rwDrive, tc.bad))
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("Stage = %v, want an error mentioning %q", err, tc.want)
 			}
@@ -444,8 +494,8 @@ func TestStageUndoesOnFailure(t *testing.T) {
 			}
 		})
 	}
-	if got, _ := os.ReadFile(filepath.Join(f.data, "rootfs.ext4")); string(got) != "root drive...." {
-		t.Errorf("host drive changed by failed stagings: %q", got)
+	if got, _ := os.ReadFile(filepath.Join(f.data, "rootfs.ext4")); string(got) != sector("root drive....") {
+		t.Errorf("host drive changed by failed stagings: %.20q", got)
 	}
 }
 
@@ -495,7 +545,7 @@ func TestStageRefusesUnsafeBinaries(t *testing.T) {
 			spec := f.spec()
 			spec.FirecrackerBin = tc.path
 			spec.Layout.ExecName = ExecName(tc.path)
-			if err := Stage(spec); !errors.Is(err, ErrUnsafe) {
+			if _, err := Stage(spec); !errors.Is(err, ErrUnsafe) {
 				t.Fatalf("Stage = %v, want ErrUnsafe", err)
 			}
 			if _, err := os.Lstat(spec.Layout.ExecDir()); !errors.Is(err, os.ErrNotExist) {
@@ -580,13 +630,11 @@ func TestStagingRefusesPlantedNames(t *testing.T) {
 		fn func() error
 	}
 	creates := map[string]create{
-		"kernel link":   {name, func() error { return linkOrCopy(dirfd, dirfd, name, f.kernel, owner, owner) }},
-		"kernel copy":   {name, func() error { return copyFile(dirfd, name, f.kernel, 12, owner, owner) }},
-		"drive bind":    {name, func() error { return bindFile(dirfd, name, f.rw, false, owner, owner) }},
-		"ro drive bind": {name, func() error { return bindFile(dirfd, name, f.ro, true, owner, owner) }},
-		"fc.log":        {name, func() error { return createEmpty(dirfd, name, owner, owner) }},
-		"firecracker":   {name, func() error { return copyExec(dirfd, name, fcBin) }},
-		"directory":     {name, func() error { _, err := mkdirAt(dirfd, name, 0o755); return err }},
+		"kernel link": {name, func() error { return linkOrCopy(dirfd, dirfd, name, f.kernel, owner) }},
+		"kernel copy": {name, func() error { return copyFile(dirfd, name, f.kernel, 12, 0, owner) }},
+		"fc.log":      {name, func() error { return createEmpty(dirfd, name, owner, owner) }},
+		"firecracker": {name, func() error { return copyExec(dirfd, name, fcBin) }},
+		"directory":   {name, func() error { _, err := mkdirAt(dirfd, name, 0o755); return err }},
 		// The parent of a library bind (usr of /usr/lib), and /lib itself
 		// (a bind, or a symlink on a merged-/usr host).
 		"host lib parent": {"usr", func() error { return bindHostDir(dirfd, "/usr/lib") }},
@@ -637,114 +685,132 @@ func TestStagingRefusesPlantedNames(t *testing.T) {
 	}
 }
 
-// chown of the API socket refuses a symlink anywhere on its path and
-// leaves the symlink's target alone; it waits, bounded, for a socket that
-// is not there yet.
-func TestChownSocketRefusesSymlinks(t *testing.T) {
+// Dial refuses a symlink anywhere on the socket's path, anything but a
+// socket, and a socket another process serves (a host socket hard-linked
+// in, say), without handing out a connection; it waits, bounded, for a
+// socket that is not there yet.
+func TestDialRefusesWhatIsNotTheJailSocket(t *testing.T) {
 	f := newFixture(t, "vm-8")
 	chroot := filepath.Join(f.top, "chroot")
 	if err := os.Mkdir(chroot, 0o711); err != nil {
 		t.Fatal(err)
 	}
 	run := filepath.Join(chroot, "run")
-	target := filepath.Join(f.top, "passwd")
-	if err := os.WriteFile(target, []byte("root:x:0:0"), 0o644); err != nil {
-		t.Fatal(err)
-	}
 	realRun := filepath.Join(f.top, "realrun")
 	if err := os.Mkdir(realRun, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("unix", filepath.Join(realRun, "firecracker.socket"))
+	// A socket outside the jail, served by this process (as a host
+	// service root can reach would be).
+	outside, err := net.Listen("unix", filepath.Join(realRun, "firecracker.socket"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	defer outside.Close()
+	accepted := make(chan struct{}, 8)
+	go func() {
+		for {
+			c, err := outside.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- struct{}{}
+			c.Close()
+		}
+	}()
 	ctx := context.Background()
-	chown := func() error { return ChownSocket(ctx, chroot, owner, owner, nil) }
-	untouched := func() {
+	const firecrackerPID = 1 // not this process: the outside socket's server
+	dial := func() error {
+		c, err := Dial(ctx, chroot, privop.JailAPISocket, firecrackerPID, time.Second, nil)
+		if c != nil {
+			c.Close()
+		}
+		return err
+	}
+	noConnection := func(what string) {
 		t.Helper()
-		wantNode(t, target, unix.S_IFREG, 0, 0, 0o644)
-		if st := stat(t, filepath.Join(realRun, "firecracker.socket")); st.Uid != 0 || st.Gid != 0 {
-			t.Errorf("socket outside the jail chowned to %d:%d", st.Uid, st.Gid)
+		select {
+		case <-accepted:
+			// A connection that was then refused still reached the
+			// server: only the peer check stops it from being handed
+			// out, which is what the hard-link case tests.
+			if what != "hard link" {
+				t.Errorf("%s: the outside socket was connected to", what)
+			}
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 
-	// run is a symlink to a directory holding a socket.
 	if err := os.Symlink(realRun, run); err != nil {
 		t.Fatal(err)
 	}
-	if err := chown(); !errors.Is(err, ErrUnsafe) {
-		t.Errorf("chown through a symlinked run = %v, want ErrUnsafe", err)
+	if err := dial(); !errors.Is(err, ErrUnsafe) {
+		t.Errorf("dial through a symlinked run = %v, want ErrUnsafe", err)
 	}
-	untouched()
+	noConnection("symlinked run")
 	if err := os.Remove(run); err != nil {
 		t.Fatal(err)
 	}
 
-	// The socket swapped for a symlink to a root-owned file.
 	if err := os.Mkdir(run, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(run, "firecracker.socket")
-	if err := os.Symlink(target, sock); err != nil {
+	if err := os.Symlink(filepath.Join(realRun, "firecracker.socket"), sock); err != nil {
 		t.Fatal(err)
 	}
-	if err := chown(); !errors.Is(err, ErrUnsafe) {
-		t.Errorf("chown of a symlinked socket = %v, want ErrUnsafe", err)
+	if err := dial(); !errors.Is(err, ErrUnsafe) {
+		t.Errorf("dial of a symlinked socket = %v, want ErrUnsafe", err)
 	}
-	untouched()
+	noConnection("symlinked socket")
 	if err := os.Remove(sock); err != nil {
 		t.Fatal(err)
 	}
 
-	// A regular file, or another socket hard-linked in, is not the API socket.
 	if err := os.WriteFile(sock, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := chown(); !errors.Is(err, ErrUnsafe) {
-		t.Errorf("chown of a regular file = %v, want ErrUnsafe", err)
+	if err := dial(); !errors.Is(err, ErrUnsafe) {
+		t.Errorf("dial of a regular file = %v, want ErrUnsafe", err)
 	}
-	wantNode(t, sock, unix.S_IFREG, 0, 0, 0o600)
 	if err := os.Remove(sock); err != nil {
 		t.Fatal(err)
 	}
+
+	// The outside socket hard-linked in: served by another process than
+	// the VM's firecracker.
 	if err := os.Link(filepath.Join(realRun, "firecracker.socket"), sock); err != nil {
 		t.Fatal(err)
 	}
-	if err := chown(); !errors.Is(err, ErrUnsafe) || !strings.Contains(err.Error(), "links") {
-		t.Errorf("chown of a hard-linked socket = %v, want ErrUnsafe", err)
+	if err := dial(); !errors.Is(err, ErrUnsafe) || !strings.Contains(err.Error(), "not the VM's firecracker") {
+		t.Errorf("dial of a hard-linked host socket = %v, want ErrUnsafe", err)
 	}
-	untouched()
+	noConnection("hard link")
 	if err := os.Remove(sock); err != nil {
 		t.Fatal(err)
 	}
 
-	// Missing: waits until ctx ends; stops at once when firecracker is gone.
-	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
-	defer cancel()
+	// Missing: waits out its bound; stops at once when firecracker is gone.
 	start := time.Now()
-	if err := ChownSocket(short, chroot, owner, owner, nil); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("chown of a missing socket = %v, want a deadline error", err)
+	if _, err := Dial(ctx, chroot, privop.JailAPISocket, 0, 200*time.Millisecond, nil); err == nil || !strings.Contains(err.Error(), "not there within") {
+		t.Errorf("dial of a missing socket = %v, want a wait error", err)
 	}
 	if took := time.Since(start); took > 2*time.Second {
-		t.Errorf("waited %v for a 200ms deadline", took)
+		t.Errorf("waited %v for a 200ms bound", took)
 	}
-	if err := ChownSocket(ctx, chroot, owner, owner, func() bool { return false }); err == nil || !strings.Contains(err.Error(), "exited") {
-		t.Errorf("chown with firecracker gone = %v, want it to say so", err)
+	if _, err := Dial(ctx, chroot, privop.JailAPISocket, 0, time.Second, func() bool { return false }); err == nil || !strings.Contains(err.Error(), "exited") {
+		t.Errorf("dial with firecracker gone = %v, want it to say so", err)
 	}
 
-	// The real thing.
-	ln2, err := net.Listen("unix", sock)
+	// The real thing: a socket in the jail, served by the expected pid.
+	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln2.Close()
-	if err := chown(); err != nil {
-		t.Fatalf("chown of the API socket: %v", err)
+	defer ln.Close()
+	c, err := Dial(ctx, chroot, privop.JailAPISocket, os.Getpid(), time.Second, nil)
+	if err != nil {
+		t.Fatalf("dial of the API socket: %v", err)
 	}
-	if st := stat(t, sock); st.Uid != owner || st.Gid != owner {
-		t.Errorf("API socket owned by %d:%d", st.Uid, st.Gid)
-	}
-	untouched()
+	c.Close()
 }

@@ -21,9 +21,9 @@ import (
 // CheckBase checks the jail base directory before each launch: every
 // component from / down is a real directory (no symlink), root-owned, not
 // writable by group or others (a root-owned sticky directory such as /tmp
-// is accepted: no one else can rename root's entries in it) and searchable
-// by others, since the owner must reach the API and vsock sockets inside.
-// The filesystem must allow device nodes (the jailer mknods /dev/kvm and
+// is accepted: no one else can rename root's entries in it). It need not be
+// searchable by others: the owner reaches nothing in a jail (the helper
+// connects bangerd to the VM's sockets). The filesystem must allow device nodes (the jailer mknods /dev/kvm and
 // /dev/net/tun in the chroot) and executables (it execs the copied binary).
 func CheckBase(base string) error { return checkBase(base, 0) }
 
@@ -39,7 +39,7 @@ func checkBase(base string, trusted int) error {
 	if !filepath.IsAbs(base) || filepath.Clean(base) != base {
 		return fmt.Errorf("jail base %q: want a clean absolute path", base)
 	}
-	if err := trustpath.DirChain(base, trusted, true); err != nil {
+	if err := trustpath.DirChain(base, trusted); err != nil {
 		return fmt.Errorf("jail base: %w", err)
 	}
 	var st unix.Statfs_t

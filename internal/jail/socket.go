@@ -4,69 +4,72 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"time"
-
-	"banger/internal/privop"
 
 	"golang.org/x/sys/unix"
 )
 
-// SocketWait bounds how long ChownSocket waits for firecracker's API
-// socket.
-const SocketWait = 5 * time.Second
+// errNoSocket: the socket (or its directory) is not there yet.
+var errNoSocket = errors.New("socket not there yet")
 
-// errNoSocket: the API socket (or its directory) is not there yet.
-var errNoSocket = errors.New("API socket not there yet")
-
-// ChownSocket waits (at most SocketWait, and no longer than ctx) until
-// firecracker's API socket exists in the jail whose root is chroot, then
-// gives it to uid:gid. The socket is reached from the chroot one component
-// at a time without following a symlink and changed through its fd, so a
-// symlink planted anywhere on the way is refused and its target left
-// alone. alive, when not nil, reports whether firecracker still runs;
-// waiting stops as soon as it does not.
-func ChownSocket(ctx context.Context, chroot string, uid, gid int, alive func() bool) error {
-	ctx, cancel := context.WithTimeout(ctx, SocketWait)
+// Dial connects to the unix socket at rel (an absolute path as firecracker
+// sees it, such as privop.JailAPISocket) inside the jail whose root is
+// chroot, waiting up to wait for it to appear, and returns the connected
+// socket. The jail is the VM's uid's to change, so the path is walked one
+// component at a time from the chroot without following a symlink, the
+// last component must be a socket, and the connection goes to that very
+// inode (through /proc/self/fd). peerPID, when not zero, must be the
+// process listening on it (SO_PEERCRED): root's connection is handed to
+// the owner, and must reach the VM's firecracker, not whatever a
+// subverted one bound there. alive, when not nil, ends the wait as soon as
+// firecracker is gone.
+func Dial(ctx context.Context, chroot, rel string, peerPID int, wait time.Duration, alive func() bool) (*os.File, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		err := chownSocketOnce(chroot, uid, gid)
+		f, err := dialOnce(chroot, rel, peerPID)
 		if !errors.Is(err, errNoSocket) {
-			return err
+			return f, err
 		}
 		if alive != nil && !alive() {
-			return errors.New("wait for API socket: firecracker exited before creating it; see the VM's console log")
+			return nil, fmt.Errorf("dial %s: firecracker exited before creating it; see the VM's console log", rel)
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for API socket %s%s: %w", chroot, privop.JailAPISocket, ctx.Err())
+			return nil, fmt.Errorf("dial %s in the jail: not there within %s", rel, wait)
 		case <-tick.C:
 		}
 	}
 }
 
-func chownSocketOnce(chroot string, uid, gid int) error {
+func dialOnce(chroot, rel string, peerPID int) (*os.File, error) {
 	fd, err := openNoFollow(chroot)
 	if err != nil {
-		return fmt.Errorf("chown API socket: %w", err)
+		return nil, fmt.Errorf("dial %s: %w", rel, err)
 	}
-	parts := strings.Split(strings.TrimPrefix(privop.JailAPISocket, "/"), "/")
+	parts := strings.Split(strings.TrimPrefix(rel, "/"), "/")
 	for i, p := range parts {
+		if err := validName(p); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("dial %s: %w", rel, err)
+		}
 		next, err := openAtNoFollow(fd, p)
 		unix.Close(fd)
 		if errors.Is(err, unix.ENOENT) {
-			return errNoSocket
+			return nil, errNoSocket
 		}
 		if err != nil {
-			return fmt.Errorf("chown API socket: %w", err)
+			return nil, fmt.Errorf("dial %s: %w", rel, err)
 		}
 		fd = next
 		var st unix.Stat_t
 		if err := unix.Fstat(fd, &st); err != nil {
 			unix.Close(fd)
-			return fmt.Errorf("chown API socket: stat %s: %w", p, err)
+			return nil, fmt.Errorf("dial %s: stat %s: %w", rel, p, err)
 		}
 		want, what := uint32(unix.S_IFDIR), "a directory"
 		if i == len(parts)-1 {
@@ -74,19 +77,32 @@ func chownSocketOnce(chroot string, uid, gid int) error {
 		}
 		if st.Mode&unix.S_IFMT != want {
 			unix.Close(fd)
-			return fmt.Errorf("chown API socket: %s in the jail is not %s: %w", p, what, ErrUnsafe)
-		}
-		// A second name would be another socket hard-linked in (possible
-		// where fs.protected_hardlinks is off): chowning it would give
-		// that one away too.
-		if want == unix.S_IFSOCK && st.Nlink != 1 {
-			unix.Close(fd)
-			return fmt.Errorf("chown API socket: it has %d links: %w", st.Nlink, ErrUnsafe)
+			return nil, fmt.Errorf("dial %s: %s in the jail is not %s: %w", rel, p, what, ErrUnsafe)
 		}
 	}
 	defer unix.Close(fd)
-	if err := unix.Fchownat(fd, "", uid, gid, unix.AT_EMPTY_PATH); err != nil {
-		return fmt.Errorf("chown API socket: %w", err)
+	s, err := unix.Socket(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", rel, err)
 	}
-	return nil
+	if err := unix.Connect(s, &unix.SockaddrUnix{Name: fdPath(fd)}); err != nil {
+		unix.Close(s)
+		if errors.Is(err, unix.ECONNREFUSED) {
+			// Bound but not listening yet (or no longer).
+			return nil, errNoSocket
+		}
+		return nil, fmt.Errorf("dial %s: %w", rel, err)
+	}
+	if peerPID != 0 {
+		cred, err := unix.GetsockoptUcred(s, unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if err != nil {
+			unix.Close(s)
+			return nil, fmt.Errorf("dial %s: peer credentials: %w", rel, err)
+		}
+		if int(cred.Pid) != peerPID {
+			unix.Close(s)
+			return nil, fmt.Errorf("dial %s: it is served by pid %d, not the VM's firecracker (pid %d): %w", rel, cred.Pid, peerPID, ErrUnsafe)
+		}
+	}
+	return os.NewFile(uintptr(s), rel), nil
 }

@@ -1,6 +1,7 @@
 package jail
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"banger/internal/dmsnap"
 	"banger/internal/privop"
 
 	"golang.org/x/sys/unix"
@@ -27,7 +29,7 @@ type File struct {
 type Spec struct {
 	Layout         Layout
 	FirecrackerBin string
-	UID, GID       int // the owner firecracker runs as
+	UID, GID       int // the VM's own uid and gid, which firecracker runs as
 	Files          []File
 	// HostLibs are host directories made visible read-only at the same
 	// path in the chroot, so a dynamically linked firecracker finds its
@@ -41,64 +43,82 @@ type Spec struct {
 // a symlink to it and holds the loader.
 var DefaultHostLibs = []string{"/usr/lib", "/usr/lib64", "/lib", "/lib64"}
 
+// Holds are the loop devices a staged jail's drives sit on, held open by
+// the helper: each was attached with autoclear, so it stays bound to its
+// file while anyone holds it open and is released when the last holder,
+// the helper or firecracker, closes it. Close them once firecracker is
+// gone.
+type Holds []*os.File
+
+// Close releases the holds.
+func (h Holds) Close() {
+	for _, f := range h {
+		f.Close()
+	}
+}
+
 // Stage builds spec's jail: it checks the base and the firecracker binary,
 // creates <base>/<exec-name> if missing and <base>/<exec-name>/<vm-id>,
 // which must not exist yet, bind-mounts the chroot onto itself (so the
 // whole jail hangs off one mount point, private, and is unmounted in one
 // go), then stages the firecracker copy, fc.log and fc.metrics, the
 // kernel and initrd (hard links, or copies across filesystems), the drives
-// (bind mounts of the passed files, or device nodes for block devices) and
-// the host's library directories. The chroot stays root-owned 0711 until
-// the jailer takes it over. On any failure everything done is undone; if
-// that fails too, the error wraps ErrLeftBehind.
-func Stage(spec Spec) (err error) {
+// (device nodes: a block device passed as such, a regular file through a
+// loop device attached to it) and the host's library directories. Every
+// directory is root's, 0700, until the jailer gives the chroot to the
+// VM's uid: nothing of a jail is reachable by the owner. On any failure
+// everything done is undone; if that fails too, the error wraps
+// ErrLeftBehind. The caller keeps the returned Holds until firecracker
+// has exited.
+func Stage(spec Spec) (_ Holds, err error) {
 	l := spec.Layout
 	if _, err := NewLayout(l.Base, l.ExecName, l.VMID); err != nil {
-		return err
+		return nil, err
 	}
 	if ExecName(spec.FirecrackerBin) != l.ExecName {
-		return fmt.Errorf("stage jail: exec name %q is not the base name of %s", l.ExecName, spec.FirecrackerBin)
+		return nil, fmt.Errorf("stage jail: exec name %q is not the base name of %s", l.ExecName, spec.FirecrackerBin)
 	}
 	if err := CheckBase(l.Base); err != nil {
-		return err
+		return nil, err
 	}
 	bin, err := openBinary(spec.FirecrackerBin)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer bin.Close()
 	if err := ensureExecDir(l.ExecDir()); err != nil {
-		return err
+		return nil, err
 	}
 	if err := unix.Mkdir(l.VMDir(), 0o700); err != nil {
 		if errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("jail for VM %s already exists (%s): %w", l.VMID, l.VMDir(), ErrExists)
+			return nil, fmt.Errorf("jail for VM %s already exists (%s): %w", l.VMID, l.VMDir(), ErrExists)
 		}
-		return fmt.Errorf("create jail dir: %w", err)
+		return nil, fmt.Errorf("create jail dir: %w", err)
 	}
+	s := &stager{uid: spec.UID, gid: spec.GID, vm: -1, root: -1, under: -1}
+	defer s.close()
 	defer func() {
 		if err != nil {
+			s.holds.Close()
 			if rerr := Remove(l); rerr != nil {
 				err = errors.Join(err, fmt.Errorf("undo staging: %w (%w)", rerr, ErrLeftBehind))
 			}
 		}
 	}()
-	s := &stager{uid: spec.UID, gid: spec.GID, vm: -1, root: -1, under: -1}
-	defer s.close()
 	if err := s.makeRoot(l.VMDir()); err != nil {
-		return err
+		return nil, err
 	}
 	if err := copyExec(s.root, l.ExecName, bin); err != nil {
-		return err
+		return nil, err
 	}
 	for _, name := range []string{LogFile, MetricsFile} {
 		if err := createEmpty(s.root, name, s.uid, s.gid); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	for _, f := range spec.Files {
 		if err := s.stageFile(f); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	libs := spec.HostLibs
@@ -107,10 +127,10 @@ func Stage(spec Spec) (err error) {
 	}
 	for _, lib := range libs {
 		if err := bindHostDir(s.root, lib); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return s.holds, nil
 }
 
 // stager holds the fds staging works through.
@@ -119,6 +139,7 @@ type stager struct {
 	vm       int // the VM's jail directory
 	root     int // the chroot, on its self-bind mount
 	under    int // the chroot directory below the self-bind (hard links only)
+	holds    Holds
 }
 
 func (s *stager) close() {
@@ -137,10 +158,10 @@ func (s *stager) makeRoot(vmDir string) error {
 	if s.vm, err = unix.Open(vmDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0); err != nil {
 		return fmt.Errorf("open jail dir: %w", err)
 	}
-	if err := unix.Fchmod(s.vm, 0o711); err != nil {
+	if err := unix.Fchmod(s.vm, 0o700); err != nil {
 		return fmt.Errorf("chmod jail dir: %w", err)
 	}
-	if s.under, err = mkdirAt(s.vm, RootDir, 0o711); err != nil {
+	if s.under, err = mkdirAt(s.vm, RootDir, 0o700); err != nil {
 		return err
 	}
 	if err := unix.Mount(fdPath(s.under), fdPath(s.under), "", unix.MS_BIND, ""); err != nil {
@@ -165,7 +186,7 @@ func (s *stager) stageFile(f File) error {
 	}
 	switch f.Role {
 	case privop.JailKernel, privop.JailInitrd:
-		return linkOrCopy(s.under, s.root, f.Name, f.F, s.uid, s.gid)
+		return linkOrCopy(s.under, s.root, f.Name, f.F, s.gid)
 	case privop.JailDrive:
 		var st unix.Stat_t
 		if err := unix.Fstat(int(f.F.Fd()), &st); err != nil {
@@ -173,7 +194,20 @@ func (s *stager) stageFile(f File) error {
 		}
 		switch st.Mode & unix.S_IFMT {
 		case unix.S_IFREG:
-			return bindFile(s.root, f.Name, f.F, f.ReadOnly, s.uid, s.gid)
+			// Not a bind mount of the file: the fd may come from another
+			// mount namespace (bangerd's unit has its own), whose mounts
+			// cannot be bound here, and the file is the owner's, which
+			// the VM's uid may not open. A loop device takes the open
+			// file as it is, and its node is the VM's.
+			if err := checkAccess(f.Name, f.F, !f.ReadOnly); err != nil {
+				return err
+			}
+			lf, err := attachLoop(f.F, f.ReadOnly)
+			if err != nil {
+				return fmt.Errorf("attach drive %s to a loop device: %w", f.Name, err)
+			}
+			s.holds = append(s.holds, lf)
+			return mknodDevice(s.root, f.Name, lf, f.ReadOnly, s.uid, s.gid)
 		case unix.S_IFBLK:
 			return mknodDevice(s.root, f.Name, f.F, f.ReadOnly, s.uid, s.gid)
 		default:
@@ -184,7 +218,17 @@ func (s *stager) stageFile(f File) error {
 	}
 }
 
-// ensureExecDir creates <base>/<exec-name> (root, 0711) if missing and
+// attachLoop binds f to a free loop device (autoclear; read-only if asked)
+// and returns the device, open. Tests may swap it.
+var attachLoop = func(f *os.File, readOnly bool) (*os.File, error) {
+	_, c, err := dmsnap.NewIoctlBackend().AttachLoop(context.Background(), f, readOnly)
+	if err != nil {
+		return nil, err
+	}
+	return c.(*os.File), nil
+}
+
+// ensureExecDir creates <base>/<exec-name> (root, 0700) if missing and
 // checks it: the base is root's alone, so an existing one is the helper's.
 func ensureExecDir(dir string) error {
 	if err := unix.Mkdir(dir, 0o700); err != nil && !errors.Is(err, unix.EEXIST) {
@@ -202,8 +246,8 @@ func ensureExecDir(dir string) error {
 	if st.Uid != 0 {
 		return fmt.Errorf("%s is owned by uid %d, not root: %w", dir, st.Uid, ErrUnsafe)
 	}
-	// The mode is set explicitly: the helper runs with umask 077.
-	if err := unix.Fchmod(fd, 0o711); err != nil {
+	// Set explicitly: a base made by an older helper had 0711.
+	if err := unix.Fchmod(fd, 0o700); err != nil {
 		return fmt.Errorf("chmod %s: %w", dir, err)
 	}
 	return nil
@@ -317,11 +361,12 @@ func checkAccess(what string, f *os.File, write bool) error {
 
 // linkOrCopy puts the kernel or initrd open as f at name: a hard link of
 // f's inode made through /proc/self/fd (which needs no
-// CAP_DAC_READ_SEARCH), or, when f lives on another filesystem, a copy
-// owned by uid:gid, mode 0600. The link goes through under, the chroot
+// CAP_DAC_READ_SEARCH), or, when f is not root's alone or lives on another
+// filesystem (or mount namespace), a copy owned by root and the VM's gid,
+// mode 0440. The link goes through under, the chroot
 // below its self-bind, because a hard link cannot cross vfs mounts even
 // within one filesystem.
-func linkOrCopy(under, root int, name string, f *os.File, uid, gid int) error {
+func linkOrCopy(under, root int, name string, f *os.File, gid int) error {
 	if err := checkAccess(name, f, false); err != nil {
 		return err
 	}
@@ -332,6 +377,12 @@ func linkOrCopy(under, root int, name string, f *os.File, uid, gid int) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return fmt.Errorf("%s: want a regular file, got mode %#o: %w", name, st.Mode&unix.S_IFMT, ErrUnsafe)
 	}
+	// Only a file root owns and no user can change is linked: a link to
+	// another's file would be theirs to rewrite while the VM runs, and a
+	// link kept to a setuid or setgid binary outlives its upgrade.
+	if st.Uid != 0 || st.Mode&(unix.S_ISUID|unix.S_ISGID) != 0 || st.Mode&0o022 != 0 {
+		return copyFile(root, name, f, st.Size, 0, gid)
+	}
 	err := unix.Linkat(unix.AT_FDCWD, fdPath(int(f.Fd())), under, name, unix.AT_SYMLINK_FOLLOW)
 	if err == nil {
 		return nil
@@ -339,13 +390,14 @@ func linkOrCopy(under, root int, name string, f *os.File, uid, gid int) error {
 	if !errors.Is(err, unix.EXDEV) {
 		return fmt.Errorf("link %s into the jail: %w", name, err)
 	}
-	return copyFile(root, name, f, st.Size, uid, gid)
+	return copyFile(root, name, f, st.Size, 0, gid)
 }
 
 // copyFile copies size bytes of src into a new file name, owned by
-// uid:gid, mode 0600.
+// uid:gid, mode 0440: firecracker reads it through its group and cannot
+// change it.
 func copyFile(dir int, name string, src *os.File, size int64, uid, gid int) error {
-	dst, err := createFile(dir, name, uid, gid, 0o600)
+	dst, err := createFile(dir, name, uid, gid, 0o440)
 	if err != nil {
 		return err
 	}
@@ -359,43 +411,9 @@ func copyFile(dir int, name string, src *os.File, size int64, uid, gid int) erro
 	return nil
 }
 
-// bindFile bind-mounts the regular file open as src onto a new empty file
-// name owned by uid:gid, then makes the mount read-only if asked. Both
-// mount calls name their target through /proc/self/fd, so they act on the
-// file just created and on the mount just made, never on a path another
-// user could swap.
-func bindFile(dir int, name string, src *os.File, readOnly bool, uid, gid int) error {
-	if err := checkAccess(name, src, !readOnly); err != nil {
-		return err
-	}
-	dst, err := createFile(dir, name, uid, gid, 0o600)
-	if err != nil {
-		return err
-	}
-	defer dst.Close()
-	if err := unix.Mount(fdPath(int(src.Fd())), fdPath(int(dst.Fd())), "", unix.MS_BIND, ""); err != nil {
-		return fmt.Errorf("bind-mount drive %s: %w", name, err)
-	}
-	if !readOnly {
-		return nil
-	}
-	top, err := unix.Openat(dir, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("open drive mount %s: %w", name, err)
-	}
-	defer unix.Close(top)
-	if err := sameInode(top, int(src.Fd())); err != nil {
-		return fmt.Errorf("drive mount %s: %w", name, err)
-	}
-	if err := unix.Mount("", fdPath(top), "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-		return fmt.Errorf("make drive %s read-only: %w", name, err)
-	}
-	return nil
-}
-
 // mknodDevice creates a block device node name with src's device number.
-// A writable drive's node is the owner's, mode 0600. A read-only drive's
-// node is root's with the owner's group, mode 0440: a node the owner owned
+// A writable drive's node is the VM uid's, mode 0600. A read-only drive's
+// node is root's with the VM's group, mode 0440: a node firecracker owned
 // could be chmodded to grant the write access the read-only fd did not.
 func mknodDevice(dir int, name string, src *os.File, readOnly bool, uid, gid int) error {
 	if err := checkAccess(name, src, !readOnly); err != nil {

@@ -254,3 +254,21 @@ func (h *Host) OpenTap(ctx context.Context, name string) (*os.File, error) {
 	}
 	return f, nil
 }
+
+// SetTapOwner gives an existing tap to uid:gid (TUNSETOWNER and
+// TUNSETGROUP on a queue opened as OpenTap does), so a VMM running as them
+// can open it by name. No VMM may hold the tap's queue meanwhile.
+func (h *Host) SetTapOwner(ctx context.Context, name string, uid, gid int) error {
+	f, err := h.OpenTap(ctx, name)
+	if err != nil {
+		return fmt.Errorf("set owner of tap %s: %w", name, err)
+	}
+	defer f.Close()
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.TUNSETOWNER, uid); err != nil {
+		return fmt.Errorf("set owner of tap %s: TUNSETOWNER %d: %w", name, uid, err)
+	}
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.TUNSETGROUP, gid); err != nil {
+		return fmt.Errorf("set owner of tap %s: TUNSETGROUP %d: %w", name, gid, err)
+	}
+	return nil
+}

@@ -29,7 +29,7 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte(`{"op":"debootstrap_image","args":{"suite":"trixie","mirror":""}}`))
 	f.Add([]byte(`{"op":"dm_snapshot_create","args":{"vm_id":"vm-1","chunk_sectors":16}}`))
 	f.Add([]byte(`{"op":"dm_snapshot_remove","args":{"vm_id":"vm-1"}}`))
-	f.Add([]byte(`{"op":"launch_firecracker","args":{"vm_id":"vm-1","firecracker_bin":"/usr/bin/firecracker","jailer_bin":"/usr/bin/jailer","files":[{"role":"console"},{"role":"kernel","name":"vmlinux"},{"role":"drive","name":"rootfs","read_only":true}]}}`))
+	f.Add([]byte(`{"op":"launch_firecracker","args":{"vm_id":"vm-1","files":[{"role":"console"},{"role":"kernel","name":"vmlinux"},{"role":"drive","name":"rootfs","read_only":true}]}}`))
 	f.Add([]byte(`{"op":"cleanup_jail","args":{"vm_id":"vm-1"}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if _, err := ReadFrame(bytes.NewReader(data), MaxRequest); err == nil {
@@ -141,9 +141,13 @@ func checkAccepted(t *testing.T, op Op) {
 				t.Fatalf("accepted file name %q", f.Name)
 			}
 		}
-	case ChownAPISocket:
-		if !acceptedVMID.MatchString(o.VMID) {
-			t.Fatalf("accepted vm id %q", o.VMID)
+	case DialJail:
+		if !acceptedVMID.MatchString(o.VMID) || (o.Socket != SocketAPI && o.Socket != SocketVsock) {
+			t.Fatalf("accepted dial of %q in %q", o.Socket, o.VMID)
+		}
+	case SignalVMM:
+		if !acceptedVMID.MatchString(o.VMID) || (o.Signal != SignalTerm && o.Signal != SignalKill) {
+			t.Fatalf("accepted signal %q to %q", o.Signal, o.VMID)
 		}
 	case CleanupJail:
 		if !acceptedVMID.MatchString(o.VMID) {

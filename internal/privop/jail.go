@@ -2,15 +2,17 @@ package privop
 
 import (
 	"fmt"
-	"path/filepath"
 	"regexp"
 )
 
 // Firecracker runs under firecracker-jailer, in a per-VM chroot the helper
-// stages, as the owner's uid. These ops are the whole of that: stage and
-// launch, hand the API socket to the owner, and tear the jail down. The
-// files a VM needs travel as fds opened by bangerd (SCM_RIGHTS beside the
-// request), so the helper never opens an owner-chosen path.
+// stages, as a uid of its own that no account and no other VM has (from
+// the install's VMM uid range). These ops are the whole of that: stage and
+// launch, connect bangerd to the VM's API or vsock socket, signal the VM's
+// firecracker, and tear the jail down. The files a VM needs travel as fds
+// opened by bangerd (SCM_RIGHTS beside the request), so the helper never
+// opens an owner-chosen path; the binaries are the install's (install
+// metadata), never a request's.
 
 // Jail file roles.
 const (
@@ -35,14 +37,14 @@ type JailFile struct {
 }
 
 // LaunchFirecracker stages the jail of one VM and starts firecracker in it
-// through the jailer. The uid and gid are the helper's registered owner,
-// never the request's. The binaries must be root-owned, not writable by
-// group or others, and not symlinks, along their whole path.
+// through the jailer, as a uid and gid the helper picks for this VM alone.
+// The binaries are the ones pinned in the install metadata. Tap, when set,
+// is a tap the helper created; it is handed to the VM's uid so firecracker
+// can open it by name.
 type LaunchFirecracker struct {
-	VMID           string     `json:"vm_id"`
-	FirecrackerBin string     `json:"firecracker_bin"`
-	JailerBin      string     `json:"jailer_bin"`
-	Files          []JailFile `json:"files"`
+	VMID  string     `json:"vm_id"`
+	Tap   string     `json:"tap,omitempty"`
+	Files []JailFile `json:"files"`
 }
 
 // LaunchFirecrackerResult is LaunchFirecracker's answer. PID is both the
@@ -50,6 +52,7 @@ type LaunchFirecracker struct {
 type LaunchFirecrackerResult struct {
 	PID      int    `json:"pid"`
 	PIDStart uint64 `json:"pid_start"`
+	UID      int    `json:"uid"`    // the VM's own uid (and gid)
 	Chroot   string `json:"chroot"` // host path of the jail's root directory
 }
 
@@ -82,9 +85,9 @@ func (o LaunchFirecracker) Validate() error {
 	if err := ValidVMID(o.VMID); err != nil {
 		return err
 	}
-	for _, p := range []string{o.FirecrackerBin, o.JailerBin} {
-		if !filepath.IsAbs(p) || filepath.Clean(p) != p || len(p) > 512 {
-			return fmt.Errorf("binary %q: want a clean absolute path", truncate(p, 80))
+	if o.Tap != "" {
+		if err := ValidTapName(o.Tap); err != nil {
+			return err
 		}
 	}
 	count := map[string]int{}
@@ -122,17 +125,71 @@ func (o LaunchFirecracker) Validate() error {
 	return nil
 }
 
-// ChownAPISocket waits (bounded) for firecracker's API socket in the VM's
-// jail and gives it to the owner, by fd, never following a symlink.
-type ChownAPISocket struct {
-	VMID string `json:"vm_id"`
+// Sockets of a jail that DialJail connects to.
+const (
+	SocketAPI   = "api"   // firecracker's API socket
+	SocketVsock = "vsock" // the hybrid vsock unix socket
+)
+
+// DialJail connects to one of a running VM's jail sockets and answers
+// with the connected socket (SCM_RIGHTS). The jail is the VM's uid's alone
+// (the jailer makes its root 0700), so bangerd reaches the sockets only
+// this way. Wait bounds (in milliseconds, at most 10 s) how long to wait
+// for the socket to appear; the connection is refused unless the peer is
+// the VM's recorded firecracker.
+type DialJail struct {
+	VMID   string `json:"vm_id"`
+	Socket string `json:"socket"`
+	WaitMS int    `json:"wait_ms,omitempty"`
+}
+
+// MaxDialWaitMS bounds DialJail's WaitMS.
+const MaxDialWaitMS = 10000
+
+// Name implements Op.
+func (DialJail) Name() string { return "dial_jail" }
+
+// Validate implements Op.
+func (o DialJail) Validate() error {
+	if err := ValidVMID(o.VMID); err != nil {
+		return err
+	}
+	if o.Socket != SocketAPI && o.Socket != SocketVsock {
+		return fmt.Errorf("socket %q: want %q or %q", truncate(o.Socket, 32), SocketAPI, SocketVsock)
+	}
+	if o.WaitMS < 0 || o.WaitMS > MaxDialWaitMS {
+		return fmt.Errorf("wait_ms %d: want 0 to %d", o.WaitMS, MaxDialWaitMS)
+	}
+	return nil
+}
+
+// Signals SignalVMM sends.
+const (
+	SignalTerm = "term"
+	SignalKill = "kill"
+)
+
+// SignalVMM signals a VM's running firecracker (bangerd cannot: it runs as
+// another uid). Only the recorded process, by pid and start time, is
+// signalled, through a pidfd.
+type SignalVMM struct {
+	VMID   string `json:"vm_id"`
+	Signal string `json:"signal"`
 }
 
 // Name implements Op.
-func (ChownAPISocket) Name() string { return "chown_api_socket" }
+func (SignalVMM) Name() string { return "signal_vmm" }
 
 // Validate implements Op.
-func (o ChownAPISocket) Validate() error { return ValidVMID(o.VMID) }
+func (o SignalVMM) Validate() error {
+	if err := ValidVMID(o.VMID); err != nil {
+		return err
+	}
+	if o.Signal != SignalTerm && o.Signal != SignalKill {
+		return fmt.Errorf("signal %q: want %q or %q", truncate(o.Signal, 32), SignalTerm, SignalKill)
+	}
+	return nil
+}
 
 // CleanupJail removes a VM's jail: its mounts, then its directory. It
 // refuses while the VM's firecracker still runs, and a jail that is

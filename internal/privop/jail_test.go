@@ -9,9 +9,8 @@ import (
 // launch returns a valid LaunchFirecracker changed by mod.
 func launch(mod func(*LaunchFirecracker)) LaunchFirecracker {
 	o := LaunchFirecracker{
-		VMID:           "vm-1",
-		FirecrackerBin: "/usr/bin/firecracker",
-		JailerBin:      "/usr/bin/jailer",
+		VMID: "vm-1",
+		Tap:  "tap-fc-vm1",
 		Files: []JailFile{
 			{Role: JailConsole},
 			{Role: JailKernel, Name: "vmlinux"},
@@ -47,11 +46,13 @@ func TestJailOpsValidateRefuses(t *testing.T) {
 		{"vm id unicode alnum", launch(func(o *LaunchFirecracker) { o.VMID = "vmé" }), "vm id"},
 		{"vm id 65 chars", launch(func(o *LaunchFirecracker) { o.VMID = strings.Repeat("a", 65) }), "vm id"},
 		{"vm id newline", launch(func(o *LaunchFirecracker) { o.VMID = "vm\n" }), "vm id"},
-		{"relative firecracker", launch(func(o *LaunchFirecracker) { o.FirecrackerBin = "firecracker" }), "clean absolute"},
-		{"unclean jailer", launch(func(o *LaunchFirecracker) { o.JailerBin = "/usr/bin/../bin/jailer" }), "clean absolute"},
-		{"trailing slash", launch(func(o *LaunchFirecracker) { o.JailerBin = "/usr/bin/jailer/" }), "clean absolute"},
-		{"empty binary", launch(func(o *LaunchFirecracker) { o.FirecrackerBin = "" }), "clean absolute"},
-		{"binary path too long", launch(func(o *LaunchFirecracker) { o.JailerBin = "/" + strings.Repeat("a", 512) }), "clean absolute"},
+		{"tap not banger's name", launch(func(o *LaunchFirecracker) { o.Tap = "eth0" }), "tap"},
+		{"dial unknown socket", DialJail{VMID: "a", Socket: "../../run/docker.sock"}, "socket"},
+		{"dial bad vm id", DialJail{VMID: "../a", Socket: SocketAPI}, "vm id"},
+		{"dial wait too long", DialJail{VMID: "a", Socket: SocketAPI, WaitMS: MaxDialWaitMS + 1}, "wait_ms"},
+		{"dial negative wait", DialJail{VMID: "a", Socket: SocketVsock, WaitMS: -1}, "wait_ms"},
+		{"signal other than term or kill", SignalVMM{VMID: "a", Signal: "stop"}, "signal"},
+		{"signal bad vm id", SignalVMM{VMID: "a b", Signal: SignalKill}, "vm id"},
 		{"no files", launch(func(o *LaunchFirecracker) { o.Files = nil }), "exactly one console"},
 		{"no console", launch(func(o *LaunchFirecracker) { o.Files = o.Files[1:] }), "exactly one console"},
 		{"two consoles", launch(func(o *LaunchFirecracker) { o.Files = append(o.Files, JailFile{Role: JailConsole}) }), "exactly one console"},
@@ -80,9 +81,8 @@ func TestJailOpsValidateRefuses(t *testing.T) {
 		{"reserved vsock", launch(func(o *LaunchFirecracker) { o.Files[3].Name = "v.sock" }), "reserved"},
 		{"name twice", launch(func(o *LaunchFirecracker) { o.Files[4].Name = "rootfs.ext4" }), "given twice"},
 		{"kernel named like a drive", launch(func(o *LaunchFirecracker) { o.Files[1].Name = "seed.img" }), "given twice"},
-		{"chown empty vm id", ChownAPISocket{}, "vm id"},
-		{"chown vm id traversal", ChownAPISocket{VMID: "../../etc"}, "vm id"},
-		{"chown vm id space", ChownAPISocket{VMID: "vm 1"}, "vm id"},
+		{"dial empty vm id", DialJail{Socket: SocketAPI}, "vm id"},
+		{"dial vm id traversal", DialJail{VMID: "../../etc", Socket: SocketVsock}, "vm id"},
 		{"cleanup empty vm id", CleanupJail{}, "vm id"},
 		{"cleanup vm id slash", CleanupJail{VMID: "a/b"}, "vm id"},
 		{"cleanup vm id 65 chars", CleanupJail{VMID: strings.Repeat("1", 65)}, "vm id"},
@@ -108,7 +108,9 @@ func TestJailOpsValidateAccepts(t *testing.T) {
 		launch(func(o *LaunchFirecracker) { o.Files = o.Files[:2] }), // console and kernel only
 		launch(func(o *LaunchFirecracker) { o.Files = drives(8) }),
 		launch(func(o *LaunchFirecracker) { o.Files[3].Name = "a" + strings.Repeat("_", 31) }),
-		ChownAPISocket{VMID: "vm-1"}, CleanupJail{VMID: "x"},
+		launch(func(o *LaunchFirecracker) { o.Tap = "" }),
+		DialJail{VMID: "vm-1", Socket: SocketAPI, WaitMS: MaxDialWaitMS}, DialJail{VMID: "vm-1", Socket: SocketVsock},
+		SignalVMM{VMID: "vm-1", Signal: SignalTerm}, SignalVMM{VMID: "vm-1", Signal: SignalKill}, CleanupJail{VMID: "x"},
 	} {
 		if err := op.Validate(); err != nil {
 			t.Errorf("Validate(%#v) = %v, want nil", op, err)
@@ -117,7 +119,7 @@ func TestJailOpsValidateAccepts(t *testing.T) {
 }
 
 func TestJailOpsRoundTrip(t *testing.T) {
-	for _, op := range []Op{launch(nil), ChownAPISocket{VMID: "vm-1"}, CleanupJail{VMID: "vm-1"}} {
+	for _, op := range []Op{launch(nil), DialJail{VMID: "vm-1", Socket: SocketAPI, WaitMS: 10}, SignalVMM{VMID: "vm-1", Signal: SignalKill}, CleanupJail{VMID: "vm-1"}} {
 		body, err := EncodeRequest(op)
 		if err != nil {
 			t.Fatalf("EncodeRequest(%#v): %v", op, err)
@@ -130,12 +132,17 @@ func TestJailOpsRoundTrip(t *testing.T) {
 			t.Errorf("round trip: %s != %s", b2, body)
 		}
 	}
-	// The owner never travels in the request.
+	// Neither the uid nor the binaries travel in the request: root pins
+	// them; and no path does.
 	for _, body := range []string{
-		`{"op":"launch_firecracker","args":{"vm_id":"a","firecracker_bin":"/f","jailer_bin":"/j","files":[{"role":"console"},{"role":"kernel","name":"k"}],"uid":0}}`,
-		`{"op":"launch_firecracker","args":{"vm_id":"a","firecracker_bin":"/f","jailer_bin":"/j","files":[{"role":"console"},{"role":"kernel","name":"k","fd":3}]}}`,
+		`{"op":"launch_firecracker","args":{"vm_id":"a","files":[{"role":"console"},{"role":"kernel","name":"k"}],"uid":0}}`,
+		`{"op":"launch_firecracker","args":{"vm_id":"a","jailer_bin":"/usr/bin/sudo","files":[{"role":"console"},{"role":"kernel","name":"k"}]}}`,
+		`{"op":"launch_firecracker","args":{"vm_id":"a","firecracker_bin":"/f","files":[{"role":"console"},{"role":"kernel","name":"k"}]}}`,
+		`{"op":"launch_firecracker","args":{"vm_id":"a","files":[{"role":"console"},{"role":"kernel","name":"k","fd":3}]}}`,
 		`{"op":"cleanup_jail","args":{"vm_id":"a","chroot":"/"}}`,
-		`{"op":"chown_api_socket","args":{"vm_id":"a","path":"/etc/passwd"}}`,
+		`{"op":"dial_jail","args":{"vm_id":"a","socket":"api","path":"/run/docker.sock"}}`,
+		`{"op":"signal_vmm","args":{"vm_id":"a","signal":"kill","pid":1}}`,
+		`{"op":"chown_api_socket","args":{"vm_id":"a"}}`,
 	} {
 		if op, err := DecodeRequest([]byte(body)); err == nil || CodeOf(err) != CodeBadRequest {
 			t.Errorf("DecodeRequest(%s) = %#v, %v; want bad_request", body, op, err)
@@ -147,7 +154,7 @@ func TestRequestFiles(t *testing.T) {
 	if got := RequestFiles(launch(nil)); got != 5 {
 		t.Errorf("RequestFiles(launch) = %d, want 5 (one per file)", got)
 	}
-	for _, op := range []Op{Ping{}, ChownAPISocket{VMID: "a"}, CleanupJail{VMID: "a"}, OpenTap{Tap: "tap-fc-a"}} {
+	for _, op := range []Op{Ping{}, DialJail{VMID: "a", Socket: SocketAPI}, SignalVMM{VMID: "a", Signal: SignalTerm}, CleanupJail{VMID: "a"}, OpenTap{Tap: "tap-fc-a"}} {
 		if got := RequestFiles(op); got != 0 {
 			t.Errorf("RequestFiles(%s) = %d, want 0", op.Name(), got)
 		}

@@ -30,6 +30,12 @@ type PingResult struct {
 	// state: error", which block their VM's next start until removed.
 	SnapshotsActive int      `json:"snapshots_active,omitempty"`
 	SnapshotsStuck  []string `json:"snapshots_stuck,omitempty"`
+	// Firecracker and Jailer are the binaries the install pinned (the
+	// only ones the helper runs); FirecrackerOff says why they cannot
+	// run (missing, setuid, not root's alone), empty when they can.
+	Firecracker    string `json:"firecracker,omitempty"`
+	Jailer         string `json:"jailer,omitempty"`
+	FirecrackerOff string `json:"firecracker_off,omitempty"`
 }
 
 // Name implements Op.
@@ -352,7 +358,8 @@ var helperOps = map[string]opDecoder{
 	DebootstrapImage{}.Name():     decoderFor[DebootstrapImage](),
 
 	LaunchFirecracker{}.Name(): decoderFor[LaunchFirecracker](),
-	ChownAPISocket{}.Name():    decoderFor[ChownAPISocket](),
+	DialJail{}.Name():          decoderFor[DialJail](),
+	SignalVMM{}.Name():         decoderFor[SignalVMM](),
 	CleanupJail{}.Name():       decoderFor[CleanupJail](),
 
 	CreateSnapshot{}.Name(): decoderFor[CreateSnapshot](),

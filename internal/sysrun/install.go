@@ -49,8 +49,11 @@ type InstallOptions struct {
 	// are created by systemd and named here for uninstall and status.
 	StateDir, CacheDir, RuntimeDir string
 	Wait                           time.Duration // how long to wait for both sockets (default 30s)
-	Out                            io.Writer
-	Systemctl                      Systemctl
+	// Pins are the Firecracker binaries and VMM uids root pins for the
+	// helper (install metadata).
+	Pins      Pins
+	Out       io.Writer
+	Systemctl Systemctl
 	// Ready waits until both services answer (nil: dial their sockets).
 	Ready func(ctx context.Context) error
 }
@@ -120,6 +123,9 @@ func Install(ctx context.Context, o InstallOptions) error {
 	if err := spec.Validate(); err != nil {
 		return errdefs.Invalid("%v", err)
 	}
+	if err := o.Pins.Check(SystemAccounts); err != nil {
+		return err
+	}
 	say := func(format string, a ...any) { fmt.Fprintf(o.Out, "banger system install: "+format+"\n", a...) }
 	if o.SrcDir == "" {
 		exe, err := os.Executable()
@@ -135,7 +141,7 @@ func Install(ctx context.Context, o InstallOptions) error {
 		return err
 	}
 	say("binaries in %s", o.BinDir)
-	meta := Metadata(owner, time.Now())
+	meta := o.Pins.apply(Metadata(owner, time.Now()))
 	meta.Mode = installmeta.ModeSystemd
 	if err := installmeta.Write(o.InstallMeta, meta); err != nil {
 		return err

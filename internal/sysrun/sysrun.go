@@ -30,6 +30,7 @@ import (
 	"banger/internal/errdefs"
 	"banger/internal/installmeta"
 	"banger/internal/paths"
+	"banger/internal/trustpath"
 )
 
 // Defaults of the helper's paths; they match internal/helper's (a test
@@ -59,6 +60,9 @@ type Options struct {
 	InstallMeta    string // default installmeta.DefaultPath
 	Netns          string // run the helper's network ops in this namespace ("" = host)
 	JailBase       string // the helper's Firecracker jail base ("" = its default)
+	// Pins are the Firecracker binaries and VMM uids root pins for the
+	// helper (install metadata).
+	Pins Pins
 	// BinDir holds banger-helper and bangerd; default: the directory of
 	// the running executable.
 	BinDir string
@@ -162,6 +166,14 @@ func Run(ctx context.Context, o Options) error {
 			return errdefs.Invalid("%s: not an executable file next to banger (install all banger binaries together)", b)
 		}
 	}
+	// The helper runs as root: it must be a binary only root could have
+	// put there, as the ones it runs itself are.
+	if err := trustpath.Binary(helperBin, 0); err != nil {
+		return errdefs.Invalid("%v: root runs only binaries no other user can replace; install them root-owned (e.g. sudo install -o root -g root -m 0755 bin/* %s/) and run that copy", err, DefaultInstallBinDir)
+	}
+	if err := o.Pins.Check(SystemAccounts); err != nil {
+		return err
+	}
 
 	env := OwnerEnv(owner, os.Getenv("PATH"), RuntimeDirFor(owner.UID), o.HelperSocket)
 	layout := paths.ForUser(owner.Home, int(owner.UID), env)
@@ -173,7 +185,7 @@ func Run(ctx context.Context, o Options) error {
 		return errdefs.Conflict("a banger-helper already serves %s: stop it first", o.HelperSocket)
 	}
 
-	if err := installmeta.Write(o.InstallMeta, Metadata(owner, time.Now())); err != nil {
+	if err := installmeta.Write(o.InstallMeta, o.Pins.apply(Metadata(owner, time.Now()))); err != nil {
 		return err
 	}
 

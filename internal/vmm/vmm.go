@@ -115,7 +115,21 @@ type Process struct {
 	Handle Handle
 	pidfd  int
 	exited chan struct{}
+	// reach, when set, signals the process and dials its agent socket in
+	// place of the pidfd and AgentSock: a VMM running as a uid of its own
+	// (Firecracker) is reached through the root helper.
+	reach Reacher
 }
+
+// Reacher reaches a VMM that bangerd may not signal or whose sockets it
+// may not open itself.
+type Reacher interface {
+	Signal(ctx context.Context, sig syscall.Signal) error
+	DialAgent(ctx context.Context) (net.Conn, error)
+}
+
+// ReachThrough makes p signal its process and dial its agent through r.
+func (p *Process) ReachThrough(r Reacher) { p.reach = r }
 
 // NewProcess wraps pid, verifying its start time when want is non-zero.
 func NewProcess(h Handle) (*Process, error) {
@@ -163,8 +177,16 @@ func (p *Process) Alive() bool {
 	}
 }
 
-// Signal sends sig through the pidfd.
+// Signal sends sig through the pidfd (or the Reacher).
 func (p *Process) Signal(sig syscall.Signal) error {
+	if p.reach != nil {
+		if !p.Alive() {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return p.reach.Signal(ctx, sig)
+	}
 	err := unix.PidfdSendSignal(p.pidfd, sig, nil, 0)
 	if errors.Is(err, unix.ESRCH) {
 		return nil
@@ -190,8 +212,14 @@ func (p *Process) Close() {
 
 // DialAgent connects to the guest agent's transport (before the handshake).
 func (p *Process) DialAgent(ctx context.Context) (net.Conn, error) {
-	var d net.Dialer
-	c, err := d.DialContext(ctx, "unix", p.Handle.AgentSock)
+	var c net.Conn
+	var err error
+	if p.reach != nil {
+		c, err = p.reach.DialAgent(ctx)
+	} else {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, "unix", p.Handle.AgentSock)
+	}
 	if err != nil || p.Handle.AgentPort == 0 {
 		return c, err
 	}

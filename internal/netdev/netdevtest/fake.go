@@ -182,6 +182,25 @@ func (f *Fake) OpenTap(ctx context.Context, name string) (*os.File, error) {
 	return r, nil
 }
 
+// SetTapOwner gives an existing tap to uid:gid; no queue may be open.
+func (f *Fake) SetTapOwner(ctx context.Context, name string, uid, gid int) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.enter(ctx, "SetTapOwner", name); err != nil {
+		return fmt.Errorf("set owner of tap %s: %w", name, err)
+	}
+	t, ok := f.taps[name]
+	if !ok {
+		return fmt.Errorf("set owner of tap %s: %w", name, os.ErrNotExist)
+	}
+	if prev, ok := f.open[name]; ok && prev.Fd() != ^uintptr(0) {
+		return fmt.Errorf("set owner of tap %s: device or resource busy", name)
+	}
+	t.UID, t.GID = uid, gid
+	f.taps[name] = t
+	return nil
+}
+
 // ApplyFirewall records fw after checking it builds.
 func (f *Fake) ApplyFirewall(ctx context.Context, fw netdev.Firewall) error {
 	f.mu.Lock()

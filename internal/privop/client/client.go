@@ -322,7 +322,7 @@ func (c *Client) DebootstrapImage(ctx context.Context, suite, mirror string) (pr
 }
 
 // LaunchFirecracker asks the helper to stage op.VMID's jail and start
-// firecracker in it through the jailer, as the helper's registered owner.
+// firecracker in it through the jailer, as a uid of the VM's own.
 // files are the fds of op.Files, in that order: the console (opened for
 // writing; it becomes firecracker's stdout and stderr), the kernel and
 // initrd (opened for reading) and the drives (read-write unless the drive
@@ -343,10 +343,38 @@ func (c *Client) LaunchFirecracker(ctx context.Context, op privop.LaunchFirecrac
 	return r, nil
 }
 
-// ChownAPISocket asks the helper to wait (a few seconds at most) for the
-// API socket of vmID's firecracker and give it to the owner.
-func (c *Client) ChownAPISocket(ctx context.Context, vmID string) error {
-	return c.Do(ctx, privop.ChownAPISocket{VMID: vmID}, nil)
+// DialJail asks the helper to connect to socket (privop.SocketAPI or
+// SocketVsock) of vmID's running firecracker, waiting up to wait for it to
+// appear, and returns the connection.
+func (c *Client) DialJail(ctx context.Context, vmID, socket string, wait time.Duration) (net.Conn, error) {
+	op := privop.DialJail{VMID: vmID, Socket: socket, WaitMS: int(wait / time.Millisecond)}
+	if deadline, ok := ctx.Deadline(); !ok || time.Until(deadline) > wait+5*time.Second {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, wait+5*time.Second)
+		defer cancel()
+	}
+	_, f, err := c.Call(ctx, op)
+	if err != nil {
+		if f != nil {
+			f.Close()
+		}
+		return nil, err
+	}
+	if f == nil {
+		return nil, fmt.Errorf("dial_jail: the helper answered without a socket")
+	}
+	defer f.Close()
+	conn, err := net.FileConn(f)
+	if err != nil {
+		return nil, fmt.Errorf("dial_jail: %w", err)
+	}
+	return conn, nil
+}
+
+// SignalVMM asks the helper to send signal (privop.SignalTerm or
+// SignalKill) to vmID's recorded firecracker.
+func (c *Client) SignalVMM(ctx context.Context, vmID, signal string) error {
+	return c.Do(ctx, privop.SignalVMM{VMID: vmID, Signal: signal}, nil)
 }
 
 // CleanupJail asks the helper to unmount and remove vmID's jail. It is

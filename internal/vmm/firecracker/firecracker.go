@@ -1,10 +1,10 @@
 // Package firecracker is the Firecracker driver. Each VM's firecracker runs
-// under firecracker-jailer, as the owner's uid, in a chroot the root helper
-// stages from files bangerd opens and passes as fds. bangerd then configures
-// and boots it through its API socket (configure.go), and reaches
-// the guest agent over the hybrid vsock unix socket. Paths inside the jail
-// exceed AF_UNIX's 108 bytes easily, so bangerd dials both sockets through
-// short symlinks in the VM's runtime dir.
+// under firecracker-jailer, as a uid of the VM's own, in a chroot the root
+// helper stages from files bangerd opens and passes as fds. Nothing of the
+// jail is reachable by the owner: bangerd gets connections to the VM's API
+// and vsock sockets from the helper, configures and boots the VM through
+// the API (configure.go), reaches the guest agent over hybrid vsock, and
+// has the helper signal the process.
 package firecracker
 
 import (
@@ -30,12 +30,6 @@ import (
 // Name of this driver.
 const Name = "firecracker"
 
-// Names of the short symlinks in the VM's runtime dir.
-const (
-	apiLink   = "fc.sock"
-	vsockLink = "v.sock"
-)
-
 // Names of the files inside the jail.
 const (
 	jailKernel  = "vmlinux"
@@ -47,17 +41,22 @@ const (
 // apiWait bounds how long firecracker may take to create its API socket.
 const apiWait = 10 * time.Second
 
-// Helper is the root helper's part of a launch.
+// Helper is the root helper's part: launch, reach and clean up a jail.
 type Helper interface {
 	LaunchFirecracker(ctx context.Context, op privop.LaunchFirecracker, files []*os.File) (privop.LaunchFirecrackerResult, error)
-	ChownAPISocket(ctx context.Context, vmID string) error
+	DialJail(ctx context.Context, vmID, socket string, wait time.Duration) (net.Conn, error)
+	SignalVMM(ctx context.Context, vmID, signal string) error
 	CleanupJail(ctx context.Context, vmID string) error
 }
 
 // Driver launches firecracker through the jailer.
 type Driver struct {
+	// FirecrackerBin and JailerBin are the binaries the install pinned,
+	// as the helper reports them (the helper runs no others); Off is the
+	// helper's reason they cannot run, empty when they can.
 	FirecrackerBin string
 	JailerBin      string
+	Off            string
 	Helper         Helper
 	// KVM reports whether /dev/kvm can really run guests (the QEMU
 	// driver's probe knows); nil means unknown.
@@ -69,16 +68,14 @@ var _ vmm.Driver = (*Driver)(nil)
 // Name implements vmm.Driver.
 func (d *Driver) Name() string { return Name }
 
-// Probe implements vmm.Driver: the binaries must be usable and there must
-// be a helper to run the jailer.
+// Probe implements vmm.Driver: there must be a helper to run the jailer,
+// and the binaries it pinned must be usable.
 func (d *Driver) Probe(ctx context.Context) vmm.Probe {
-	for _, b := range []struct{ what, path string }{{"firecracker", d.FirecrackerBin}, {"jailer", d.JailerBin}} {
-		if err := CheckBinary(b.path); err != nil {
-			return vmm.Probe{Reason: fmt.Sprintf("%s: %v", b.what, err)}
-		}
-	}
 	if d.Helper == nil {
 		return vmm.Probe{Reason: "firecracker runs under the jailer, which needs banger's root helper (banger system run or install)"}
+	}
+	if d.Off != "" {
+		return vmm.Probe{Reason: "the root helper cannot run it: " + d.Off + " (the binaries are pinned at install: banger system install or run --firecracker-bin, --jailer-bin)"}
 	}
 	p := vmm.Probe{Available: true, Accel: "kvm"}
 	if d.KVM != nil {
@@ -101,6 +98,9 @@ func CheckBinary(path string) error {
 // jailFiles opens what the jail needs, in the order the op lists them.
 func jailFiles(spec vmm.Spec) (privop.LaunchFirecracker, []*os.File, error) {
 	op := privop.LaunchFirecracker{VMID: spec.ID}
+	if spec.Net != nil {
+		op.Tap = spec.Net.TapName
+	}
 	for _, dr := range spec.Drives {
 		if dr.Format != "" {
 			return op, nil, fmt.Errorf("drive %s is a %s overlay, and firecracker takes raw disks only: start this VM with vmm = qemu, or commit it into an image", dr.ID, dr.Format)
@@ -174,22 +174,18 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (_ *vmm.Process, err 
 	if spec.ConsoleLog == "" {
 		return nil, errors.New("start firecracker: no console log path")
 	}
-	if err := os.MkdirAll(spec.RunDir, 0o700); err != nil {
-		return nil, fmt.Errorf("start firecracker: %w", err)
-	}
 	op, files, err := jailFiles(spec)
 	if err != nil {
 		return nil, fmt.Errorf("start firecracker: %w", err)
 	}
-	op.FirecrackerBin, op.JailerBin = d.FirecrackerBin, d.JailerBin
 	res, err := d.Helper.LaunchFirecracker(ctx, op, files)
 	closeAll(files)
 	if err != nil {
 		return nil, fmt.Errorf("start firecracker: %w", err)
 	}
-	proc, err := vmm.NewProcess(vmm.Handle{
+	proc, err := d.process(vmm.Handle{
 		VMM: Name, PID: res.PID, PIDStart: res.PIDStart, Accel: "kvm", JailID: spec.ID,
-		AgentSock: filepath.Join(spec.RunDir, vsockLink), AgentPort: agentproto.VsockPort,
+		AgentPort: agentproto.VsockPort,
 	})
 	if err != nil {
 		_ = d.Helper.CleanupJail(context.WithoutCancel(ctx), spec.ID)
@@ -202,58 +198,72 @@ func (d *Driver) Start(ctx context.Context, spec vmm.Spec) (_ *vmm.Process, err 
 			_ = proc.Wait(wctx)
 			cancel()
 			_ = d.Helper.CleanupJail(context.WithoutCancel(ctx), spec.ID)
-			removeLinks(spec.RunDir)
 		}
 	}()
-	apiSock := filepath.Join(spec.RunDir, apiLink)
-	if err := relink(filepath.Join(res.Chroot, privop.JailAPISocket), apiSock); err != nil {
+	dial := func(ctx context.Context) (net.Conn, error) {
+		return d.Helper.DialJail(ctx, spec.ID, privop.SocketAPI, apiWait)
+	}
+	if err := waitAPI(ctx, dial, proc); err != nil {
 		return nil, fmt.Errorf("start firecracker: %w", err)
 	}
-	if err := relink(filepath.Join(res.Chroot, privop.JailVsock), proc.Handle.AgentSock); err != nil {
-		return nil, fmt.Errorf("start firecracker: %w", err)
-	}
-	// firecracker creates its API socket as the owner already, but the
-	// jailer's directories and umask are not ours to rely on: the helper
-	// chowns the socket the moment it appears, while we wait for it.
-	chowned := make(chan error, 1)
-	go func() { chowned <- d.Helper.ChownAPISocket(ctx, spec.ID) }()
-	waitErr := waitAPI(ctx, apiSock, proc)
-	chownErr := <-chowned
-	if waitErr != nil {
-		return nil, fmt.Errorf("start firecracker: %w", waitErr)
-	}
-	if chownErr != nil {
-		return nil, fmt.Errorf("start firecracker: hand the API socket over: %w", chownErr)
-	}
-	if err := Configure(ctx, spec, DialPath(apiSock)); err != nil {
+	if err := Configure(ctx, spec, dial); err != nil {
 		return nil, err
 	}
 	return proc, nil
 }
 
-// relink points link at target, replacing a stale link.
-func relink(target, link string) error {
-	if err := os.Remove(link); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+// process wraps a running firecracker, reached through the helper.
+func (d *Driver) process(h vmm.Handle) (*vmm.Process, error) {
+	p, err := vmm.NewProcess(h)
+	if err != nil {
+		return nil, err
 	}
-	return os.Symlink(target, link)
+	p.ReachThrough(reacher{h: d.Helper, id: h.JailID})
+	return p, nil
 }
 
-func removeLinks(runDir string) {
-	for _, l := range []string{apiLink, vsockLink} {
-		_ = os.Remove(filepath.Join(runDir, l))
-	}
+// reacher signals a VM's firecracker and dials its vsock socket through
+// the root helper: firecracker runs as a uid of its own, in a jail the
+// owner cannot enter.
+type reacher struct {
+	h  Helper
+	id string
 }
 
-// waitAPI polls the API socket (through its short link) until firecracker
-// answers, it exits, or apiWait passes.
-func waitAPI(ctx context.Context, sock string, proc *vmm.Process) error {
+// errNoHelper: bangerd found no helper at start-up, and only the helper
+// reaches a running firecracker.
+var errNoHelper = errors.New("the root helper did not answer when bangerd started, and only it can reach a firecracker VM; restart bangerd once it runs")
+
+// Signal implements vmm.Reacher; only SIGTERM and SIGKILL are sent.
+func (r reacher) Signal(ctx context.Context, sig syscall.Signal) error {
+	if r.h == nil {
+		return errNoHelper
+	}
+	switch sig {
+	case syscall.SIGTERM:
+		return r.h.SignalVMM(ctx, r.id, privop.SignalTerm)
+	case syscall.SIGKILL:
+		return r.h.SignalVMM(ctx, r.id, privop.SignalKill)
+	}
+	return fmt.Errorf("signal firecracker: %v is not sent to a VMM", sig)
+}
+
+// DialAgent implements vmm.Reacher.
+func (r reacher) DialAgent(ctx context.Context) (net.Conn, error) {
+	if r.h == nil {
+		return nil, errNoHelper
+	}
+	return r.h.DialJail(ctx, r.id, privop.SocketVsock, 2*time.Second)
+}
+
+// waitAPI asks firecracker's API for / until it answers, firecracker
+// exits, or apiWait passes.
+func waitAPI(ctx context.Context, dial Dialer, proc *vmm.Process) error {
 	ctx, cancel := context.WithTimeout(ctx, apiWait)
 	defer cancel()
 	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "unix", sock)
-	}}, Timeout: time.Second}
+		return dial(ctx)
+	}}, Timeout: apiWait}
 	defer hc.CloseIdleConnections()
 	var last error
 	for {
@@ -288,7 +298,7 @@ func (d *Driver) Adopt(h vmm.Handle) (*vmm.Process, error) {
 	if err != nil || !isOurs(argv, h.JailID) {
 		return nil, vmm.ErrGone
 	}
-	return vmm.NewProcess(h)
+	return d.process(h)
 }
 
 func isOurs(argv []string, id string) bool {
@@ -304,13 +314,15 @@ func isOurs(argv []string, id string) bool {
 }
 
 // OpensTapByName tells bangerd that firecracker opens the VM's tap itself
-// (inside its jail, as the owner, who owns the tap).
+// (inside its jail, as the VM's uid, to which the helper hands the tap).
 func (d *Driver) OpensTapByName() bool { return true }
 
 // Release implements the cleanup after the VMM has exited: the jail goes
-// (through the helper), and so do the socket links.
+// (through the helper), and so do the socket links older versions made.
 func (d *Driver) Release(ctx context.Context, h vmm.Handle, runDir string) error {
-	removeLinks(runDir)
+	for _, l := range []string{"fc.sock", "v.sock"} {
+		_ = os.Remove(filepath.Join(runDir, l))
+	}
 	if h.JailID == "" || d.Helper == nil {
 		return nil
 	}
