@@ -20,10 +20,15 @@ import (
 // /dev/loop-control, /dev/loopN and /dev/mapper/control, and reads loop
 // state from sysfs: no external program, so a static binary works in a
 // bare guest. It needs devtmpfs on DevDir (the kernel makes the loopN and
-// dm-N nodes) and sysfs on SysDir.
+// dm-N nodes) and sysfs on SysDir; without devtmpfs (a container's /dev),
+// AttachLoop makes the loop's node in NodeDir, when set.
 type IoctlBackend struct {
 	DevDir string
 	SysDir string
+	// NodeDir is a root-only directory on a filesystem that allows device
+	// nodes, where AttachLoop makes a passing node for a loop device that
+	// DevDir lacks. Empty: such a loop is an error.
+	NodeDir string
 }
 
 // NewIoctlBackend returns an IoctlBackend on /dev and /sys.
@@ -62,6 +67,9 @@ func (b *IoctlBackend) AttachLoop(ctx context.Context, f *os.File, readOnly bool
 		}
 		path := filepath.Join(b.DevDir, "loop"+strconv.Itoa(n))
 		lf, err := os.OpenFile(path, mode|unix.O_CLOEXEC, 0)
+		if errors.Is(err, fs.ErrNotExist) && b.NodeDir != "" {
+			lf, err = b.openLoopNode(n, mode)
+		}
 		if err != nil {
 			return Loop{}, nil, fmt.Errorf("attach loop for %s: %w", f.Name(), err)
 		}
@@ -87,6 +95,26 @@ func (b *IoctlBackend) AttachLoop(ctx context.Context, f *os.File, readOnly bool
 		}, lf, nil
 	}
 	return Loop{}, nil, fmt.Errorf("attach loop for %s: every free loop device was taken first %d times: %w", f.Name(), maxGetFreeTries, ErrBusy)
+}
+
+// openLoopNode opens loop device n through a node made in NodeDir from
+// the numbers sysfs gives, removed again once open.
+func (b *IoctlBackend) openLoopNode(n, mode int) (*os.File, error) {
+	devNum, err := readSys(filepath.Join(b.SysDir, "block", "loop"+strconv.Itoa(n), "dev"))
+	if err != nil {
+		return nil, err
+	}
+	var major, minor uint32
+	if _, err := fmt.Sscanf(devNum, "%d:%d", &major, &minor); err != nil {
+		return nil, fmt.Errorf("loop%d: device number %q: %w", n, devNum, err)
+	}
+	node := filepath.Join(b.NodeDir, fmt.Sprintf(".loop%d-%d", n, os.Getpid()))
+	_ = os.Remove(node)
+	if err := unix.Mknod(node, unix.S_IFBLK|0o600, int(unix.Mkdev(major, minor))); err != nil {
+		return nil, fmt.Errorf("make a node for loop%d: %w", n, err)
+	}
+	defer os.Remove(node)
+	return os.OpenFile(node, mode|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 }
 
 func configureLoop(lf, f *os.File, readOnly bool) error {

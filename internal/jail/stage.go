@@ -95,7 +95,7 @@ func Stage(spec Spec) (_ Holds, err error) {
 		}
 		return nil, fmt.Errorf("create jail dir: %w", err)
 	}
-	s := &stager{uid: spec.UID, gid: spec.GID, vm: -1, root: -1, under: -1}
+	s := &stager{uid: spec.UID, gid: spec.GID, vm: -1, root: -1, under: -1, vmDir: l.VMDir()}
 	defer s.close()
 	defer func() {
 		if err != nil {
@@ -139,6 +139,7 @@ type stager struct {
 	vm       int // the VM's jail directory
 	root     int // the chroot, on its self-bind mount
 	under    int // the chroot directory below the self-bind (hard links only)
+	vmDir    string
 	holds    Holds
 }
 
@@ -202,7 +203,7 @@ func (s *stager) stageFile(f File) error {
 			if err := checkAccess(f.Name, f.F, !f.ReadOnly); err != nil {
 				return err
 			}
-			lf, err := attachLoop(f.F, f.ReadOnly)
+			lf, err := attachLoop(f.F, f.ReadOnly, s.vmDir)
 			if err != nil {
 				return fmt.Errorf("attach drive %s to a loop device: %w", f.Name, err)
 			}
@@ -219,9 +220,14 @@ func (s *stager) stageFile(f File) error {
 }
 
 // attachLoop binds f to a free loop device (autoclear; read-only if asked)
-// and returns the device, open. Tests may swap it.
-var attachLoop = func(f *os.File, readOnly bool) (*os.File, error) {
-	_, c, err := dmsnap.NewIoctlBackend().AttachLoop(context.Background(), f, readOnly)
+// and returns the device, open. Where /dev has no node for it (a
+// container's /dev is no devtmpfs), a passing node is made in nodeDir, the
+// VM's root-only jail directory, which is on a filesystem that allows
+// device nodes (CheckBase).
+func attachLoop(f *os.File, readOnly bool, nodeDir string) (*os.File, error) {
+	b := dmsnap.NewIoctlBackend()
+	b.NodeDir = nodeDir
+	_, c, err := b.AttachLoop(context.Background(), f, readOnly)
 	if err != nil {
 		return nil, err
 	}
