@@ -80,6 +80,7 @@ type machine struct {
 	maxPayload int
 	devKVM     string // "/dev/kvm" in the jail
 	devTun     string // "/dev/net/tun" in the jail
+	allowNoKVM bool   // the no-KVM opt-in of this build (nokvm.go)
 	backend    vmmBackend
 	log        *fcLogger
 	metrics    *metricsSink
@@ -113,6 +114,7 @@ func newMachine(id string) *machine {
 		maxPayload: 51200,
 		devKVM:     "/dev/kvm",
 		devTun:     "/dev/net/tun",
+		allowNoKVM: noKVMBuild(),
 		log:        &fcLogger{id: id, level: levelInfo, w: os.Stdout},
 		reqCounts:  map[string]uint64{},
 		mc:         MachineConfig{VcpuCount: 1, MemSizeMib: 128, Smt: &f, TrackDirtyPages: &t, HugePages: &none},
@@ -595,9 +597,9 @@ func (m *machine) instanceStart() error {
 	if len(m.ifaces) > 1 {
 		return notEmulated("more than one network interface")
 	}
-	kvm, err := os.OpenFile(m.devKVM, os.O_RDWR, 0)
+	kvm, err := m.openKVM()
 	if err != nil {
-		return startError("Cannot open the KVM file descriptor %s: %s", m.devKVM, osError(err))
+		return err
 	}
 	if err := checkELF(m.boot.kernel); err != nil {
 		kvm.Close()
