@@ -117,7 +117,10 @@ func Daemon(s Spec) string {
 		"ProtectControlGroups=yes",
 		"ProtectClock=yes",
 		"ProtectHostname=yes",
-		"ProtectProc=invisible",
+		// Not ProtectProc=invisible: firecracker runs as its VM's own uid,
+		// and bangerd reads its /proc entry (start time, command line,
+		// CPU and memory) to adopt it and report on it, as any user may
+		// on the host.
 		"RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
 		"RestrictNamespaces=yes",
 		"RestrictRealtime=yes",
@@ -168,9 +171,9 @@ func Helper(s Spec) string {
 		"AmbientCapabilities=",
 		"NoNewPrivileges=yes",
 		"ProtectSystem=strict",
-		// bangerd's state: the drives the helper bind-mounts into jails
-		// must stay writable there. "-": absent until bangerd first runs.
-		"ReadWritePaths="+s.HelperStateDir+" "+filepath.Dir(s.HelperSocket)+" -"+StateDir,
+		// Nothing of bangerd's state: drives reach jails as loop devices
+		// bound to bangerd's open files, not as mounts of its paths.
+		"ReadWritePaths="+s.HelperStateDir+" "+filepath.Dir(s.HelperSocket),
 		"ProtectHome=yes",
 		"PrivateTmp=yes",
 		"PrivateIPC=yes",
