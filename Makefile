@@ -8,7 +8,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X banger/internal/version.Version=$(VERSION) -X banger/internal/version.Commit=$(COMMIT)
 E2E_CACHE ?= $(HOME)/.cache/banger-e2e
 
-.PHONY: all build fakes deps quickstart test unit root-test e2e e2e-systemd e2e-dm bench lint clean
+.PHONY: all build install fakes deps quickstart test unit root-test e2e e2e-systemd e2e-dm bench lint clean
 
 all: build
 
@@ -17,6 +17,14 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/bangerd ./cmd/bangerd
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN)/banger-helper ./cmd/banger-helper
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS) -X main.version=$(VERSION)' -o $(BIN)/banger-agent ./cmd/banger-agent
+
+# Root-owned copies of the binaries, for `banger system run` (as root): the
+# helper it starts runs as root, so root runs it only from where no other
+# user can replace it (run with sudo).
+LIBDIR ?= /usr/local/lib/banger
+install: build
+	install -d -m 0755 $(LIBDIR)
+	install -o root -g root -m 0755 $(BIN)/banger $(BIN)/bangerd $(BIN)/banger-helper $(BIN)/banger-agent $(LIBDIR)/
 
 # Test doubles for firecracker and firecracker-jailer (static: the fake
 # firecracker runs inside the jail). Only tests use them.

@@ -58,10 +58,13 @@ func parts(v string) [3]int {
 	return out
 }
 
-// Doctor reports on the firecracker setup: whether the binaries are there
-// and acceptable to the helper, and the version against the floor and the
+// Doctor reports on the firecracker setup: whether the binaries the
+// install pinned are there and acceptable to the helper, and the version against the floor and the
 // tested one. Status is ok, warn or fail.
 func (d *Driver) Doctor(ctx context.Context) (status, detail string) {
+	if d.Off != "" {
+		return "warn", "the root helper cannot run it: " + d.Off
+	}
 	for _, b := range []struct{ what, path string }{{"firecracker", d.FirecrackerBin}, {"jailer", d.JailerBin}} {
 		if err := CheckBinary(b.path); err != nil {
 			return "warn", fmt.Sprintf("%s unusable (%v)", b.what, err)
