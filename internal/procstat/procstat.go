@@ -16,6 +16,8 @@ import (
 type Stat struct {
 	State byte // field 3: R, S, D, Z, X, ...
 	PPID  int  // field 4
+	// Flags (field 9) are the kernel's PF_* bits of the task.
+	Flags uint64
 	// UTime and STime (fields 14 and 15) are CPU time in clock ticks, all
 	// threads included.
 	UTime, STime uint64
@@ -28,6 +30,12 @@ type Stat struct {
 // at 100 for user space on every architecture banger runs on (reading it
 // with sysconf(_SC_CLK_TCK) would need cgo).
 const ClockTicks = 100
+
+// pfKthread is PF_KTHREAD, the flag of the kernel's own threads.
+const pfKthread = 0x00200000
+
+// KernelThread reports a kernel thread, which no signal ends.
+func (s Stat) KernelThread() bool { return s.Flags&pfKthread != 0 }
 
 // Gone reports a process that has exited, reaped or not.
 func (s Stat) Gone() bool { return s.State == 'Z' || s.State == 'X' }
@@ -74,6 +82,9 @@ func Parse(data []byte) (Stat, error) {
 		return Stat{}, err
 	}
 	s.PPID = int(ppid)
+	if s.Flags, err = num(9); err != nil {
+		return Stat{}, err
+	}
 	if s.UTime, err = num(14); err != nil {
 		return Stat{}, err
 	}

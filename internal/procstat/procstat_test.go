@@ -8,7 +8,7 @@ import (
 func TestParse(t *testing.T) {
 	// utime 1500, stime 250, start time 987654.
 	const rest = " S 1 4242 4242 0 -1 4194560 12345 0 0 0 1500 250 0 0 20 0 3 0 987654 1234567890 7000 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 2 0 0 0 0 0"
-	want := Stat{State: 'S', PPID: 1, UTime: 1500, STime: 250, StartTime: 987654}
+	want := Stat{State: 'S', PPID: 1, Flags: 4194560, UTime: 1500, STime: 250, StartTime: 987654}
 	cases := []struct {
 		name string
 		text string
@@ -21,6 +21,7 @@ func TestParse(t *testing.T) {
 		{"no comm", "4242 qemu S 1", false},
 		{"truncated before the start time", "4242 (qemu) S 1 4242 4242 0 -1 4194560 12345 0 0 0 1500 250 0", false},
 		{"utime not a number", "4242 (qemu) S 1 4242 4242 0 -1 4194560 12345 0 0 0 x 250 0 0 20 0 3 0 987654", false},
+		{"flags not a number", "4242 (qemu) S 1 4242 4242 0 -1 0x400100 12345 0 0 0 1500 250 0 0 20 0 3 0 987654", false},
 		{"start time not a number", "4242 (qemu) S 1 4242 4242 0 -1 4194560 12345 0 0 0 1500 250 0 0 20 0 3 0 soon", false},
 		{"state of two letters", "4242 (qemu) SS 1 4242 4242 0 -1 4194560 12345 0 0 0 1500 250 0 0 20 0 3 0 987654", false},
 		{"empty", "", false},
@@ -38,6 +39,9 @@ func TestParse(t *testing.T) {
 				t.Fatalf("Parse = %+v, %v; want %+v", got, err, want)
 			}
 		})
+	}
+	if (Stat{Flags: 4194560}).KernelThread() || !(Stat{Flags: 0x00208040}).KernelThread() {
+		t.Error("KernelThread does not read PF_KTHREAD")
 	}
 	if s := (Stat{UTime: 150, STime: 50}); s.CPUSeconds() != 2 {
 		t.Errorf("CPUSeconds = %v", s.CPUSeconds())

@@ -4,7 +4,6 @@
 package sys
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -99,11 +98,11 @@ func KillAll(grace time.Duration) {
 	waitNone(time.Second)
 }
 
-// waitNone waits until kill(-1, 0) finds no process to signal.
+// waitNone waits until no process but the caller and kernel threads lives.
 func waitNone(d time.Duration) {
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
-		if err := unix.Kill(-1, 0); errors.Is(err, unix.ESRCH) {
+		if !othersLeft("/proc", os.Getpid()) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"banger/test/fakebuild"
 )
 
 // The tests in this file run the fake jailer for real: they need root
@@ -35,10 +37,13 @@ func requireRoot(t *testing.T) {
 var (
 	buildOnce sync.Once
 	buildDir  string
+	buildNote string // why the fake firecracker is not the strict build
 	buildErr  error
 )
 
 // fakes builds both fakes once per test binary, static like in the jail.
+// The fake firecracker gets the no-KVM opt-in only on a host without KVM
+// (test/fakebuild), and the test log says so.
 func fakes(t *testing.T) (jailer, firecracker string) {
 	t.Helper()
 	buildOnce.Do(func() {
@@ -46,19 +51,35 @@ func fakes(t *testing.T) (jailer, firecracker string) {
 		if buildErr != nil {
 			return
 		}
-		for _, pkg := range []string{"jailer", "firecracker"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(buildDir, pkg), "banger/test/fakes/"+pkg)
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("build %s: %w\n%s", pkg, err, out)
-				return
-			}
+		var fcArgs []string
+		if fcArgs, buildNote, buildErr = fakebuild.FirecrackerArgs(); buildErr != nil {
+			return
 		}
+		if buildErr = goBuild(filepath.Join(buildDir, "jailer"), "jailer"); buildErr != nil {
+			return
+		}
+		buildErr = goBuild(filepath.Join(buildDir, "firecracker"), "firecracker", fcArgs...)
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
+	if buildNote != "" {
+		t.Log(buildNote)
+	}
 	return filepath.Join(buildDir, "jailer"), filepath.Join(buildDir, "firecracker")
+}
+
+// goBuild builds one fake, static, to out.
+func goBuild(out, pkg string, args ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	argv := append(append([]string{"build", "-o", out}, args...), "banger/test/fakes/"+pkg)
+	cmd := exec.CommandContext(ctx, "go", argv...)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("build %s: %w\n%s", pkg, err, b)
+	}
+	return nil
 }
 
 func TestMain(m *testing.M) {
@@ -188,6 +209,12 @@ func startJailerFiles(t *testing.T, base, id string, files []*os.File, extra ...
 func startJailerFiltered(t *testing.T, base, id string, files []*os.File, filter []unix.SockFilter, extra ...string) *jailRun {
 	t.Helper()
 	jailer, fc := fakes(t)
+	return startJailerExec(t, jailer, fc, base, id, files, filter, extra...)
+}
+
+// startJailerExec starts the jailer with a given firecracker binary.
+func startJailerExec(t *testing.T, jailer, fc, base, id string, files []*os.File, filter []unix.SockFilter, extra ...string) *jailRun {
+	t.Helper()
 	console, err := os.Create(filepath.Join(t.TempDir(), "console.log"))
 	if err != nil {
 		t.Fatal(err)
