@@ -155,12 +155,7 @@ func buildFakes(t *testing.T) string {
 	t.Helper()
 	fakes := filepath.Join(h.root, "fakes")
 	for _, b := range []string{"firecracker", "jailer"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(fakes, b), "./test/fakes/"+b)
-		cmd.Dir = repoRoot(t)
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("build fake %s: %v: %s", b, err, out)
-		}
+		buildFake(t, fakes, b)
 	}
 	if err := os.Chmod(fakes, 0o755); err != nil {
 		t.Fatal(err)
