@@ -62,7 +62,8 @@ func (c *Client) Ensure(ctx context.Context) (api.Ping, error) {
 	if c.Bangerd == "" {
 		return api.Ping{}, errdefs.Unavailable("bangerd is not running (socket %s)%s", c.Socket, c.Hint)
 	}
-	if err := c.spawn(); err != nil {
+	exited, logFrom, err := c.spawn()
+	if err != nil {
 		return api.Ping{}, errdefs.Unavailable("start bangerd: %v", err)
 	}
 	deadline := time.Now().Add(15 * time.Second)
@@ -73,12 +74,39 @@ func (c *Client) Ensure(ctx context.Context) (api.Ping, error) {
 			return p, nil
 		}
 		last = err
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case code := <-exited:
+			// Exit 3: another bangerd holds the owner's lock and is
+			// starting; keep asking it.
+			if code != 3 {
+				return api.Ping{}, errdefs.Unavailable("bangerd exited as it started (exit status %d): %s", code, c.logSince(logFrom))
+			}
+			exited = nil
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	return api.Ping{}, errdefs.Unavailable("bangerd did not answer within 15s (%v); see %s", last, c.LogPath)
 }
 
-func (c *Client) spawn() error {
+// logSince returns the last line bangerd wrote to its log past offset
+// from (its reason for exiting), or where to look.
+func (c *Client) logSince(from int64) string {
+	f, err := os.Open(c.LogPath)
+	if err != nil {
+		return "see " + c.LogPath
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(io.NewSectionReader(f, from, 64<<10))
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if l := strings.TrimPrefix(lines[len(lines)-1], "bangerd: "); l != "" {
+		return l
+	}
+	return "see " + c.LogPath
+}
+
+// spawn starts bangerd with its output appended to LogPath; exited gets
+// its exit status, logFrom is where its output starts in the log.
+func (c *Client) spawn() (exited <-chan int, logFrom int64, err error) {
 	var stderr *os.File
 	if c.LogPath != "" {
 		_ = os.MkdirAll(filepath.Dir(c.LogPath), 0o700)
@@ -86,6 +114,9 @@ func (c *Client) spawn() error {
 		if err == nil {
 			stderr = f
 			defer f.Close()
+			if fi, err := f.Stat(); err == nil {
+				logFrom = fi.Size()
+			}
 		}
 	}
 	cmd := exec.Command(c.Bangerd) // our own daemon binary
@@ -98,10 +129,14 @@ func (c *Client) spawn() error {
 	// CLI process that happened to start it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return err
+		return nil, 0, err
 	}
-	go func() { _ = cmd.Wait() }()
-	return nil
+	done := make(chan int, 1)
+	go func() {
+		_ = cmd.Wait()
+		done <- cmd.ProcessState.ExitCode()
+	}()
+	return done, logFrom, nil
 }
 
 // Ping asks the daemon for its version.
