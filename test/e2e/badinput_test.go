@@ -43,6 +43,7 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"uppercase name", []string{"vm", "create", "--no-start", "--name", "Bad"}, "bad_request", "Bad"},
 		{"leading dash", []string{"vm", "create", "--no-start", "--name=-x"}, "bad_request", "-x"},
+		{"dot in name", []string{"vm", "create", "--no-start", "--name", "a.b"}, "bad_request", "a.b"},
 		{"too long", []string{"vm", "create", "--no-start", "--name", strings.Repeat("a", 64)}, "bad_request", "63"},
 		{"duplicate", []string{"vm", "create", "--no-start", "--name", "dup"}, "already_exists", "dup"},
 		{"unknown image", []string{"vm", "create", "--no-start", "--image", "nope"}, "not_found", "nope"},

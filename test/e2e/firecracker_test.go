@@ -38,19 +38,34 @@ func TestConformance(t *testing.T) {
 }
 
 func conformance(t *testing.T, drv string) {
-	config := "vmm = \"" + drv + "\"\n"
+	writeOwnerConfig(t, "vmm = \""+drv+"\"\n")
 	var fakes string
+	var pins []string
 	if drv == "firecracker" {
+		// Root pins the binaries it runs; the owner's config cannot.
 		fakes = buildFakes(t)
-		config += "firecracker_bin = \"" + filepath.Join(fakes, "firecracker") + "\"\njailer_bin = \"" + filepath.Join(fakes, "jailer") + "\"\n"
+		pins = []string{"--firecracker-bin", filepath.Join(fakes, "firecracker"), "--jailer-bin", filepath.Join(fakes, "jailer")}
 	}
-	writeOwnerConfig(t, config)
-	sp := startSplit(t, true)
+	sp := startSplit(t, true, pins...)
 	sp.ensureKernel(t)
 	jails := filepath.Join(h.root, "hs", "jail", "firecracker")
 
 	if out := sp.mustAs("vm", "run", "--rm", "--", "echo", "ok"); out != "ok\n" {
 		t.Fatalf("vm run --rm -- echo ok printed %q", out)
+	}
+	if drv == "firecracker" {
+		// Over Firecracker's vCPU limit: refused before anything exists.
+		before := sp.mustAs("vm", "list", "--json")
+		r := sp.run("vm", "create", "--name", "big", "--vcpu", "33")
+		if r.code == 0 || !strings.Contains(r.stderr, "firecracker runs at most 32 vCPUs, not 33") {
+			t.Errorf("vm create --vcpu 33 under firecracker: exit %d, stderr %q", r.code, r.stderr)
+		}
+		if after := sp.mustAs("vm", "list", "--json"); after != before {
+			t.Errorf("a refused create changed the VM list:\n%s\n%s", before, after)
+		}
+		if ents, _ := os.ReadDir(jails); len(ents) > 0 {
+			t.Errorf("a refused create left jails: %v", ents)
+		}
 	}
 
 	sp.mustAs("vm", "create", "--name", "conf")
@@ -91,8 +106,9 @@ func conformance(t *testing.T, drv string) {
 
 	var decoy *exec.Cmd
 	if drv == "firecracker" {
-		// The jailer's pid file sits in the owner-writable chroot: point it
-		// at another process; deleting the VM must not signal that one.
+		// The jailer's pid file sits in the chroot, which the VM's uid may
+		// write: point it at another process; deleting the VM must not
+		// signal that one.
 		decoy = exec.Command("sleep", "300")
 		if err := decoy.Start(); err != nil {
 			t.Fatal(err)

@@ -265,7 +265,7 @@ func (sp *split) ensureKernel(t *testing.T) {
 // bangerd, VMs) runs inside the namespace; otherwise only the helper's
 // network ops go there (--netns) and bangerd runs in the host namespace,
 // so that the helper itself can reach the package mirror (debootstrap).
-func startSplit(t *testing.T, inNetns bool) *split {
+func startSplit(t *testing.T, inNetns bool, supArgs ...string) *split {
 	t.Helper()
 	ns := newNetns(t)
 	owner := ensureOwner(t, filepath.Join(h.root, "owner"))
@@ -284,6 +284,7 @@ func startSplit(t *testing.T, inNetns bool) *split {
 	args := []string{filepath.Join(ownerBin, "banger"), "system", "run",
 		"--owner", owner.Username, "--install-meta", filepath.Join(h.root, "install.toml"),
 		"--helper-socket", sock, "--state-dir", filepath.Join(h.root, "hs")}
+	args = append(args, supArgs...)
 	sp := &split{ns: ns, owner: owner, deb: deb, supArgs: args, inNetns: inNetns}
 	t.Cleanup(func() {
 		sp.stopSupervisor(t)
