@@ -199,7 +199,12 @@ func TestProbeHelperWithoutHelper(t *testing.T) {
 	if p.err == nil || time.Since(start) > 2*time.Second {
 		t.Fatalf("probe: %v after %s", p.err, time.Since(start))
 	}
-	if p.served() || p.firecracker() != nil {
+	if p.served() {
 		t.Error("a missing helper counts as served")
+	}
+	// New Firecracker VMs cannot start, but running ones adopted at
+	// start-up keep the client: the helper may come up just after bangerd.
+	if h, off := p.firecracker(); h == nil || !strings.Contains(off, "does not answer") {
+		t.Errorf("firecracker helper without a helper: %v, %q; want the client and the reason", h, off)
 	}
 }

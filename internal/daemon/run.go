@@ -107,9 +107,10 @@ func Run(o RunOptions) error {
 	if err != nil {
 		return err
 	}
+	fcHelper, fcOff := helper.firecracker()
 	fc := &firecracker.Driver{
-		FirecrackerBin: helper.ping.Firecracker, JailerBin: helper.ping.Jailer, Off: helper.ping.FirecrackerOff,
-		Helper: helper.firecracker(),
+		FirecrackerBin: helper.ping.Firecracker, JailerBin: helper.ping.Jailer, Off: fcOff,
+		Helper: fcHelper,
 		KVM: func(ctx context.Context) (bool, string) {
 			p := qd.Probe(ctx)
 			return p.Accel == "kvm", p.Reason
@@ -346,14 +347,19 @@ func probeHelper(cfg config.Config) helperProbe {
 // served reports whether the helper answers and serves this owner.
 func (p helperProbe) served() bool { return p.err == nil && p.ping.OwnerUID == os.Getuid() }
 
-// firecracker is the helper as the Firecracker driver needs it, or nil
-// when none answers for this owner (the driver then reports why it cannot
-// run).
-func (p helperProbe) firecracker() firecracker.Helper {
-	if !p.served() {
-		return nil
+// firecracker is the helper as the Firecracker driver needs it, and why
+// new Firecracker VMs cannot start ("" when they can). Only the helper
+// reaches a running firecracker, so it is kept even when it does not
+// answer yet (both may be starting together, after a restart): adopted VMs
+// reach it once it does. A helper serving another owner is no helper.
+func (p helperProbe) firecracker() (firecracker.Helper, string) {
+	switch {
+	case p.err != nil:
+		return p.client, "the root helper does not answer: " + p.err.Error()
+	case p.ping.OwnerUID != os.Getuid():
+		return nil, fmt.Sprintf("the root helper serves uid %d, not this owner", p.ping.OwnerUID)
 	}
-	return p.client
+	return p.client, p.ping.FirecrackerOff
 }
 
 // overlayOff says why driver cannot boot qcow2 overlay root disks, or "".

@@ -141,14 +141,15 @@ func (s *Server) launchFirecracker(ctx context.Context, o privop.LaunchFirecrack
 
 // firecrackerOff says why the pinned binaries cannot run, or "".
 func (s *Server) firecrackerOff() string {
+	const pin = " (root pins the binaries: banger system install or run --firecracker-bin, --jailer-bin)"
 	if s.cfg.FirecrackerBin == "" || s.cfg.JailerBin == "" {
-		return "no firecracker or jailer pinned in the install metadata"
+		return "no firecracker or jailer pinned in the install metadata" + pin
 	}
 	if err := jail.CheckBinary(s.cfg.JailerBin); err != nil {
-		return "jailer: " + err.Error()
+		return "jailer: " + err.Error() + pin
 	}
 	if err := jail.CheckBinary(s.cfg.FirecrackerBin); err != nil {
-		return "firecracker: " + err.Error()
+		return "firecracker: " + err.Error() + pin
 	}
 	return ""
 }

@@ -75,7 +75,7 @@ func (d *Driver) Probe(ctx context.Context) vmm.Probe {
 		return vmm.Probe{Reason: "firecracker runs under the jailer, which needs banger's root helper (banger system run or install)"}
 	}
 	if d.Off != "" {
-		return vmm.Probe{Reason: "the root helper cannot run it: " + d.Off + " (the binaries are pinned at install: banger system install or run --firecracker-bin, --jailer-bin)"}
+		return vmm.Probe{Reason: "firecracker cannot run: " + d.Off}
 	}
 	p := vmm.Probe{Available: true, Accel: "kvm"}
 	if d.KVM != nil {
