@@ -342,6 +342,16 @@ func (s *sidecarServer) startQEMU(spec vmm.Spec, extra []*os.File, entropy bool,
 	args := append([]string{"-S", "-qmp", "unix:" + qmpSock + ",server=on,wait=off"},
 		qemu.Args(spec, "tcg", qemu.HostTSCKHz(), vm.agentSocks[0], consoleSock)...)
 	args = append(args, extraPortArgs(vm.agentSocks)...)
+	// The fake's guest runs under TCG, whose JIT buffer is made executable
+	// with mprotect(PROT_EXEC), which MemoryDenyWriteExecute= (the helper
+	// unit's, inherited by the jailer and so by this sidecar) forbids.
+	// split-wx maps the buffer twice, writable and executable, with no
+	// such call. Firecracker itself runs no JIT.
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "-accel" && args[i+1] == "tcg" {
+			args[i+1] = "tcg,split-wx=on"
+		}
+	}
 	// An i8042 gives the guest what Firecracker emulates for reboot=k and
 	// SendCtrlAltDel.
 	args = append(args, "-device", "i8042")
