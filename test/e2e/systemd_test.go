@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"banger/internal/netdev/netdevtest"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestSystemdInstall installs banger as its two systemd services inside a
@@ -39,7 +41,21 @@ func TestSystemdInstall(t *testing.T) {
 		t.Fatal(err)
 	}
 	copyFile(t, os.Getenv("BANGER_E2E_KERNEL_DEB"), filepath.Join(kdir, "kernel.deb"), 0o644)
-	c := bootContainer(t, rootfs, "--bind-ro="+h.bin+":/opt/banger/bin", "--bind-ro="+kdir+":/opt/banger/kernel")
+	// The Firecracker leg runs the test doubles, which root pins at
+	// install like real binaries, and the owner's config that picks them.
+	fakes := buildFakes(t)
+	fcConfig := t.TempDir()
+	if err := os.Chmod(fcConfig, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(fcConfig, "config.toml"), []byte("vmm = \"firecracker\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := bootContainer(t, rootfs, "--bind-ro="+h.bin+":/opt/banger/bin", "--bind-ro="+kdir+":/opt/banger/kernel",
+		"--bind-ro="+fakes+":/opt/banger/fakes", "--bind-ro="+fcConfig+":/opt/banger/fcconfig",
+		// Loop devices carry a Firecracker VM's drives into its jail;
+		// the container's /dev has only the control node.
+		"--bind=/dev/loop-control")
 
 	c.must(t, "/opt/banger/bin/banger", "system", "install", "--owner", "dev")
 	for _, u := range []string{"bangerd-root.service", "bangerd.service"} {
@@ -97,6 +113,8 @@ func TestSystemdInstall(t *testing.T) {
 		}
 	}
 
+	systemdFirecracker(t, c)
+
 	r := c.run("banger", "system", "uninstall", "--purge")
 	if r.code == 0 || !strings.Contains(r.stderr, "keep") || !strings.Contains(r.stderr, "--force") {
 		t.Errorf("uninstall with a running VM: exit %d, stderr %q; want a refusal naming keep and --force", r.code, r.stderr)
@@ -131,6 +149,72 @@ func TestSystemdInstall(t *testing.T) {
 	}
 	if home := c.run("test", "-d", "/home/dev/.config/banger"); home.code != 0 {
 		t.Error("uninstall removed the owner's config directory")
+	}
+}
+
+// systemdFirecracker runs the Firecracker path under the production units:
+// root pins the (fake) firecracker and jailer at install, the owner's
+// config picks the VMM, and the jailer and firecracker run as children of
+// bangerd-root.service, under its syscall filter, device policy and mount
+// namespace, while bangerd.service (a mount namespace of its own) reaches
+// the VM only through the helper. Before banger's units allowed seccomp
+// and before drives stopped crossing mount namespaces, this failed: the
+// fake firecracker dies when it cannot install its seccomp filter, as the
+// real one does.
+func systemdFirecracker(t *testing.T, c *container) {
+	t.Helper()
+	c.must(t, "/opt/banger/bin/banger", "system", "install", "--owner", "dev",
+		"--firecracker-bin", "/opt/banger/fakes/firecracker", "--jailer-bin", "/opt/banger/fakes/jailer")
+	c.mustAs(t, "dev", "cp", "/opt/banger/fcconfig/config.toml", "/home/dev/.config/banger/config.toml")
+	c.must(t, "banger", "system", "restart")
+	if r := c.runAs("dev", "banger", "vm", "create", "--name", "fc"); r.code != 0 {
+		t.Logf("helper's journal:\n%s", c.run("journalctl", "-u", "bangerd-root.service", "-n", "60", "--no-pager").stdout)
+		var failed vmView
+		if json.Unmarshal([]byte(c.runAs("dev", "banger", "vm", "show", "fc", "--json").stdout), &failed) == nil && failed.Dir != "" {
+			t.Logf("fc's console:\n%s", c.run("tail", "-n", "40", filepath.Join(failed.Dir, "console.log")).stdout)
+		}
+		t.Fatalf("firecracker: vm create as dev: exit %d: %s", r.code, r.stderr)
+	}
+	if out := c.mustAs(t, "dev", "banger", "vm", "run", "--rm", "--", "echo", "ok"); out != "ok\n" {
+		t.Fatalf("firecracker: vm run as dev printed %q", out)
+	}
+	var v vmView
+	if err := json.Unmarshal([]byte(c.mustAs(t, "dev", "banger", "vm", "show", "fc", "--json")), &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.VMM != "firecracker" || v.State != "running" {
+		t.Fatalf("vm fc runs under %q in state %q, want firecracker running", v.VMM, v.State)
+	}
+	// Firecracker runs as a uid of the VM's own, and the owner reaches
+	// nothing of its jail.
+	uid := strings.TrimSpace(c.must(t, "ps", "-o", "uid=", "-p", strconv.Itoa(v.PID)))
+	if n, err := strconv.Atoi(uid); err != nil || n < 65536 {
+		t.Errorf("firecracker (pid %d) runs as uid %q, want one of the VMM range", v.PID, uid)
+	}
+	if r := c.runAs("dev", "ls", "/var/lib/banger-root/jail"); r.code == 0 {
+		t.Errorf("the owner lists the jail base: %s", r.stdout)
+	}
+	boot := c.mustAs(t, "dev", "banger", "vm", "exec", "fc", "--", "cat", "/proc/sys/kernel/random/boot_id")
+	c.must(t, "systemctl", "restart", "bangerd-root.service", "bangerd.service")
+	var again, lastErr string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		r := c.runAs("dev", "banger", "vm", "exec", "fc", "--", "cat", "/proc/sys/kernel/random/boot_id")
+		if r.code == 0 {
+			again = r.stdout
+			break
+		}
+		lastErr = r.stderr
+	}
+	if again != boot {
+		t.Logf("bangerd's log:\n%s", c.run("tail", "-n", "30", "/var/lib/banger/bangerd.log").stdout)
+		t.Errorf("firecracker guest after restarting both services: boot id %q, want %q (last error %q)", again, boot, lastErr)
+	}
+	start := time.Now()
+	c.mustAs(t, "dev", "banger", "vm", "stop", "fc")
+	t.Logf("firecracker: vm stop took %s", time.Since(start).Round(time.Millisecond))
+	c.mustAs(t, "dev", "banger", "vm", "delete", "fc")
+	if out := c.must(t, "ls", "-A", "/var/lib/banger-root/jail/firecracker"); strings.TrimSpace(out) != "" {
+		t.Errorf("jails left after delete: %s", out)
 	}
 }
 
@@ -240,6 +324,24 @@ func bootContainer(t *testing.T, rootfs string, extra ...string) *container {
 		"--volatile=overlay", "--system-call-filter=bpf"}
 	if _, err := os.Stat("/dev/kvm"); err == nil {
 		args = append(args, "--bind=/dev/kvm")
+	} else {
+		// systemd resolves DeviceAllow=/dev/kvm by the node's numbers and
+		// drops the rule when there is no node, which would forbid the
+		// jailer's mknod of it. On a host without KVM the container gets
+		// the node with no driver behind it (opening it fails, as it
+		// would on the host).
+		node := filepath.Join(t.TempDir(), "kvm")
+		if err := unix.Mknod(node, unix.S_IFCHR|0o600, int(unix.Mkdev(10, 232))); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("host has no /dev/kvm: the container gets a driverless node for it, so the helper unit's DeviceAllow=/dev/kvm resolves")
+		args = append(args, "--bind="+node+":/dev/kvm")
+	}
+	// The jailer also makes /dev/userfaultfd in each jail when the kernel
+	// has it, which the unit allows by path, as the host's devtmpfs has it;
+	// nspawn's /dev does not.
+	if _, err := os.Stat("/dev/userfaultfd"); err == nil {
+		args = append(args, "--bind=/dev/userfaultfd")
 	}
 	args = append(args, extra...)
 	c.cmd = exec.Command(os.Args[0], args...)
