@@ -111,16 +111,6 @@ func (j *jailHarness) jails(t *testing.T) *JailLedger {
 	return l
 }
 
-func ownerOf(t *testing.T, p string) (uint32, uint32) {
-	t.Helper()
-	fi, err := os.Lstat(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := fi.Sys().(*syscall.Stat_t)
-	return st.Uid, st.Gid
-}
-
 // sector pads s with zeros to 4 KiB.
 func sector(s string) string { return s + strings.Repeat("\x00", 4096-len(s)) }
 
@@ -139,8 +129,14 @@ func asOwner(t *testing.T, fn func()) {
 			done <- e
 			return
 		}
-		unix.Setfsgid(jailOwner)
-		unix.Setfsuid(jailOwner)
+		if err := unix.Setfsgid(jailOwner); err != nil {
+			done <- err
+			return
+		}
+		if err := unix.Setfsuid(jailOwner); err != nil {
+			done <- err
+			return
+		}
 		if uid, _ := unix.SetfsuidRetUid(-1); uid != jailOwner {
 			done <- errors.New("setfsuid did not take")
 			return
@@ -183,7 +179,7 @@ func ownerCannotTouch(t *testing.T, dir, ownerDir string) int {
 			}
 			moved := filepath.Join(ownerDir, "moved")
 			if err := os.Rename(p, moved); err == nil {
-				os.Rename(moved, p)
+				_ = os.Rename(moved, p)
 				t.Errorf("as the owner, moved %s out of the jail", p)
 			}
 			if f, err := os.OpenFile(p, os.O_RDONLY|unix.O_NONBLOCK, 0); err == nil {

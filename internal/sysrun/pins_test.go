@@ -86,11 +86,11 @@ func TestPinsCheck(t *testing.T) {
 			}
 		})
 	}
-	clear := Accounts{
+	free := Accounts{
 		Passwd: write("passwd-ok", "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n"),
 		SubUID: write("subuid-ok", "alice:100000:65536\n"),
 	}
-	if err := missing.Check(clear); err != nil {
+	if err := missing.Check(free); err != nil {
 		t.Errorf("a range nobody has: %v", err)
 	}
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -68,7 +69,7 @@ func extractModules(t *testing.T, deb, dir string, names []string) map[string]st
 	tr := tar.NewReader(stdout)
 	for {
 		hdr, err := tr.Next()
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {

@@ -172,7 +172,7 @@ func Validate(method, path string, body []byte) error {
 	}
 	v, err := decode(body)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w: %v", method, path, ErrBody, err)
+		return fmt.Errorf("%s %s: %w: %w", method, path, ErrBody, err)
 	}
 	if err := checkObject(Types[ep.Body], v, ep.Body); err != nil {
 		return fmt.Errorf("%s %s: %w", method, path, err)

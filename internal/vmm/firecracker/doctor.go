@@ -15,8 +15,8 @@ import (
 // whose API the client, the test facts (test/fcspec) and the test doubles
 // follow. No real binary of it runs in banger's tests.
 const (
-	FloorVersion  = "1.8.0"
-	APIVersion    = "1.16.1"
+	FloorVersion = "1.8.0"
+	APIVersion   = "1.16.1"
 )
 
 var (

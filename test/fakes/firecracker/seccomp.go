@@ -31,7 +31,7 @@ func installFilter(prog []unix.SockFilter) error {
 		return fmt.Errorf("prctl(PR_SET_NO_NEW_PRIVS): %s", osError(err))
 	}
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
-	_, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fprog)))
+	_, _, errno := unix.RawSyscall(unix.SYS_SECCOMP, unix.SECCOMP_SET_MODE_FILTER, 0, uintptr(unsafe.Pointer(&fprog))) //nolint:gosec // G103: seccomp(2) takes the filter program by pointer
 	if errno != 0 {
 		return fmt.Errorf("seccomp(SECCOMP_SET_MODE_FILTER): %s", osError(errno))
 	}
@@ -41,7 +41,7 @@ func installFilter(prog []unix.SockFilter) error {
 // setThreadName names the calling thread, as Rust's thread builder does.
 func setThreadName(name string) {
 	b := append([]byte(name), 0)
-	_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&b[0])), 0, 0, 0)
+	_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(&b[0])), 0, 0, 0) //nolint:gosec // G103: prctl(PR_SET_NAME) takes the name by pointer
 }
 
 // abort ends the process the way a Rust panic with panic=abort does: by
@@ -55,7 +55,7 @@ func abort() {
 		restorer uintptr
 		mask     uint64
 	}
-	_, _, _ = unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(unix.SIGABRT), uintptr(unsafe.Pointer(&sa)), 0, unsafe.Sizeof(sa.mask), 0, 0)
+	_, _, _ = unix.RawSyscall6(unix.SYS_RT_SIGACTION, uintptr(unix.SIGABRT), uintptr(unsafe.Pointer(&sa)), 0, unsafe.Sizeof(sa.mask), 0, 0) //nolint:gosec // G103: rt_sigaction(2) takes the action by pointer
 	_ = unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0)
 	_ = unix.Tgkill(unix.Getpid(), unix.Gettid(), unix.SIGABRT)
 	os.Exit(134) // not reached unless SIGABRT is blocked

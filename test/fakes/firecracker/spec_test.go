@@ -135,20 +135,20 @@ func compareKind(t *testing.T, at string, sf fcspec.Field, ft reflect.Type) {
 			t.Errorf("%s: %s in the fake, a boolean in the facts", at, ft)
 		}
 	case fcspec.Integer:
-		var max uint64
+		var limit uint64
 		switch ft.Kind() {
 		case reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
 			if sf.Signed {
 				t.Errorf("%s: unsigned %s in the fake, signed in the facts", at, ft)
 			}
-			max = math.MaxUint64 >> (64 - ft.Bits())
+			limit = math.MaxUint64 >> (64 - ft.Bits())
 		case reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-			max = math.MaxInt64 >> (64 - ft.Bits())
+			limit = math.MaxInt64 >> (64 - ft.Bits())
 		default:
 			t.Errorf("%s: %s in the fake, an integer in the facts", at, ft)
 			return
 		}
-		if sf.HasMax && uint64(sf.Max) > max {
+		if sf.HasMax && uint64(sf.Max) > limit {
 			t.Errorf("%s: the fake's %s cannot hold the maximum %d", at, ft, sf.Max)
 		}
 	case fcspec.Object:

@@ -237,14 +237,14 @@ func runJailer(args []string) error {
 // directory (the jailer does not create it), and places the chroot in it.
 func (c *jailConfig) resolveBase() error {
 	base := filepath.Dir(filepath.Dir(filepath.Dir(c.chroot)))
-	real, err := filepath.EvalSymlinks(base)
+	resolved, err := filepath.EvalSymlinks(base)
 	if err != nil {
 		return fmt.Errorf("canonicalize path %s: %w", base, rustErr(err))
 	}
-	if st, err := os.Stat(real); err != nil || !st.IsDir() {
-		return fmt.Errorf("%s is not a directory", real)
+	if st, err := os.Stat(resolved); err != nil || !st.IsDir() {
+		return fmt.Errorf("%s is not a directory", resolved)
 	}
-	c.chroot = filepath.Join(real, c.execName, c.id, "root")
+	c.chroot = filepath.Join(resolved, c.execName, c.id, "root")
 	return nil
 }
 
