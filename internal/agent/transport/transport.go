@@ -104,11 +104,8 @@ func (v *VirtioSerial) Accept() (io.ReadWriteCloser, error) {
 	}
 	var lastErr string
 	for attempt := 1; ; attempt++ {
-		v.mu.Lock()
-		closed := v.closed
-		v.mu.Unlock()
-		if closed {
-			return nil, errors.New("virtio-serial listener closed")
+		if v.isClosed() {
+			return nil, errClosed
 		}
 		f, err := v.open()
 		if err == nil {
@@ -127,49 +124,46 @@ func (v *VirtioSerial) Accept() (io.ReadWriteCloser, error) {
 }
 
 func (v *VirtioSerial) open() (io.ReadWriteCloser, error) {
-	path, err := v.FindPort()
-	if err != nil {
-		return nil, err
-	}
-	// O_NONBLOCK puts the file in the runtime poller, so closing it
-	// interrupts a blocked read or write when a session is torn down.
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", path, err)
-	}
-	v.readyOnce.Do(func() {
-		if v.Ready != nil {
-			v.Ready(path)
-		}
-	})
-	// Without a connected host the port polls as hung up and reads return
-	// 0 bytes immediately; wait until the host has written something.
 	for {
+		path, err := v.FindPort()
+		if err != nil {
+			return nil, err
+		}
+		// O_NONBLOCK puts the file in the runtime poller, so closing it
+		// interrupts a blocked read or write when a session is torn down.
+		fd, err := unix.Open(path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", path, err)
+		}
+		v.readyOnce.Do(func() {
+			if v.Ready != nil {
+				v.Ready(path)
+			}
+		})
+		prefix, left, err := waitForHost(fd, v.isClosed)
+		if err != nil {
+			_ = unix.Close(fd)
+			if errors.Is(err, errClosed) {
+				return nil, err
+			}
+			return nil, fmt.Errorf("wait for a host on %s: %w", path, err)
+		}
+		if left {
+			_ = unix.Close(fd) // drops what the vanished host left queued
+			continue
+		}
+		c := &portConn{File: os.NewFile(uintptr(fd), path), pending: prefix, done: make(chan struct{})}
 		v.mu.Lock()
-		closed := v.closed
+		v.busy = c.done
 		v.mu.Unlock()
-		if closed {
-			_ = unix.Close(fd)
-			return nil, errors.New("virtio-serial listener closed")
-		}
-		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-		n, err := unix.Poll(pfd, int(idlePoll/time.Millisecond))
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			_ = unix.Close(fd)
-			return nil, fmt.Errorf("poll %s: %w", path, err)
-		}
-		if n > 0 && pfd[0].Revents&unix.POLLIN != 0 {
-			break
-		}
-		if n > 0 && pfd[0].Revents&(unix.POLLHUP|unix.POLLERR) != 0 {
-			time.Sleep(idlePoll) // poll returns at once while hung up
-		}
+		return c, nil
 	}
-	c := &portConn{File: os.NewFile(uintptr(fd), path), done: make(chan struct{})}
+}
+
+func (v *VirtioSerial) isClosed() bool {
 	v.mu.Lock()
-	v.busy = c.done
-	v.mu.Unlock()
-	return c, nil
+	defer v.mu.Unlock()
+	return v.closed
 }
 
 // Close stops Accept.
@@ -183,8 +177,18 @@ func (v *VirtioSerial) Close() error {
 // portConn is an open port; closing it lets Accept reopen the port.
 type portConn struct {
 	*os.File
-	once sync.Once
-	done chan struct{}
+	pending []byte // read while waiting for the host, not yet returned
+	once    sync.Once
+	done    chan struct{}
+}
+
+func (c *portConn) Read(p []byte) (int, error) {
+	if len(c.pending) > 0 {
+		n := copy(p, c.pending)
+		c.pending = c.pending[n:]
+		return n, nil
+	}
+	return c.File.Read(p)
 }
 
 func (c *portConn) Close() error {
