@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"banger/test/fakes/internal/sidecarproto"
@@ -197,10 +198,10 @@ func (s *sidecar) Agent() (net.Conn, error) {
 	}
 	c, err := s.agentPort(port)
 	if err != nil {
-		s.ports.release(port)
+		s.ports.release(port, false)
 		return nil, err
 	}
-	return &heldPort{Conn: c, release: func() { s.ports.release(port) }}, nil
+	return &heldPort{Conn: c, release: func(reached bool) { s.ports.release(port, reached) }}, nil
 }
 
 func (s *sidecar) agentPort(port int) (net.Conn, error) {
@@ -220,16 +221,27 @@ func (s *sidecar) agentPort(port int) (net.Conn, error) {
 	return c, nil
 }
 
-// heldPort is a host connection to one agent port.
+// heldPort is a host connection to one agent port. It notes whether any
+// byte went through to the guest, which is what makes the guest agent
+// serve (and afterwards reopen) the port.
 type heldPort struct {
 	net.Conn
+	wrote   atomic.Bool
 	once    sync.Once
-	release func()
+	release func(reached bool)
+}
+
+func (h *heldPort) Write(b []byte) (int, error) {
+	n, err := h.Conn.Write(b)
+	if n > 0 {
+		h.wrote.Store(true)
+	}
+	return n, err
 }
 
 func (h *heldPort) Close() error {
 	err := h.Conn.Close()
-	h.once.Do(h.release)
+	h.once.Do(func() { h.release(h.wrote.Load()) })
 	return err
 }
 
