@@ -1,8 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"banger/internal/agent/transport"
 	"banger/internal/vmm/qemu"
@@ -56,4 +59,30 @@ func extraPortArgs(socks []string) []string {
 // sendPort tells firecracker that the guest opened or closed agent port i.
 func (s *sidecarServer) sendPort(i int, open bool) {
 	_ = s.conn.Send(sidecarproto.Message{Op: sidecarproto.OpPort, Port: i, Open: open})
+}
+
+// holdAgentSocks keeps an O_PATH fd of each agent socket, through which
+// agentAddr reaches the socket for as long as QEMU listens on it, even
+// after its file is gone. The socket directory is in the helper's /tmp,
+// which under systemd is the unit's PrivateTmp=: systemd empties it when
+// the helper's unit stops, while this sidecar and its VM live on.
+func (vm *qemuVM) holdAgentSocks() error {
+	for _, p := range vm.agentSocks {
+		fd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("hold agent socket: %w", err)
+		}
+		vm.agentHeld = append(vm.agentHeld, fd)
+	}
+	return nil
+}
+
+// agentAddr is the address the sidecar dials for agent port i: its held
+// socket when there is one. Connecting through the /proc/self/fd link
+// reaches the socket by inode, not by name.
+func (vm *qemuVM) agentAddr(i int) string {
+	if i < len(vm.agentHeld) {
+		return "/proc/self/fd/" + strconv.Itoa(vm.agentHeld[i])
+	}
+	return vm.agentSocks[i]
 }

@@ -51,6 +51,7 @@ type sidecarServer struct {
 type qemuVM struct {
 	dir        string
 	agentSocks []string // by agent port index
+	agentHeld  []int    // O_PATH fds of agentSocks (holdAgentSocks)
 	cmd        *exec.Cmd
 	onPort     func(port int, open bool)
 	exited     chan struct{} // closed once QEMU has been waited for
@@ -178,7 +179,7 @@ func (s *sidecarServer) agent(port int) (*os.File, error) {
 	if port < 0 || port >= len(vm.agentSocks) {
 		return nil, fmt.Errorf("no agent port %d", port)
 	}
-	c, err := net.DialTimeout("unix", vm.agentSocks[port], 5*time.Second)
+	c, err := net.DialTimeout("unix", vm.agentAddr(port), 5*time.Second)
 	if err != nil {
 		return nil, fmt.Errorf("connect to the agent port: %w", err)
 	}
@@ -425,6 +426,12 @@ func (vm *qemuVM) connect(qmpSock, consoleSock string, console *os.File) {
 	if err := q.handshake(qmpTimeout); err != nil {
 		qc.Close()
 		fail(fmt.Errorf("QMP: %w", err))
+		return
+	}
+	// QMP answers once QEMU is set up, its agent sockets made.
+	if err := vm.holdAgentSocks(); err != nil {
+		qc.Close()
+		fail(err)
 		return
 	}
 	if err := q.execute("cont", nil); err != nil {
