@@ -33,6 +33,10 @@ const (
 	ModeService = "service"
 )
 
+// HandshakeTimeout bounds a host's handshake, from the connection to the
+// guest's READY. Hosts finish in milliseconds; a var for tests.
+var HandshakeTimeout = 30 * time.Second
+
 // Logger writes to the console with the agent's prefix. Only errors and the
 // single ready line go here: the console is the user's boot log.
 var Logger = log.New(os.Stderr, "banger-agent: ", 0)
@@ -75,7 +79,14 @@ func (c sessionConn) Read(p []byte) (int, error) { return c.r.Read(p) }
 // ServeConn runs the guest handshake on c and then a yamux server session
 // until the host goes away. It does not close c on a handshake failure.
 func (s *Server) ServeConn(c io.ReadWriteCloser) error {
+	// A host that goes away in the middle of the handshake must not hold
+	// the channel: on a virtio-serial port the guest's reply would block
+	// until some later host reads it, and the port would serve no one.
+	timer := time.AfterFunc(HandshakeTimeout, func() { c.Close() })
 	br, err := agentproto.GuestHandshake(c)
+	if !timer.Stop() {
+		return fmt.Errorf("handshake: not done within %s", HandshakeTimeout)
+	}
 	if err != nil {
 		return fmt.Errorf("handshake: %w", err)
 	}

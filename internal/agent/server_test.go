@@ -413,3 +413,27 @@ func alive(pid int) bool {
 }
 
 func fmtSscan(s string, v *int) (int, error) { return fmt.Sscan(s, v) }
+
+// A host that sends SYNC and never reads the reply does not hold the
+// connection past HandshakeTimeout: ServeConn closes it and returns.
+func TestHandshakeDeadline(t *testing.T) {
+	old := HandshakeTimeout
+	HandshakeTimeout = 200 * time.Millisecond
+	defer func() { HandshakeTimeout = old }()
+	hostEnd, guestEnd := net.Pipe()
+	defer hostEnd.Close()
+	served := make(chan error, 1)
+	go func() { served <- (&Server{}).ServeConn(guestEnd) }()
+	if _, err := hostEnd.Write([]byte("BANGER-SYNC 0123456789abcdef\n")); err != nil {
+		t.Fatal(err)
+	}
+	// The guest's ACK now blocks on the pipe: nobody reads it.
+	select {
+	case err := <-served:
+		if err == nil || !strings.Contains(err.Error(), "not done within") {
+			t.Errorf("ServeConn = %v, want the handshake deadline", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("ServeConn still blocked in the handshake after 5 s")
+	}
+}
