@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 )
 
 // The helper's ops. Each is a plain struct whose JSON form is the "args" of
@@ -296,6 +297,11 @@ type ResolverRoutingResult struct {
 	Applied bool   `json:"applied"`
 	Reason  string `json:"reason,omitempty"`
 }
+
+// BuildCallTimeout bounds a caller's wait for a DebootstrapImage answer: a
+// little more than the helper's own bound on a build (a minute or more on
+// a quiet host, several on a busy one), far past the 90 s other calls get.
+const BuildCallTimeout = 35 * time.Minute
 
 // DebootstrapImage builds a Debian root image (ext4) for Suite with
 // debootstrap, from Mirror (empty: the image package's default). The

@@ -270,6 +270,11 @@ func (s *Service) debootstrap(ctx context.Context, suite, mirror, out, workDir s
 		return s.priv.Do(ctx, privop.BuildDebootstrapImage{Suite: suite, Mirror: mirror, Out: out, WorkDir: workDir}, progress)
 	}
 	progress.say("building %s with debootstrap through the root helper (a minute or more)", suite)
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, privop.BuildCallTimeout)
+		defer cancel()
+	}
 	_, f, err := s.net.Helper.Call(ctx, privop.DebootstrapImage{Suite: suite, Mirror: mirror})
 	if err != nil {
 		return fmt.Errorf("debootstrap through the root helper: %w", err)

@@ -29,9 +29,8 @@ var ErrNotRoot = errors.New("helper socket is not served by root")
 // DefaultTimeout bounds a call whose ctx has no deadline.
 const DefaultTimeout = 90 * time.Second
 
-// BuildTimeout bounds a DebootstrapImage call whose ctx has no deadline: a
-// little more than the helper's own build timeout.
-const BuildTimeout = 35 * time.Minute
+// BuildTimeout bounds a DebootstrapImage call whose ctx has no deadline.
+const BuildTimeout = privop.BuildCallTimeout
 
 // Client calls the helper. The zero value is not usable; set Socket.
 type Client struct {
@@ -161,6 +160,8 @@ func readAnswer(conn *net.UnixConn) ([]byte, *os.File, error) {
 	}
 	for {
 		n, oobn, _, _, err := conn.ReadMsgUnix(chunk, oob)
+		// On an error (a deadline, say) n may be -1: nothing was read.
+		n, oobn = max(n, 0), max(oobn, 0)
 		if oobn > 0 {
 			got, perr := parseRights(oob[:oobn])
 			fds = append(fds, got...)
