@@ -40,8 +40,14 @@ deps:
 quickstart: deps build
 	scripts/quickstart.sh
 
-# Everything CI runs: unit tests, root integration tests and real-guest e2e tests.
-test: deps build unit root-test e2e
+# Everything CI runs: unit tests, root integration tests and real-guest e2e
+# tests, one tier after the other, each with how long it took.
+test: deps build
+	@for tier in unit root-test e2e; do \
+		start=$$(date +%s); \
+		$(MAKE) --no-print-directory $$tier || { echo "make test: tier $$tier failed after $$(( $$(date +%s) - start ))s"; exit 1; }; \
+		echo "make test: tier $$tier passed in $$(( $$(date +%s) - start ))s"; \
+	done
 
 # The race detector is on: the unit tier is where concurrent code (the
 # daemon, the helper, the agent, the snapshot journal) runs with fakes.
