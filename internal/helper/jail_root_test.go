@@ -141,6 +141,20 @@ func asOwner(t *testing.T, fn func()) {
 			done <- errors.New("setfsuid did not take")
 			return
 		}
+		// Root's other capabilities (CAP_SYS_PTRACE to follow another
+		// uid's /proc/PID/root, say) stay with the fsuid: drop them all
+		// from this thread's effective set.
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var caps [2]unix.CapUserData
+		if err := unix.Capget(&hdr, &caps[0]); err != nil {
+			done <- err
+			return
+		}
+		caps[0].Effective, caps[1].Effective = 0, 0
+		if err := unix.Capset(&hdr, &caps[0]); err != nil {
+			done <- err
+			return
+		}
 		fn()
 		done <- nil
 	}()

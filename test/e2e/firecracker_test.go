@@ -75,6 +75,9 @@ func conformance(t *testing.T, drv string) {
 		t.Fatalf("vm conf runs under %q in state %q, want %s running", v.VMM, v.State, drv)
 	}
 	sp.mustAs("vm", "exec", "conf", "--", "sh", "-c", "echo persisted > /root/p")
+	if drv == "firecracker" {
+		ownerCannotTouchJail(t, sp.owner, filepath.Join(jails, v.ID, "root"), v.PID)
+	}
 	// A stop the guest cooperates with ends the VMM at once, without
 	// waiting out bangerd's shutdown timeout (15 s): Firecracker outlives a
 	// guest power-off and exits on a guest reboot, QEMU exits on either.
