@@ -98,6 +98,11 @@ func (c *Client) CallWithFiles(ctx context.Context, op privop.Op, files []*os.Fi
 		if ctx.Err() != nil {
 			return nil, nil, fmt.Errorf("%s: %w", op.Name(), ctx.Err())
 		}
+		// The connection's deadline is the context's: it may fire a
+		// moment before the context reports it.
+		if dl, ok := ctx.Deadline(); ok && errors.Is(rerr, os.ErrDeadlineExceeded) && !time.Now().Before(dl) {
+			return nil, nil, fmt.Errorf("%s: %w", op.Name(), context.DeadlineExceeded)
+		}
 		if werr != nil {
 			// The helper closed before reading, and said nothing.
 			return nil, nil, fmt.Errorf("send %s: %w", op.Name(), werr)
