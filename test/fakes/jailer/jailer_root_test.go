@@ -253,16 +253,19 @@ func (r *jailRun) waitSocket() {
 	sock := filepath.Join(r.chroot, "run", "firecracker.socket")
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if _, err := os.Stat(sock); err == nil {
+		// The socket is there once bound and answers once listening, a
+		// moment later: wait for a connection, not the file.
+		if c, err := net.DialTimeout("unix", sock, time.Second); err == nil {
+			c.Close()
 			return
 		}
 		select {
 		case <-r.done:
-			r.t.Fatalf("jailer exited (%v) before the API socket appeared:\n%s", r.waitErr, r.consoleText())
+			r.t.Fatalf("jailer exited (%v) before the API socket answered:\n%s", r.waitErr, r.consoleText())
 		default:
 		}
 		if time.Now().After(deadline) {
-			r.t.Fatalf("no API socket after 10s:\n%s", r.consoleText())
+			r.t.Fatalf("no API socket answering after 10s:\n%s", r.consoleText())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
