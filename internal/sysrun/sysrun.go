@@ -169,7 +169,7 @@ func Run(ctx context.Context, o Options) error {
 	// The helper runs as root: it must be a binary only root could have
 	// put there, as the ones it runs itself are.
 	if err := trustpath.Binary(helperBin, 0); err != nil {
-		return errdefs.Invalid("%v: root runs only binaries no other user can replace; install them root-owned (e.g. sudo install -o root -g root -m 0755 bin/* %s/) and run that copy", err, DefaultInstallBinDir)
+		return errdefs.Invalid("%v: root runs only binaries no other user can replace; install root-owned copies with 'sudo make install' (into %s) and run %s system run", err, DefaultInstallBinDir, filepath.Join(DefaultInstallBinDir, "banger"))
 	}
 	if err := o.Pins.Check(SystemAccounts); err != nil {
 		return err

@@ -17,7 +17,7 @@ import (
 
 // ErrUnsafe marks a path that is not root's alone (a symlink, a file or
 // directory another user owns or may write).
-var ErrUnsafe = errors.New("unsafe")
+var ErrUnsafe = errors.New("refused")
 
 // Binary checks a binary root will run: a clean absolute path to a
 // regular file (not a symlink), owned by root (or trusted, for tests),
