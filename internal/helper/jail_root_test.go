@@ -7,12 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"banger/internal/jail"
 	"banger/internal/jail/jailtest"
@@ -114,55 +112,6 @@ func (j *jailHarness) jails(t *testing.T) *JailLedger {
 // sector pads s with zeros to 4 KiB.
 func sector(s string) string { return s + strings.Repeat("\x00", 4096-len(s)) }
 
-// asOwner runs fn on an OS thread whose filesystem identity is the owner
-// (fsuid, fsgid and groups; root's file capabilities drop with the fsuid),
-// as the owner's own processes would touch files and sockets.
-func asOwner(t *testing.T, fn func()) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread ends with this goroutine rather than
-		// go back to the pool with the owner's identity.
-		runtime.LockOSThread()
-		gid := uint32(jailOwner)
-		if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, 1, uintptr(unsafe.Pointer(&gid)), 0); e != 0 {
-			done <- e
-			return
-		}
-		if err := unix.Setfsgid(jailOwner); err != nil {
-			done <- err
-			return
-		}
-		if err := unix.Setfsuid(jailOwner); err != nil {
-			done <- err
-			return
-		}
-		if uid, _ := unix.SetfsuidRetUid(-1); uid != jailOwner {
-			done <- errors.New("setfsuid did not take")
-			return
-		}
-		// Root's other capabilities (CAP_SYS_PTRACE to follow another
-		// uid's /proc/PID/root, say) stay with the fsuid: drop them all
-		// from this thread's effective set.
-		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-		var caps [2]unix.CapUserData
-		if err := unix.Capget(&hdr, &caps[0]); err != nil {
-			done <- err
-			return
-		}
-		caps[0].Effective, caps[1].Effective = 0, 0
-		if err := unix.Capset(&hdr, &caps[0]); err != nil {
-			done <- err
-			return
-		}
-		fn()
-		done <- nil
-	}()
-	if err := <-done; err != nil {
-		t.Fatalf("become the owner: %v", err)
-	}
-}
-
 // ownerCannotTouch checks, as the owner, that no path under dir (listed as
 // root) can be hard-linked or moved out, opened, or, for a socket,
 // connected to. Each attempt that works is undone and reported.
@@ -180,7 +129,7 @@ func ownerCannotTouch(t *testing.T, dir, ownerDir string) int {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	asOwner(t, func() {
+	testutil.AsUser(t, jailOwner, jailOwner, func() {
 		for i, p := range paths {
 			fi, err := os.Lstat(p)
 			if err == nil {

@@ -6,12 +6,12 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
-	"unsafe"
+
+	"banger/internal/testutil"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,7 +45,7 @@ func ownerCannotTouchJail(t *testing.T, owner *user.User, jailRoot string, pid i
 	gid, _ := strconv.Atoi(owner.Gid)
 	keep := owner.HomeDir
 	tried := 0
-	asUser(t, uid, gid, func() {
+	testutil.AsUser(t, uid, gid, func() {
 		for _, rel := range rels {
 			for _, p := range []string{filepath.Join(jailRoot, rel), filepath.Join("/proc", strconv.Itoa(pid), "root", rel)} {
 				tried++
@@ -89,47 +89,4 @@ func contains(list []string, s string) bool {
 		}
 	}
 	return false
-}
-
-// asUser runs fn on an OS thread whose filesystem identity is uid:gid
-// (fsuid, fsgid and groups; root's file capabilities drop with the fsuid).
-// The thread is never handed back: it ends with its goroutine.
-func asUser(t *testing.T, uid, gid int, fn func()) {
-	t.Helper()
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		g := uint32(gid)
-		if _, _, e := unix.RawSyscall(unix.SYS_SETGROUPS, 1, uintptr(unsafe.Pointer(&g)), 0); e != 0 {
-			done <- e
-			return
-		}
-		if err := unix.Setfsgid(gid); err != nil {
-			done <- err
-			return
-		}
-		if err := unix.Setfsuid(uid); err != nil {
-			done <- err
-			return
-		}
-		// Root's other capabilities (CAP_SYS_PTRACE to follow another
-		// uid's /proc/PID/root, say) stay with the fsuid: drop them all
-		// from this thread's effective set.
-		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-		var caps [2]unix.CapUserData
-		if err := unix.Capget(&hdr, &caps[0]); err != nil {
-			done <- err
-			return
-		}
-		caps[0].Effective, caps[1].Effective = 0, 0
-		if err := unix.Capset(&hdr, &caps[0]); err != nil {
-			done <- err
-			return
-		}
-		fn()
-		done <- nil
-	}()
-	if err := <-done; err != nil {
-		t.Fatalf("become uid %d: %v", uid, err)
-	}
 }
