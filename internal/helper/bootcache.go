@@ -21,6 +21,11 @@ const BootCacheDir = "boot-cache"
 // bootCacheKeep is how many boot files no jail uses the cache keeps.
 const bootCacheKeep = 4
 
+// maxBootFile bounds a kernel or initrd the helper copies into its own
+// state directory: far above any real one (tens of MiB), far below what
+// would fill root's disk for the owner.
+const maxBootFile = 512 << 20
+
 // bootCache holds root's copies of the kernels and initrds VMs boot, so a
 // jail gets a hard link of a file no user can change, and a kernel is
 // copied once, not at every boot. An entry is named after the identity of
@@ -50,6 +55,9 @@ func (c bootCache) file(src *os.File) (*os.File, error) {
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, fmt.Errorf("boot file: want a regular file, got mode %#o", st.Mode&unix.S_IFMT)
+	}
+	if st.Size > maxBootFile {
+		return nil, privop.Errorf(privop.CodeBadRequest, "boot file: %d bytes, more than the %d a kernel or initrd may have", st.Size, maxBootFile)
 	}
 	if err := os.Mkdir(c.dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
 		return nil, fmt.Errorf("create boot cache: %w", err)

@@ -501,3 +501,36 @@ func TestServerReconcilesJails(t *testing.T) {
 		t.Errorf("mounts left: %q", mps)
 	}
 }
+
+// Loop devices are the host's: past MaxLoops held for running jails, a
+// launch is refused as busy and leaves nothing.
+func TestServerBoundsLoops(t *testing.T) {
+	j := startJailServer(t)
+	ctx := ctxT(t)
+	srv, err := NewServer(Config{Net: j.net, Ledger: j.ledger, OwnerUID: jailOwner, OwnerGID: jailOwner,
+		StateDir: j.stateDir, JailBase: j.base, Resolver: &fakeResolver{reason: "test"},
+		FirecrackerBin: j.fc, JailerBin: j.jailer, VMMUIDBase: vmmUIDBase, VMMUIDCount: 4, MaxLoops: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, files, console := j.vm(t, "vm-l1") // two file drives: two loops
+	res, err := srv.launchFirecracker(ctx, op, files)
+	if err != nil {
+		t.Fatalf("launch: %v", err)
+	}
+	t.Cleanup(func() {
+		if jail.Alive(res.PID, res.PIDStart) {
+			jailtest.KillAndWait(t, res.PID)
+		}
+		if err := srv.cleanupJail(privop.CleanupJail{VMID: "vm-l1"}); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	jailtest.WaitReady(t, console)
+	op2, files2, _ := j.vm(t, "vm-l2")
+	_, err = srv.launchFirecracker(ctx, op2, files2)
+	wantCode(t, err, privop.CodeBusy, "holds 2 loop devices for running VMs, and at most 3")
+	if _, err := os.Lstat(filepath.Join(j.base, "firecracker", "vm-l2")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("jail dir after a refused launch: %v", err)
+	}
+}

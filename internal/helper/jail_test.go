@@ -199,3 +199,45 @@ func TestConfigureJails(t *testing.T) {
 		t.Error("a relative jail base was accepted")
 	}
 }
+
+// A kernel or initrd larger than maxBootFile is refused before anything is
+// copied into root's state directory.
+func TestBootCacheRefusesHugeFiles(t *testing.T) {
+	dir := t.TempDir()
+	src, err := os.Create(filepath.Join(dir, "vmlinux"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if err := src.Truncate(maxBootFile + 1); err != nil {
+		t.Fatal(err)
+	}
+	ro, err := os.Open(src.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	c := bootCache{dir: filepath.Join(dir, "cache")}
+	_, err = c.file(ro)
+	wantCode(t, err, privop.CodeBadRequest, "more than the")
+	if ents, _ := os.ReadDir(c.dir); len(ents) != 0 {
+		t.Errorf("the cache holds %v after a refusal", ents)
+	}
+	// One within the bound is copied once, then found again.
+	if err := src.Truncate(4096); err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.file(ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := c.file(ro)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if ents, _ := os.ReadDir(c.dir); len(ents) != 1 {
+		t.Errorf("the cache holds %d entries for one file, want 1", len(ents))
+	}
+}

@@ -43,6 +43,17 @@ func (s *Server) launchFirecracker(ctx context.Context, o privop.LaunchFirecrack
 	if _, ok := s.cfg.Jails.Jail(o.VMID); ok {
 		return res, privop.Errorf(privop.CodeBadRequest, "jail for VM %s already exists: clean it up first", o.VMID)
 	}
+	drives := 0
+	for _, f := range o.Files {
+		if f.Role == privop.JailDrive {
+			drives++
+		}
+	}
+	if n := s.heldLoops(); n+drives > s.cfg.MaxLoops {
+		// Loop devices are the host's: a bound keeps the owner's VMs
+		// from taking them all.
+		return res, privop.Errorf(privop.CodeBusy, "the helper holds %d loop devices for running VMs, and at most %d", n, s.cfg.MaxLoops)
+	}
 	uid, err := s.allocUID()
 	if err != nil {
 		return res, err
@@ -152,6 +163,15 @@ func (s *Server) firecrackerOff() string {
 		return "firecracker: " + err.Error() + pin
 	}
 	return ""
+}
+
+// heldLoops counts the loop devices held for running jails (jailMu held).
+func (s *Server) heldLoops() int {
+	n := 0
+	for _, h := range s.holds {
+		n += len(h)
+	}
+	return n
 }
 
 // releaseHolds closes the loop devices a jail's drives sit on (jailMu

@@ -53,7 +53,9 @@ const (
 	DefaultStateDir    = "/var/lib/banger-root"
 	DefaultReadTimeout = 5 * time.Second
 	DefaultOpTimeout   = 60 * time.Second
-	DefaultMaxConns    = 128
+	// DefaultMaxLoops: 256 VMs with two file drives each.
+	DefaultMaxLoops = 512
+	DefaultMaxConns = 128
 	// DefaultBuildTimeout bounds one image build (debootstrap takes
 	// minutes).
 	DefaultBuildTimeout = 30 * time.Minute
@@ -87,6 +89,9 @@ type Config struct {
 	// ProcDir is where allocUID looks for processes already running as a
 	// uid. Default /proc.
 	ProcDir string
+	// MaxLoops bounds the loop devices held for Firecracker drives, a
+	// host-wide resource. Default DefaultMaxLoops.
+	MaxLoops int
 	// JailBase is the jailer's --chroot-base-dir, checked at each launch
 	// (internal/jail.CheckBase). Default: <StateDir>/jail.
 	JailBase string
@@ -185,6 +190,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.ProcDir == "" {
 		cfg.ProcDir = "/proc"
+	}
+	if cfg.MaxLoops <= 0 {
+		cfg.MaxLoops = DefaultMaxLoops
 	}
 	return &Server{cfg: cfg, log: cfg.Log, slots: make(chan struct{}, cfg.MaxConns), holds: map[string]jail.Holds{}}, nil
 }
