@@ -51,6 +51,12 @@ func Render(hosts []Host, o Options) string {
 		fmt.Fprintf(&b, "  UserKnownHostsFile %s\n", quote(o.KnownHosts))
 		b.WriteString("  StrictHostKeyChecking yes\n")
 		b.WriteString("  HostKeyAlias " + h.Name + ".vm\n")
+		// The guest is not to be trusted with the user's agent or display,
+		// whatever their own config says for other hosts (ssh takes the
+		// first value it finds, and banger's Include comes first).
+		b.WriteString("  ForwardAgent no\n")
+		b.WriteString("  ForwardX11 no\n")
+		b.WriteString("  ForwardX11Trusted no\n")
 		if o.ProxyCommand != "" {
 			fmt.Fprintf(&b, "  ProxyCommand %s\n", o.ProxyCommand)
 		}

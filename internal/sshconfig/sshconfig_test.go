@@ -1,8 +1,13 @@
 package sshconfig
 
 import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestInstallUninstallRestoresBytes(t *testing.T) {
@@ -47,5 +52,38 @@ func TestRender(t *testing.T) {
 	}
 	if strings.Index(got, "Host dev") > strings.Index(got, "Host web") {
 		t.Error("hosts not sorted")
+	}
+}
+
+// TestNoForwardingToGuests: a user whose own config forwards their agent
+// and X11 to every host still forwards neither to a banger guest, as ssh
+// itself resolves the config (ssh -G prints it without connecting).
+func TestNoForwardingToGuests(t *testing.T) {
+	if _, err := exec.LookPath("ssh"); err != nil {
+		t.Skip("no ssh client (scripts/deps.sh installs openssh-client)")
+	}
+	dir := t.TempDir()
+	generated := filepath.Join(dir, "banger_ssh_config")
+	body := Render([]Host{{Name: "web"}}, Options{IdentityFile: filepath.Join(dir, "id"), KnownHosts: filepath.Join(dir, "kh"), ProxyCommand: "banger vm ssh-proxy %n"})
+	if err := os.WriteFile(generated, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	user, _ := Install("Host *\n  ForwardAgent yes\n  ForwardX11 yes\n  ForwardX11Trusted yes\n", generated)
+	cfg := filepath.Join(dir, "config")
+	if err := os.WriteFile(cfg, []byte(user), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for host, want := range map[string]string{"web.vm": "no", "example.org": "yes"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		out, err := exec.CommandContext(ctx, "ssh", "-G", "-F", cfg, host).Output()
+		cancel()
+		if err != nil {
+			t.Fatalf("ssh -G %s: %v", host, err)
+		}
+		for _, opt := range []string{"forwardagent", "forwardx11", "forwardx11trusted"} {
+			if !strings.Contains(string(out), "\n"+opt+" "+want+"\n") {
+				t.Errorf("ssh -G %s: %s is not %q", host, opt, want)
+			}
+		}
 	}
 }
