@@ -185,6 +185,10 @@ func (o InstallOptions) waitSockets(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, o.Wait)
 	defer cancel()
 	daemon := client.New(filepath.Join(o.RuntimeDir, "bangerd.sock"), "", "")
+	// bangerd runs as the owner the metadata names, not as root.
+	if meta, err := installmeta.Read(o.InstallMeta); err == nil {
+		daemon.PeerUID = meta.OwnerUID
+	}
 	var herr, derr error
 	for {
 		herr = nil
@@ -332,7 +336,9 @@ func GetStatus(ctx context.Context, o InstallOptions) (Status, error) {
 			st.HelperVersion, st.HelperOps = d.Version, d.Ops
 		}
 	}
-	if p, err := client.New(st.DaemonSocket, "", "").Ping(pctx); err == nil {
+	daemon := client.New(st.DaemonSocket, "", "")
+	daemon.PeerUID = st.Meta.OwnerUID
+	if p, err := daemon.Ping(pctx); err == nil {
 		st.DaemonAnswers, st.DaemonVersion = true, p.Version
 	} else {
 		st.DaemonErr = err.Error()

@@ -178,6 +178,7 @@ func Run(ctx context.Context, o Options) error {
 	env := OwnerEnv(owner, os.Getenv("PATH"), RuntimeDirFor(owner.UID), o.HelperSocket)
 	layout := paths.ForUser(owner.Home, int(owner.UID), env)
 	daemon := client.New(layout.SocketPath, "", "")
+	daemon.PeerUID = int(owner.UID)
 	if _, err := daemon.Ping(ctx); err == nil {
 		return errdefs.Conflict("a bangerd for %s already answers on %s: stop it before starting a supervised one", owner.User, layout.SocketPath)
 	}

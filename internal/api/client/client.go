@@ -24,6 +24,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/errdefs"
+	"banger/internal/peercred"
 )
 
 // Client talks to one bangerd.
@@ -36,21 +37,49 @@ type Client struct {
 	// Hint is added to the error when no daemon answers and none may be
 	// started.
 	Hint string
+	// PeerUID is the uid the process serving Socket must run as (read
+	// from the socket, SO_PEERCRED): bangerd runs as its owner, and a
+	// socket in a directory another user could make (the /tmp fallback)
+	// may be someone else's. New sets the caller's uid; root's commands
+	// that talk to the owner's bangerd set the owner's.
+	PeerUID int
 
 	http *http.Client
 }
 
+// ErrNotBangerd is wrapped when the socket is served by another uid than
+// PeerUID.
+var ErrNotBangerd = errors.New("not the owner's bangerd")
+
 // New returns a client for the socket at path.
 func New(socket, bangerd, logPath string) *Client {
-	c := &Client{Socket: socket, Bangerd: bangerd, LogPath: logPath}
-	c.http = &http.Client{Transport: &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", c.Socket)
-		},
-		DisableKeepAlives: true,
-	}}
+	c := &Client{Socket: socket, Bangerd: bangerd, LogPath: logPath, PeerUID: os.Getuid()}
+	c.http = &http.Client{Transport: &http.Transport{DialContext: c.dial, DisableKeepAlives: true}}
 	return c
+}
+
+// dial connects to Socket and checks who serves it.
+func (c *Client) dial(ctx context.Context, _, _ string) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", c.Socket)
+	if err != nil {
+		return nil, err
+	}
+	uc, ok := conn.(*net.UnixConn)
+	if !ok {
+		conn.Close()
+		return nil, fmt.Errorf("dial %s: %T is not a unix connection", c.Socket, conn)
+	}
+	cred, err := peercred.Get(uc)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if int(cred.UID) != c.PeerUID {
+		conn.Close()
+		return nil, fmt.Errorf("%s is served by uid %d (pid %d), not uid %d: %w", c.Socket, cred.UID, cred.PID, c.PeerUID, ErrNotBangerd)
+	}
+	return conn, nil
 }
 
 // Ensure makes sure a daemon answers, starting one if allowed, and

@@ -3,9 +3,12 @@ package client
 import (
 	"context"
 	"errors"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,5 +39,37 @@ func TestEnsureReportsABangerdThatExits(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), "earlier run") {
 		t.Errorf("reported an earlier run's output: %v", err)
+	}
+}
+
+// The CLI talks only to a bangerd running as the uid it expects: a socket
+// another user serves (one squatting the /tmp fallback, say) is refused
+// before any request is sent.
+func TestClientChecksPeerUID(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "bangerd.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var requests atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		requests.Add(1)
+		_, _ = w.Write([]byte(`{"version":"test"}`))
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+
+	c := New(sock, "", "")
+	if p, err := c.Ping(context.Background()); err != nil || p.Version != "test" {
+		t.Fatalf("ping of a bangerd of this uid: %+v, %v", p, err)
+	}
+	c.PeerUID = os.Getuid() + 1
+	before := requests.Load()
+	_, err = c.Ping(context.Background())
+	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), "is served by uid 0") && !strings.Contains(err.Error(), "not the owner's bangerd") {
+		t.Fatalf("ping of a socket another uid serves: %v, want a refusal naming the uid", err)
+	}
+	if requests.Load() != before {
+		t.Error("a request reached the socket of another uid")
 	}
 }
