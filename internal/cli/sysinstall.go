@@ -14,6 +14,7 @@ import (
 	"banger/internal/api"
 	"banger/internal/api/client"
 	"banger/internal/execx"
+	"banger/internal/installmeta"
 	"banger/internal/sysrun"
 )
 
@@ -107,7 +108,11 @@ The owner's home (configuration, SSH material) is never touched.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			o := sysrun.InstallOptions{Systemctl: systemctl{}, Out: e.stdout}
-			vms := daemonVMs{cl: client.New(filepath.Join(sysrun.SystemLayout("/").RuntimeDir, "bangerd.sock"), "", "")}
+			cl := client.New(filepath.Join(sysrun.SystemLayout("/").RuntimeDir, "bangerd.sock"), "", "")
+			if meta, err := installmeta.Read(installmeta.DefaultPath); err == nil {
+				cl.PeerUID = meta.OwnerUID // bangerd runs as the owner
+			}
+			vms := daemonVMs{cl: cl}
 			return sysrun.Uninstall(cmd.Context(), o, vms, purge, force)
 		},
 	}
