@@ -173,20 +173,6 @@ func (s *Session) Put(ctx context.Context, path string, mode uint32, data []byte
 	return nil
 }
 
-// Get reads path from the guest.
-func (s *Session) Get(ctx context.Context, path string) ([]byte, error) {
-	st, rep, err := s.Open(ctx, agentproto.Request{Op: agentproto.OpGet, Path: path})
-	if err != nil {
-		return nil, err
-	}
-	defer st.Close()
-	buf := make([]byte, rep.Size)
-	if _, err := io.ReadFull(st, buf); err != nil {
-		return nil, fmt.Errorf("get %s: %w", path, err)
-	}
-	return buf, nil
-}
-
 // Ports lists the guest's listening TCP sockets and bound UDP sockets.
 // The list holds at most agentproto.MaxPorts entries.
 func (s *Session) Ports(ctx context.Context) ([]agentproto.Port, error) {
