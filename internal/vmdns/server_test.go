@@ -47,13 +47,16 @@ func startUpstream(t *testing.T) *fakeUpstream {
 		m.SetReply(r)
 		m.RecursionAvailable = true
 		n := 1
-		if r.Question[0].Name == "big.example." {
+		switch r.Question[0].Name {
+		case "big.example.":
 			n = 100
+		case "huge.example.":
+			n = 2000 // about 32 KiB even compressed
 		}
 		for i := range n {
 			m.Answer = append(m.Answer, &dns.A{
 				Hdr: dns.RR_Header{Name: r.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60},
-				A:   net.IPv4(192, 0, 2, byte(1+i)),
+				A:   net.IPv4(192, 0, byte(2+i/250), byte(1+i%250)),
 			})
 		}
 		if _, ok := w.LocalAddr().(*net.UDPAddr); ok {
@@ -119,6 +122,21 @@ func startServer(t *testing.T, cfg Config) *Server {
 		}
 	})
 	return s
+}
+
+// guestServer starts a server with a guest listener on 127.0.0.2 that
+// admits the whole loopback net and forwards for 127.0.0.1, the source a
+// client dialling 127.0.0.2 gets. It returns that listener's address.
+func guestServer(t *testing.T, cfg Config) (*Server, netip.AddrPort) {
+	t.Helper()
+	cfg.GuestSubnet = netip.MustParsePrefix("127.0.0.0/8")
+	s := startServer(t, cfg)
+	addr, err := s.AddListener("127.0.0.2:0")
+	if err != nil {
+		t.Skipf("no 127.0.0.2 here: %v", err)
+	}
+	s.SetRecursion(netip.MustParseAddr("127.0.0.1"), true)
+	return s, addr
 }
 
 func query(t *testing.T, network string, addr netip.AddrPort, name string, qtype uint16) *dns.Msg {
@@ -190,8 +208,7 @@ func TestServeZone(t *testing.T) {
 
 func TestForward(t *testing.T) {
 	up := startUpstream(t)
-	s := startServer(t, Config{Upstreams: []string{up.addr}})
-	addr := s.Addrs()[0]
+	_, addr := guestServer(t, Config{Upstreams: []string{up.addr}})
 
 	req := new(dns.Msg)
 	req.SetQuestion("example.com.", dns.TypeA)
@@ -236,17 +253,17 @@ func TestForward(t *testing.T) {
 
 func TestForwardFailover(t *testing.T) {
 	up := startUpstream(t)
-	s := startServer(t, Config{Upstreams: []string{blackHole(t), up.addr}, Timeout: 200 * time.Millisecond})
-	r := query(t, "udp", s.Addrs()[0], "example.com.", dns.TypeA)
+	_, addr := guestServer(t, Config{Upstreams: []string{blackHole(t), up.addr}, Timeout: 200 * time.Millisecond})
+	r := query(t, "udp", addr, "example.com.", dns.TypeA)
 	if r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
 		t.Fatalf("second upstream not used: %v", r)
 	}
 }
 
 func TestUpstreamTimeoutIsServfail(t *testing.T) {
-	s := startServer(t, Config{Upstreams: []string{blackHole(t)}, Timeout: 200 * time.Millisecond})
+	_, addr := guestServer(t, Config{Upstreams: []string{blackHole(t)}, Timeout: 200 * time.Millisecond})
 	start := time.Now()
-	r := query(t, "udp", s.Addrs()[0], "example.com.", dns.TypeA)
+	r := query(t, "udp", addr, "example.com.", dns.TypeA)
 	if r.Rcode != dns.RcodeServerFailure {
 		t.Fatalf("rcode = %s, want SERVFAIL", dns.RcodeToString[r.Rcode])
 	}
@@ -256,16 +273,23 @@ func TestUpstreamTimeoutIsServfail(t *testing.T) {
 }
 
 func TestShutdownAbortsForwards(t *testing.T) {
-	s, err := New(Config{Listen: []string{"127.0.0.1:0"}, Upstreams: []string{blackHole(t)}, Timeout: time.Minute})
+	s, err := New(Config{Listen: []string{"127.0.0.1:0"}, Upstreams: []string{blackHole(t)}, Timeout: time.Minute,
+		GuestSubnet: netip.MustParsePrefix("127.0.0.0/8")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Start(); err != nil {
 		t.Fatal(err)
 	}
+	addr, err := s.AddListener("127.0.0.2:0")
+	if err != nil {
+		_ = s.Shutdown(context.Background())
+		t.Skipf("no 127.0.0.2 here: %v", err)
+	}
+	s.SetRecursion(netip.MustParseAddr("127.0.0.1"), true)
 	req := new(dns.Msg)
 	req.SetQuestion("example.com.", dns.TypeA)
-	conn, err := net.Dial("udp", s.Addrs()[0].String())
+	conn, err := net.Dial("udp", addr.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,18 +325,18 @@ func TestResolvConfUpstreams(t *testing.T) {
 	if got := strings.Join(s.Upstreams(), ","); got != "127.0.0.53:53,192.0.2.7:53" {
 		t.Fatalf("upstreams = %q", got)
 	}
-	s2 := startServer(t, Config{ResolvConf: filepath.Join(dir, "missing")})
+	s2, addr := guestServer(t, Config{ResolvConf: filepath.Join(dir, "missing")})
 	if len(s2.Upstreams()) != 0 {
 		t.Fatalf("upstreams = %q", s2.Upstreams())
 	}
-	r := query(t, "udp", s2.Addrs()[0], "example.com.", dns.TypeA)
+	r := query(t, "udp", addr, "example.com.", dns.TypeA)
 	if r.Rcode != dns.RcodeServerFailure {
 		t.Fatalf("no upstream: %v", r)
 	}
 }
 
 func TestAddListener(t *testing.T) {
-	s := startServer(t, Config{Upstreams: []string{"127.0.0.1:1"}})
+	s := startServer(t, Config{Upstreams: []string{"127.0.0.1:1"}, GuestSubnet: netip.MustParsePrefix("127.0.0.0/8")})
 	if err := s.Set("web", netip.MustParseAddr("172.16.0.2")); err != nil {
 		t.Fatal(err)
 	}

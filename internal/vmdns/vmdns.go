@@ -8,10 +8,13 @@
 // the apex has an SOA and an NS record ("ns.vm.", whose A record is the
 // address the query arrived on unless a VM is called "ns").
 //
-// Every other query is forwarded to upstream resolvers, tried in order with
-// a per-attempt timeout: over UDP, retried over TCP when the answer is
+// Other names are forwarded only for guests granted recursion (those with
+// NAT, see SetRecursion and policy.go); everyone else gets REFUSED. A
+// forwarded query goes to upstream resolvers, tried in order with a
+// per-attempt timeout: over UDP, retried over TCP when the answer is
 // truncated (over TCP at once for clients that came over TCP). When no
-// upstream answers the client gets SERVFAIL. Upstreams are configured, or
+// upstream answers the client gets SERVFAIL. Every reply is bounded in size
+// (policy.go). Upstreams are configured, or
 // by default read once at Start from resolv.conf. A nameserver there is kept
 // even when it is a local stub such as systemd-resolved's 127.0.0.53: only
 // entries that are this server's own listening addresses are dropped, since
@@ -19,9 +22,12 @@
 // not loop either, because names in the zone are never forwarded.
 //
 // The server listens on UDP and TCP on the same port at each address: the
-// configured list (by default 127.0.0.1:42069) at Start, and more at
-// runtime with AddListener (the bridge address, so guests can use it).
-// Port 0 picks a free port shared by both protocols.
+// configured list (by default 127.0.0.1:42069, for the host's resolver) at
+// Start, and guest listeners at runtime with AddListener (the bridge
+// address). A guest listener answers only clients inside the VM subnet, and
+// over UDP only packets that arrived on its address's interface; anything
+// else is dropped unanswered (guard.go). Port 0 picks a free port shared by
+// both protocols.
 package vmdns
 
 import (
@@ -31,6 +37,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -54,6 +61,9 @@ type Config struct {
 	// Listen are "ip:port" addresses bound at Start, each on UDP and TCP.
 	// Empty means DefaultListen.
 	Listen []string
+	// GuestSubnet is the VM subnet: the only sources a guest listener
+	// (AddListener) answers. AddListener fails without it.
+	GuestSubnet netip.Prefix
 	// Upstreams are resolvers for names outside the zone ("ip" or
 	// "ip:port"). Empty means the nameservers of ResolvConf.
 	Upstreams []string
@@ -77,6 +87,13 @@ type Server struct {
 	ctx    context.Context // cancelled by Shutdown: aborts forwards
 	cancel context.CancelFunc
 
+	// ifaceOf finds the interface holding a guest listener's address
+	// (a seam for tests).
+	ifaceOf ifaceLookup
+
+	recMu     sync.RWMutex
+	recursive map[netip.Addr]bool // guests that may have other names resolved
+
 	mu        sync.Mutex
 	started   bool
 	stopped   bool
@@ -87,9 +104,10 @@ type Server struct {
 
 // listener is one address served on UDP and TCP.
 type listener struct {
-	addr netip.AddrPort
-	udp  *dns.Server
-	tcp  *dns.Server
+	addr  netip.AddrPort
+	guest bool // a gateway listener: guarded, recursion per client
+	udp   *dns.Server
+	tcp   *dns.Server
 }
 
 // New validates cfg and returns a server that is not yet listening.
@@ -124,12 +142,17 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logf = func(string, ...any) {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	if cfg.GuestSubnet.IsValid() {
+		cfg.GuestSubnet = cfg.GuestSubnet.Masked()
+	}
 	return &Server{
-		cfg:    cfg,
-		zone:   newZone(cfg.TTL),
-		sem:    make(chan struct{}, maxForwards),
-		ctx:    ctx,
-		cancel: cancel,
+		cfg:       cfg,
+		zone:      newZone(cfg.TTL),
+		sem:       make(chan struct{}, maxForwards),
+		ctx:       ctx,
+		cancel:    cancel,
+		ifaceOf:   interfaceHolding,
+		recursive: map[netip.Addr]bool{},
 	}, nil
 }
 
@@ -159,7 +182,7 @@ func (s *Server) Start() error {
 	}
 	var ls []*listener
 	for _, a := range s.cfg.Listen {
-		l, err := s.serve(a)
+		l, err := s.serve(a, false)
 		if err != nil {
 			for _, l := range ls {
 				l.shutdown(context.Background())
@@ -202,8 +225,8 @@ func (s *Server) resolvConfUpstreams(ls []*listener) []string {
 	return ups
 }
 
-// AddListener binds one more address (UDP and TCP) on a started server and
-// returns the bound address.
+// AddListener binds a guest listener (UDP and TCP) on a started server and
+// returns the bound address. It answers only clients in Config.GuestSubnet.
 func (s *Server) AddListener(addr string) (netip.AddrPort, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -213,7 +236,10 @@ func (s *Server) AddListener(addr string) (netip.AddrPort, error) {
 	if _, err := netip.ParseAddrPort(addr); err != nil {
 		return netip.AddrPort{}, fmt.Errorf("parse listen address %q: %w", addr, err)
 	}
-	l, err := s.serve(addr)
+	if !s.cfg.GuestSubnet.IsValid() {
+		return netip.AddrPort{}, fmt.Errorf("add dns listener %s: %w", addr, errNoSubnet)
+	}
+	l, err := s.serve(addr, true)
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
@@ -268,17 +294,29 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// serve binds addr on UDP and TCP and starts serving both. Callers hold s.mu.
-func (s *Server) serve(addr string) (*listener, error) {
+// serve binds addr on UDP and TCP and starts serving both, guarded for
+// guests when guest is set. Callers hold s.mu.
+func (s *Server) serve(addr string, guest bool) (*listener, error) {
 	pc, ln, err := listenPair(addr)
 	if err != nil {
 		return nil, err
 	}
-	l := &listener{
-		addr: pc.LocalAddr().(*net.UDPAddr).AddrPort(),
-		udp:  &dns.Server{PacketConn: pc, Handler: s},
-		tcp:  &dns.Server{Listener: ln, Handler: s, ReadTimeout: s.cfg.Timeout, IdleTimeout: func() time.Duration { return 10 * time.Second }},
+	l := &listener{addr: pc.LocalAddr().(*net.UDPAddr).AddrPort(), guest: guest}
+	bl := &boundedListener{Listener: ln, slots: make(chan struct{}, maxTCPConns)}
+	var udp net.PacketConn = pc
+	if guest {
+		bl.subnet = s.cfg.GuestSubnet
+		gc, err := newGuestConn(pc.(*net.UDPConn), s.cfg.GuestSubnet, s.ifaceOf)
+		if err != nil {
+			_ = pc.Close()
+			_ = ln.Close()
+			return nil, fmt.Errorf("serve dns on %s: %w", addr, err)
+		}
+		udp = gc
 	}
+	h := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) { s.reply(w, req, guest) })
+	l.udp = &dns.Server{PacketConn: udp, Handler: h}
+	l.tcp = &dns.Server{Listener: bl, Handler: h, ReadTimeout: s.cfg.Timeout, IdleTimeout: func() time.Duration { return 10 * time.Second }}
 	for _, srv := range []*dns.Server{l.udp, l.tcp} {
 		if err := s.run(srv); err != nil {
 			l.shutdown(context.Background())
@@ -351,23 +389,25 @@ func listenPair(addr string) (net.PacketConn, net.Listener, error) {
 	return nil, nil, fmt.Errorf("listen tcp %s: %w", addr, lastErr)
 }
 
-// ServeDNS answers one query: in the zone from the records, elsewhere by
-// forwarding.
-func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
-	resp := s.handle(w, req)
+// reply answers one query that a listener (a guest one when guest is set)
+// admitted, cut to the size the client may get.
+func (s *Server) reply(w dns.ResponseWriter, req *dns.Msg, guest bool) {
+	rec := s.recursionFor(guest, addrIP(w.RemoteAddr()))
+	resp := s.handle(w, req, rec)
 	if resp == nil {
 		return
 	}
+	resp.RecursionAvailable = rec
 	_, overTCP := w.LocalAddr().(*net.TCPAddr)
-	if !overTCP {
-		resp.Truncate(udpSize(req))
-	}
+	resp = bounded(req, resp, replyLimit(req, overTCP))
 	if err := w.WriteMsg(resp); err != nil {
 		s.cfg.Logf("dns: write reply to %v: %v", w.RemoteAddr(), err)
 	}
 }
 
-func (s *Server) handle(w dns.ResponseWriter, req *dns.Msg) *dns.Msg {
+// handle builds the reply to req; rec says whether names outside the zone
+// may be forwarded for this client.
+func (s *Server) handle(w dns.ResponseWriter, req *dns.Msg, rec bool) *dns.Msg {
 	if req.Response {
 		return nil // never answer answers
 	}
@@ -378,7 +418,10 @@ func (s *Server) handle(w dns.ResponseWriter, req *dns.Msg) *dns.Msg {
 		return errorReply(req, dns.RcodeFormatError)
 	}
 	if inZone(req.Question[0].Name) {
-		return withEDNS(req, s.zone.answer(req, localIP(w.LocalAddr())))
+		return withEDNS(req, s.zone.answer(req, addrIP(w.LocalAddr())))
+	}
+	if !rec {
+		return errorReply(req, dns.RcodeRefused)
 	}
 	select {
 	case s.sem <- struct{}{}:
@@ -398,33 +441,27 @@ func (s *Server) handle(w dns.ResponseWriter, req *dns.Msg) *dns.Msg {
 		s.cfg.Logf("dns: %v", err)
 		return errorReply(req, dns.RcodeServerFailure)
 	}
-	return resp
+	// EDNS is hop-by-hop: the upstream's OPT record (its buffer size and
+	// options) is not the client's business, and ours replaces it.
+	resp.Extra = slices.DeleteFunc(resp.Extra, func(rr dns.RR) bool { return rr.Header().Rrtype == dns.TypeOPT })
+	return withEDNS(req, resp)
 }
 
 func errorReply(req *dns.Msg, rcode int) *dns.Msg {
 	m := new(dns.Msg)
 	m.SetRcode(req, rcode)
-	m.RecursionAvailable = true
 	return withEDNS(req, m)
 }
 
 // withEDNS adds an OPT record to our own replies when the query had one.
 func withEDNS(req, resp *dns.Msg) *dns.Msg {
 	if opt := req.IsEdns0(); opt != nil && resp.IsEdns0() == nil {
-		resp.SetEdns0(dns.DefaultMsgSize, false)
+		resp.SetEdns0(maxUDPReply, false)
 	}
 	return resp
 }
 
-// udpSize is the largest reply the client accepts over UDP.
-func udpSize(req *dns.Msg) int {
-	if opt := req.IsEdns0(); opt != nil && int(opt.UDPSize()) > dns.MinMsgSize {
-		return int(opt.UDPSize())
-	}
-	return dns.MinMsgSize
-}
-
-func localIP(a net.Addr) netip.Addr {
+func addrIP(a net.Addr) netip.Addr {
 	switch a := a.(type) {
 	case *net.UDPAddr:
 		return a.AddrPort().Addr().Unmap()
