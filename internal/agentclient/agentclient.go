@@ -10,18 +10,45 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/yamux"
 
 	"banger/internal/agentproto"
+	"banger/internal/textsafe"
 )
+
+// What one VM's agent can make bangerd hold. yamux buffers what a guest
+// sends on a stream until bangerd reads it, up to the stream's receive
+// window; yamux's defaults (256 streams waiting to be accepted, each with a
+// window) would let a guest park about 64 MiB in bangerd.
+const (
+	// MaxStreams bounds the streams one session has open at once: requests,
+	// exec sessions and forwarded connections, and streams closed on the
+	// host side that the guest has not closed yet. So a guest holds at most
+	// MaxStreams x StreamWindow of bangerd's memory.
+	MaxStreams = 32
+	// StreamWindow is each stream's receive window, the least yamux allows:
+	// what a guest can send on a stream bangerd is not reading.
+	StreamWindow = 256 << 10
+	// acceptBacklog bounds the guest's streams yamux queues before they are
+	// refused (the guest never has a reason to open one), and equally the
+	// host's opens the guest has not acknowledged yet.
+	acceptBacklog = 4
+)
+
+// ErrTooManyStreams is returned by Open when MaxStreams streams are open.
+var ErrTooManyStreams = fmt.Errorf("%d agent streams are open, the most one VM may have; end some exec or forward sessions", MaxStreams)
 
 // Session is an established agent session.
 type Session struct {
 	conn net.Conn
 	mux  *yamux.Session
+
+	openMu sync.Mutex             // makes the MaxStreams check and the open one step
+	ended  atomic.Pointer[string] // why bangerd ended the session, if it did
 }
 
 // Handshake runs the sync handshake on conn (bounded by ctx) and starts the
@@ -46,12 +73,31 @@ func Handshake(ctx context.Context, conn net.Conn) (*Session, error) {
 	cfg.EnableKeepAlive = true
 	cfg.KeepAliveInterval = 10 * time.Second
 	cfg.ConnectionWriteTimeout = 30 * time.Second
+	cfg.AcceptBacklog = acceptBacklog
+	cfg.MaxStreamWindowSize = StreamWindow
 	mux, err := yamux.Client(conn, cfg)
 	if err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("agent session: %w", err)
 	}
-	return &Session{conn: conn, mux: mux}, nil
+	s := &Session{conn: conn, mux: mux}
+	go s.refuseGuestStreams()
+	return s, nil
+}
+
+// refuseGuestStreams ends the session when the guest opens a stream: the
+// host opens every stream of the protocol, so only a hostile or broken
+// guest does, and closing the session drops all it has sent. The next
+// request reconnects.
+func (s *Session) refuseGuestStreams() {
+	st, err := s.mux.AcceptStream()
+	if err != nil {
+		return // the session ended
+	}
+	why := "the guest opened a stream, which the agent protocol never does"
+	s.ended.Store(&why)
+	_ = st.Close()
+	_ = s.mux.Close()
 }
 
 // Close ends the session.
@@ -67,7 +113,7 @@ func (s *Session) Done() <-chan struct{} { return s.mux.CloseChan() }
 // error the stream is closed and the error returned.
 func (s *Session) Open(ctx context.Context, req agentproto.Request) (net.Conn, agentproto.Reply, error) {
 	var rep agentproto.Reply
-	st, err := s.mux.OpenStream()
+	st, err := s.openStream()
 	if err != nil {
 		return nil, rep, fmt.Errorf("open agent stream: %w", err)
 	}
@@ -92,13 +138,33 @@ func (s *Session) Open(ctx context.Context, req agentproto.Request) (net.Conn, a
 	return st, rep, nil
 }
 
-// GuestError is an error the agent reported.
+// openStream opens a stream unless MaxStreams are open. yamux counts a
+// stream until both sides have closed it, so one the guest keeps open
+// after bangerd is done with it still counts.
+func (s *Session) openStream() (*yamux.Stream, error) {
+	s.openMu.Lock()
+	defer s.openMu.Unlock()
+	if s.mux.NumStreams() >= MaxStreams {
+		return nil, ErrTooManyStreams
+	}
+	st, err := s.mux.OpenStream()
+	if err != nil {
+		if why := s.ended.Load(); why != nil {
+			return nil, fmt.Errorf("%w: bangerd ended it: %s", err, *why)
+		}
+		return nil, err
+	}
+	return st, nil
+}
+
+// GuestError is an error the agent reported. Msg is the guest's text as
+// sent; Error makes it printable on one line.
 type GuestError struct {
 	Op  string
 	Msg string
 }
 
-func (e *GuestError) Error() string { return e.Msg }
+func (e *GuestError) Error() string { return textsafe.Line(e.Msg) }
 
 // IsGuestError reports whether err came from the agent rather than the
 // transport.
