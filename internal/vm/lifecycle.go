@@ -420,6 +420,7 @@ func (s *Service) netUp(ctx context.Context, v store.VM) error {
 		if err := s.net.DNS.Set(v.Name, ip); err != nil {
 			s.log.Warn("publish dns name", "vm", v.Name, "err", err)
 		}
+		s.grantDNS(v, true)
 	}
 	if v.NAT {
 		return s.refreshFirewall(ctx)
@@ -461,6 +462,7 @@ func (s *Service) releaseRuntime(v store.VM) {
 	defer cancel()
 	if s.net.DNS != nil {
 		s.net.DNS.Remove(v.Name)
+		s.grantDNS(v, false)
 	}
 	if err := s.net.deleteTap(ctx, v.Runtime.Tap); err != nil {
 		s.log.Warn("release tap", "vm", v.Name, "err", err)
