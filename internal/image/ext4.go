@@ -48,6 +48,11 @@ type BuildOptions struct {
 	// Hostname is written to /etc/hostname by the built-in builders;
 	// default "banger".
 	Hostname string
+	// MaxUnpacked and MaxEntries bound what a tar or OCI import may
+	// unpack (0: DefaultMaxUnpacked, DefaultMaxEntries); an import never
+	// unpacks more than half the free space where it is staged either.
+	MaxUnpacked int64
+	MaxEntries  int
 	// lazyInit leaves the inode tables and the journal for the guest
 	// kernel to initialise, and skips the digest: a work disk is
 	// multi-GiB, mostly holes, and must be ready in well under a second.

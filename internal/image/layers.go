@@ -52,7 +52,8 @@ func FileLayer(digest, p string) LayerSource {
 // are never followed, not even ones that would resolve inside the rootfs.
 // Device nodes and FIFOs are not created but recorded in Result.Skipped:
 // a pulled image must not carry device nodes into a guest unvetted.
-// Layers are streamed one at a time, never held in memory.
+// Layers are streamed one at a time, never held in memory, and what they
+// unpack together is bounded as for ImportTar.
 func ImportLayers(ctx context.Context, layers []LayerSource, out string, opts BuildOptions) (*Result, error) {
 	if len(layers) == 0 {
 		return nil, errors.New("import layers: no layers given")
@@ -63,6 +64,8 @@ func ImportLayers(ctx context.Context, layers []LayerSource, out string, opts Bu
 		}
 	}
 	return withStaging(out, &opts, func(s *stager) (*Result, error) {
+		// One budget for all layers: the limit is on the image.
+		s.budget = newUnpackBudget(&opts, s.root)
 		for i, l := range layers {
 			name := layerName(i, len(layers), l)
 			opts.progress("applying layer %s", name)
@@ -106,7 +109,7 @@ func applyLayer(ctx context.Context, s *stager, l LayerSource) error {
 	}
 	defer closeFn()
 	a := &layerApplier{s: s, stated: map[string]bool{}, holds: map[string]bool{}}
-	tr := tar.NewReader(dr)
+	tr := tar.NewReader(s.budget.reader(dr))
 	// No entries at all is fine: empty layers are common.
 	for {
 		if err := ctx.Err(); err != nil {
@@ -118,6 +121,9 @@ func applyLayer(ctx context.Context, s *stager, l LayerSource) error {
 		}
 		if err != nil {
 			return fmt.Errorf("read layer: %w", err)
+		}
+		if err := s.budget.entry(); err != nil {
+			return fmt.Errorf("entry %q: %w", h.Name, err)
 		}
 		if err := a.apply(h, tr); err != nil {
 			return fmt.Errorf("entry %q: %w", h.Name, err)

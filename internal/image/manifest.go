@@ -126,6 +126,9 @@ type stager struct {
 	// a file only looks for links to re-home when it has some.
 	links  map[string]int
 	asRoot bool // can chown in staging, which keeps the debugfs pass small
+	// budget, when set, bounds what a tar or OCI import unpacks (see
+	// limits.go).
+	budget *unpackBudget
 }
 
 // noChown makes a root process stage like a non-root one, so tests run
@@ -364,7 +367,7 @@ func (s *stager) create(e *Entry, content io.Reader) error {
 		h := sha256.New()
 		var n int64
 		if content != nil {
-			n, err = io.Copy(io.MultiWriter(f, h), content)
+			n, err = io.Copy(io.MultiWriter(f, h), s.budget.fileReader(content))
 		}
 		if cerr := f.Close(); err == nil {
 			err = cerr

@@ -20,7 +20,9 @@ import (
 // and device numbers come from the headers. Absolute names, ".."
 // components, writes under a symlink and hardlinks to anything but an
 // earlier regular file fail the whole import with an error naming the
-// entry; nothing is ever written outside the staging tree.
+// entry; nothing is ever written outside the staging tree. What it unpacks
+// is bounded (BuildOptions.MaxUnpacked and MaxEntries, see limits.go): a
+// decompression bomb fails with an *UnpackLimitError and leaves nothing.
 func ImportTar(ctx context.Context, r io.Reader, out string, opts BuildOptions) (*Result, error) {
 	dr, closeFn, err := decompress(r)
 	if err != nil {
@@ -28,8 +30,9 @@ func ImportTar(ctx context.Context, r io.Reader, out string, opts BuildOptions) 
 	}
 	defer closeFn()
 	return withStaging(out, &opts, func(s *stager) (*Result, error) {
+		s.budget = newUnpackBudget(&opts, s.root)
 		opts.progress("unpacking rootfs archive")
-		if err := stageTar(ctx, s, tar.NewReader(dr)); err != nil {
+		if err := stageTar(ctx, s, tar.NewReader(s.budget.reader(dr))); err != nil {
 			return nil, err
 		}
 		return buildExt4(ctx, s, out, &opts)
@@ -80,6 +83,9 @@ func stageTar(ctx context.Context, s *stager, tr *tar.Reader) error {
 			return fmt.Errorf("read archive: %w", err)
 		}
 		seen = true
+		if err := s.budget.entry(); err != nil {
+			return fmt.Errorf("archive entry %q: %w", h.Name, err)
+		}
 		if err := stageTarEntry(s, h, tr); err != nil {
 			return fmt.Errorf("archive entry %q: %w", h.Name, err)
 		}
