@@ -54,6 +54,9 @@ type Config struct {
 	// FileSync copies files from the owner's home into every guest at
 	// create and start ([[file_sync]] tables).
 	FileSync []filesync.Entry `toml:"file_sync"`
+	// ImageMaxUnpacked bounds what one tar or OCI import may unpack
+	// ("64G"; empty: the image package's default).
+	ImageMaxUnpacked string `toml:"image_max_unpacked"`
 }
 
 // Network is the [network] table.
@@ -167,6 +170,9 @@ func (c Config) validate() error {
 		if err := e.Validate(); err != nil {
 			return fmt.Errorf("file_sync entry %d: %w", i+1, err)
 		}
+	}
+	if err := checkImages(c); err != nil {
+		return err
 	}
 	if c.SSHKeyPath != "" && !strings.HasPrefix(c.SSHKeyPath, "/") {
 		return fmt.Errorf("ssh_key_path %q: must be an absolute path", c.SSHKeyPath)

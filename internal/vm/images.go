@@ -144,7 +144,7 @@ func (s *Service) storeImageMeta(ctx context.Context, name, source string, meta 
 	}
 	defer os.RemoveAll(tmp)
 	out := filepath.Join(tmp, rootfsFile)
-	res, err := build(out, image.BuildOptions{WorkDir: tmp, Progress: progress, Hostname: name})
+	res, err := build(out, image.BuildOptions{WorkDir: tmp, Progress: progress, Hostname: name, MaxUnpacked: s.cfg.MaxUnpackedBytes()})
 	if err != nil {
 		return store.Image{}, err
 	}
