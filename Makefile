@@ -8,7 +8,7 @@ COMMIT    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 LDFLAGS   := -s -w -X banger/internal/version.Version=$(VERSION) -X banger/internal/version.Commit=$(COMMIT)
 E2E_CACHE ?= $(HOME)/.cache/banger-e2e
 
-.PHONY: all build install fakes deps quickstart test unit root-test e2e e2e-systemd e2e-dm bench lint clean
+.PHONY: all build install fakes deps quickstart test unit root-test e2e e2e-systemd e2e-dm bench fuzz lint clean
 
 all: build
 
@@ -83,6 +83,18 @@ e2e-dm: build
 bench: deps build
 	BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
 		$(GO) run ./test/bench
+
+# Every fuzz target in the repository, FUZZTIME each (not in make test, whose
+# unit tier runs the targets' seeds). Packages with a `func Fuzz` in a test
+# file are listed, and `go test -list` names each package's targets.
+FUZZTIME ?= 30s
+fuzz:
+	@set -e; for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' cmd internal test | xargs -r -n1 dirname | sort -u); do \
+		for fn in $$($(GO) test -list '^Fuzz' ./$$dir | grep '^Fuzz'); do \
+			echo "make fuzz: $$fn in ./$$dir for $(FUZZTIME)"; \
+			$(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) ./$$dir; \
+		done; \
+	done
 
 lint:
 	@test -z "$$(gofmt -l .)" || (gofmt -l .; echo "gofmt: files above need formatting"; exit 1)

@@ -96,7 +96,7 @@ func run(ctx context.Context, args []string) error {
 	fcBin, jailerBin := meta.Firecracker()
 	cfg := helper.Config{
 		Net: host, Ledger: ledger, OwnerUID: meta.OwnerUID, OwnerGID: meta.OwnerGID,
-		FirecrackerBin: fcBin, JailerBin: jailerBin, VMMUIDBase: meta.VMMUIDs(),
+		FirecrackerBin: fcBin, JailerBin: jailerBin, VMMUIDBase: meta.VMMUIDs(), Subnet: meta.BridgeSubnet(),
 		Version: version.Version, Log: log,
 		StateDir: *stateDir, Images: debootstrapBuilder{}, JailBase: *jailBase,
 	}
@@ -128,7 +128,7 @@ func run(ctx context.Context, args []string) error {
 	log.Info("banger-helper serving", "socket", *socket, "owner", meta.OwnerUser, "owner_uid", meta.OwnerUID,
 		"version", version.Version, "bridges", bridges, "taps", taps, "netns", *netnsPath,
 		"snapshots", cfg.Snapshots != nil, "snapshots_off", cfg.SnapshotsOff,
-		"firecracker", fcBin, "jailer", jailerBin, "vmm_uids", cfg.VMMUIDBase)
+		"firecracker", fcBin, "jailer", jailerBin, "vmm_uids", cfg.VMMUIDBase, "subnet", cfg.Subnet)
 	err = srv.Serve(ctx, ln)
 	log.Info("banger-helper stopped")
 	return err

@@ -65,7 +65,7 @@ func TestHelperInNetns(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(base) })
 	meta := filepath.Join(base, "install.toml")
-	if err := installmeta.Write(meta, installmeta.Meta{OwnerUser: "owner", OwnerUID: 4242, OwnerGID: 4242, OwnerHome: "/home/owner"}); err != nil {
+	if err := installmeta.Write(meta, installmeta.Meta{OwnerUser: "owner", OwnerUID: 4242, OwnerGID: 4242, OwnerHome: "/home/owner", Subnet: "172.30.0.0/24"}); err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(base, "run", "helper.sock")

@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"banger/internal/netdev"
 )
 
 // fakeNet is a stateful Net: it keeps bridges, taps and the firewall in
@@ -21,6 +23,7 @@ type fakeNet struct {
 	bridges map[string]string // name -> gateway/mtu
 	taps    map[string]string // name -> bridge/owner/mtu
 	fw      *Firewall
+	host    []netdev.HostPrefix // the host's other addresses and routes
 }
 
 func newFakeNet(dir string) *fakeNet {

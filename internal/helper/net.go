@@ -19,6 +19,12 @@ type Net interface {
 	EnsureBridge(ctx context.Context, name string, gateway netip.Prefix, mtu int) error
 	// DeleteBridge removes the bridge; a missing bridge is not an error.
 	DeleteBridge(ctx context.Context, name string) error
+	// CreateBridge creates a new bridge; an existing link of the name is
+	// never adopted: the error wraps fs.ErrExist.
+	CreateBridge(ctx context.Context, name string, mtu int) error
+	// HostPrefixes lists the IPv4 addresses and routes of the host (the
+	// helper's namespace), for the bridge subnet's overlap check.
+	HostPrefixes(ctx context.Context) ([]netdev.HostPrefix, error)
 	// CreateTap creates a persistent tap owned by uid:gid, enslaved to
 	// bridge, with mtu, and sets it up. A tap that already exists with the
 	// same owner and bridge is not an error.

@@ -191,9 +191,9 @@ func TestServerResolverLegacyLedger(t *testing.T) {
 }
 
 func TestLedgerRecordsGateway(t *testing.T) {
-	h := startServer(t, func(c *Config) { c.Resolver = &fakeResolver{} })
-	ensureBridge(t, h, "172.16.0.1/24")
-	ensureBridge(t, h, "172.16.5.1/24") // readdressed
+	// A subnet pinned apart from the default (a reinstall with --subnet).
+	h := startServer(t, func(c *Config) { c.Resolver = &fakeResolver{}; c.Subnet = netip.MustParsePrefix("172.16.5.0/24") })
+	ensureBridge(t, h, "172.16.5.1/24")
 	l, err := OpenLedger(h.stateDir)
 	if err != nil {
 		t.Fatal(err)

@@ -32,6 +32,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -82,6 +83,11 @@ type Config struct {
 	// (install metadata); the helper runs no other for Firecracker VMs.
 	// Empty: Firecracker is off.
 	FirecrackerBin, JailerBin string
+	// Subnet is the bridge subnet root pinned (install metadata):
+	// ensure_bridge gives a bridge only its first host as gateway, and
+	// apply_firewall takes no other subnet. Default
+	// installmeta.DefaultSubnet.
+	Subnet netip.Prefix
 	// VMMUIDBase is the first of VMMUIDCount uids (and gids) the helper
 	// gives firecracker processes, one per running VM. Defaults: the
 	// install metadata's.
@@ -180,6 +186,9 @@ func NewServer(cfg Config) (*Server, error) {
 		cfg.MaxConns = DefaultMaxConns
 	}
 	if err := configureJails(&cfg); err != nil {
+		return nil, fmt.Errorf("new helper server: %w", err)
+	}
+	if err := configureSubnet(&cfg); err != nil {
 		return nil, fmt.Errorf("new helper server: %w", err)
 	}
 	if cfg.VMMUIDBase == 0 {
@@ -404,6 +413,7 @@ func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op,
 			Version: s.cfg.Version, OwnerUID: s.cfg.OwnerUID, PeerUID: int(cred.UID), Ops: privop.HelperOps(),
 			Snapshots: s.cfg.Snapshots != nil, SnapshotsOff: s.snapshotsOff(),
 			Firecracker: s.cfg.FirecrackerBin, Jailer: s.cfg.JailerBin, FirecrackerOff: s.firecrackerOff(),
+			Subnet: s.cfg.Subnet.String(),
 		}
 		r.SnapshotsActive, r.SnapshotsStuck = s.snapshotCounts()
 		return r, nil, nil
@@ -449,6 +459,9 @@ func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op,
 		defer s.opMu.Unlock()
 		if !s.cfg.Ledger.HasBridge(spec.Bridge) {
 			return nil, nil, errNotOurs("bridge", spec.Bridge)
+		}
+		if err := s.checkPinnedSubnet(spec.Subnet, spec.Gateway); err != nil {
+			return nil, nil, err
 		}
 		fw := Firewall{
 			Bridge: spec.Bridge, Subnet: spec.Subnet, Gateway: spec.Gateway, DNSPorts: spec.DNSPorts,
@@ -506,33 +519,6 @@ func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op,
 	default:
 		return nil, nil, privop.Errorf(privop.CodeBadRequest, "op %s is not served by the helper", op.Name())
 	}
-}
-
-func (s *Server) ensureBridge(ctx context.Context, o privop.EnsureBridge) error {
-	isNew, err := s.cfg.Ledger.AddBridge(o.Bridge)
-	if err != nil {
-		return err
-	}
-	if err := s.cfg.Net.EnsureBridge(ctx, o.Bridge, o.GatewayPrefix(), o.MTU); err != nil {
-		if isNew {
-			_ = s.cfg.Ledger.RemoveBridge(o.Bridge)
-		}
-		return netErr("ensure bridge", err)
-	}
-	return s.cfg.Ledger.SetBridgeGateway(o.Bridge, o.GatewayPrefix())
-}
-
-func (s *Server) deleteBridge(ctx context.Context, o privop.DeleteBridge) error {
-	if !s.cfg.Ledger.HasBridge(o.Bridge) {
-		return errNotOurs("bridge", o.Bridge)
-	}
-	if taps := s.cfg.Ledger.TapsOn(o.Bridge); len(taps) > 0 {
-		return privop.Errorf(privop.CodeBadRequest, "bridge %s still has taps %v: delete them first", o.Bridge, taps)
-	}
-	if err := s.cfg.Net.DeleteBridge(ctx, o.Bridge); err != nil {
-		return netErr("delete bridge", err)
-	}
-	return s.cfg.Ledger.RemoveBridge(o.Bridge)
 }
 
 func (s *Server) createTap(ctx context.Context, o privop.CreateTap) error {

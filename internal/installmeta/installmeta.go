@@ -1,12 +1,15 @@
 // Package installmeta reads and writes banger's install metadata
-// (/etc/banger/install.toml): who the owner is and which build installed
-// banger. The root helper serves only root and the owner named here.
+// (/etc/banger/install.toml): who the owner is, which build installed
+// banger, and what root pinned for the helper (Firecracker binaries, VMM
+// uids, the bridge subnet). The root helper serves only root and the owner
+// named here.
 package installmeta
 
 import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -14,6 +17,8 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"banger/internal/privop"
 )
 
 // DefaultPath is where `banger system install` and `system run` write the
@@ -41,6 +46,11 @@ type Meta struct {
 	// gives Firecracker processes, one per running VM; 0 means
 	// DefaultVMMUIDBase. No account may use them.
 	VMMUIDBase int `toml:"vmm_uid_base,omitempty"`
+	// Subnet is the bridge subnet root pinned ("172.16.0.0/24"): the
+	// helper gives banger's bridge no other address, since an address the
+	// owner chose would win for every user of the host. Empty means
+	// DefaultSubnet.
+	Subnet string `toml:"subnet,omitempty"`
 }
 
 // Defaults of the pinned Firecracker binaries and of the VMM uid range.
@@ -51,6 +61,14 @@ const (
 	DefaultJailerBin      = "/usr/local/bin/jailer"
 	DefaultVMMUIDBase     = 1879113728
 	VMMUIDCount           = 4096
+	// DefaultSubnet is the bridge subnet when none was pinned; it is
+	// also the owner configuration's default network.subnet.
+	DefaultSubnet = "172.16.0.0/24"
+	// MinSubnetBits and MaxSubnetBits bound a pinned subnet's prefix
+	// length: no wider than a /16 of private space, and at least a few
+	// guest addresses besides the gateway (internal/ipam).
+	MinSubnetBits = 16
+	MaxSubnetBits = 29
 )
 
 // Firecracker returns the pinned firecracker and jailer paths, defaults
@@ -84,6 +102,39 @@ func (m Meta) VMMUIDs() int {
 	return m.VMMUIDBase
 }
 
+// ValidSubnet parses a bridge subnet root may pin: a masked IPv4 prefix
+// ("172.16.0.0/24") of length MinSubnetBits..MaxSubnetBits inside a
+// private range (RFC 1918 or 100.64.0.0/10).
+func ValidSubnet(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("subnet %q: want an IPv4 CIDR such as %s", s, DefaultSubnet)
+	}
+	switch {
+	case !p.Addr().Is4():
+		return netip.Prefix{}, fmt.Errorf("subnet %q: only IPv4 is supported", s)
+	case p != p.Masked():
+		return netip.Prefix{}, fmt.Errorf("subnet %q: host bits set (want %s)", s, p.Masked())
+	case p.Bits() < MinSubnetBits || p.Bits() > MaxSubnetBits:
+		return netip.Prefix{}, fmt.Errorf("subnet %q: want a prefix length from %d to %d", s, MinSubnetBits, MaxSubnetBits)
+	}
+	if _, err := privop.ParsePrivatePrefix(p.String()); err != nil {
+		return netip.Prefix{}, fmt.Errorf("subnet %q: %w", s, err)
+	}
+	return p, nil
+}
+
+// BridgeSubnet returns the pinned bridge subnet, the default filled in.
+// Call it on validated metadata.
+func (m Meta) BridgeSubnet() netip.Prefix {
+	s := m.Subnet
+	if s == "" {
+		s = DefaultSubnet
+	}
+	p, _ := netip.ParsePrefix(s)
+	return p
+}
+
 // ModeSystemd marks an install whose services systemd runs; the CLI then
 // finds bangerd in the system directories.
 const ModeSystemd = "systemd"
@@ -106,6 +157,11 @@ func (m Meta) Validate() error {
 		return fmt.Errorf("vmm_uid_base: %w", ValidVMMUIDBase(m.VMMUIDBase))
 	case m.OwnerUID >= m.VMMUIDs() && m.OwnerUID < m.VMMUIDs()+VMMUIDCount:
 		return fmt.Errorf("owner_uid %d lies in the VMM uid range %d-%d", m.OwnerUID, m.VMMUIDs(), m.VMMUIDs()+VMMUIDCount-1)
+	}
+	if m.Subnet != "" {
+		if _, err := ValidSubnet(m.Subnet); err != nil {
+			return err
+		}
 	}
 	for _, b := range []struct{ key, val string }{{"firecracker_bin", m.FirecrackerBin}, {"jailer_bin", m.JailerBin}} {
 		if b.val != "" && (!filepath.IsAbs(b.val) || filepath.Clean(b.val) != b.val || len(b.val) > 512) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
 
@@ -11,11 +12,50 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// CreateBridge creates a new bridge named name with mtu, down and without
+// addresses, and IPv4 forwarding off on it. It never adopts: when a link
+// of that name already exists, whoever made it, the error wraps
+// fs.ErrExist and nothing is changed. The kernel checks existence and
+// creates in one step (NLM_F_EXCL), so no other bridge of the name can
+// appear in between.
+func (h *Host) CreateBridge(ctx context.Context, name string, mtu int) error {
+	if mtu < 68 || mtu > 65535 {
+		return fmt.Errorf("create bridge %s: mtu %d out of range", name, mtu)
+	}
+	unlock, err := h.lock(ctx)
+	if err != nil {
+		return fmt.Errorf("create bridge %s: %w", name, err)
+	}
+	defer unlock()
+	return h.newBridge(name, mtu)
+}
+
+// newBridge creates the bridge exclusively and sets what every new bridge
+// starts with; both CreateBridge and EnsureBridge make bridges through it.
+// The caller holds the Host's lock.
+func (h *Host) newBridge(name string, mtu int) error {
+	attrs := netlink.NewLinkAttrs()
+	attrs.Name = name
+	attrs.MTU = mtu
+	if err := h.nl.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("create bridge %s: %w", name, fs.ErrExist)
+		}
+		return fmt.Errorf("create bridge %s: %w", name, err)
+	}
+	if err := h.writeSysctl(forwardingKey(name), "0"); err != nil {
+		return fmt.Errorf("disable forwarding on bridge %s: %w", name, err)
+	}
+	return nil
+}
+
 // EnsureBridge creates the bridge if missing, makes gateway (the bridge
 // address with the guest subnet's prefix length) its only IPv4 address, sets
 // mtu and brings it up. Calling it again with the same arguments changes
 // nothing; calling it with a new gateway moves the bridge to it, so a changed
-// subnet in the config does not leave the old address behind.
+// subnet in the config does not leave the old address behind. It adopts an
+// existing bridge of that name: the caller must know the bridge is banger's
+// (the helper's ledger), and makes new ones with CreateBridge.
 //
 // A new bridge starts with IPv4 forwarding off on it: guests reach the host
 // by local delivery and each other by bridging, so only NAT needs the kernel
@@ -38,17 +78,11 @@ func (h *Host) EnsureBridge(ctx context.Context, name string, gateway netip.Pref
 		return fmt.Errorf("look up bridge %s: %w", name, err)
 	}
 	if l == nil {
-		attrs := netlink.NewLinkAttrs()
-		attrs.Name = name
-		attrs.MTU = mtu
-		if err := h.nl.LinkAdd(&netlink.Bridge{LinkAttrs: attrs}); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("create bridge %s: %w", name, err)
+		if err := h.newBridge(name, mtu); err != nil {
+			return err
 		}
 		if l, err = h.nl.LinkByName(name); err != nil {
 			return fmt.Errorf("look up bridge %s: %w", name, err)
-		}
-		if err := h.writeSysctl(forwardingKey(name), "0"); err != nil {
-			return fmt.Errorf("disable forwarding on bridge %s: %w", name, err)
 		}
 	}
 	if l.Type() != "bridge" {

@@ -37,6 +37,10 @@ type PingResult struct {
 	Firecracker    string `json:"firecracker,omitempty"`
 	Jailer         string `json:"jailer,omitempty"`
 	FirecrackerOff string `json:"firecracker_off,omitempty"`
+	// Subnet is the bridge subnet root pinned at install
+	// ("172.16.0.0/24"): ensure_bridge and apply_firewall take no other,
+	// so bangerd uses it whatever the owner's network.subnet says.
+	Subnet string `json:"subnet,omitempty"`
 }
 
 // Name implements Op.
