@@ -20,71 +20,80 @@ import (
 // REFUSED would still let a spoofed source turn the host into a reflector.
 // Over UDP the packet must also have arrived on the interface that holds the
 // listener's address (the bridge): a source address alone can be forged.
-// Over TCP the handshake already proves the source can receive at it.
+// Loopback is admitted too: the host's own queries to the bridge address
+// (systemd-resolved's .vm routing) come from the bridge address over lo, and
+// nothing from outside the host can arrive on lo. Over TCP the handshake
+// already proves the source can receive at its address.
 
 // reresolveEvery bounds how often a packet from an unexpected interface
 // makes the guard look the listener's interface up again (it changes when
 // the bridge is recreated).
 const reresolveEvery = time.Second
 
-// ifaceLookup returns the index of the interface that holds ip, or false.
-type ifaceLookup func(ip netip.Addr) (int, bool)
+// ifaceLookup returns the indexes of the interface that holds ip and of the
+// loopback interface (0 when there is none).
+type ifaceLookup func(ip netip.Addr) (home, loopback int)
 
-// homeIface is the interface a listener's address lives on, looked up
-// lazily and again, at most once per reresolveEvery, when a packet arrives
-// on another one.
+// homeIface is where a listener's packets may arrive from: the interface
+// its address lives on, and loopback. Both are looked up lazily and again,
+// at most once per reresolveEvery, when a packet arrives on another one.
 type homeIface struct {
 	ip     netip.Addr
 	lookup ifaceLookup
 
-	mu      sync.Mutex
-	index   int
-	checked time.Time
+	mu       sync.Mutex
+	index    int
+	loopback int
+	checked  time.Time
 }
 
 func (h *homeIface) is(index int) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.index != 0 && index == h.index {
+	if h.admits(index) {
 		return true
 	}
 	if !h.checked.IsZero() && time.Since(h.checked) < reresolveEvery {
 		return false
 	}
 	h.checked = time.Now()
-	h.index, _ = h.lookup(h.ip)
-	return h.index != 0 && index == h.index
+	h.index, h.loopback = h.lookup(h.ip)
+	return h.admits(index)
+}
+
+// admits is the check against the cached indexes. Callers hold h.mu.
+func (h *homeIface) admits(index int) bool {
+	return index != 0 && (index == h.index || index == h.loopback)
 }
 
 // interfaceHolding is the default ifaceLookup: the interface with ip as one
-// of its addresses, or, for a loopback ip, the loopback interface (which
-// answers its whole 127.0.0.0/8).
-func interfaceHolding(ip netip.Addr) (int, bool) {
+// of its addresses (for a loopback ip, the loopback interface, which
+// answers its whole 127.0.0.0/8), and the loopback interface.
+func interfaceHolding(ip netip.Addr) (home, loopback int) {
 	ifs, err := net.Interfaces()
 	if err != nil {
-		return 0, false
+		return 0, 0
 	}
-	loop := 0
 	for _, ifc := range ifs {
-		if ifc.Flags&net.FlagLoopback != 0 && loop == 0 {
-			loop = ifc.Index
+		if ifc.Flags&net.FlagLoopback != 0 && loopback == 0 {
+			loopback = ifc.Index
 		}
 		addrs, err := ifc.Addrs()
-		if err != nil {
+		if err != nil || home != 0 {
 			continue
 		}
 		for _, a := range addrs {
 			if n, ok := a.(*net.IPNet); ok {
 				if got, ok := netip.AddrFromSlice(n.IP); ok && got.Unmap() == ip {
-					return ifc.Index, true
+					home = ifc.Index
 				}
 			}
 		}
 	}
-	if ip.IsLoopback() && loop != 0 {
-		return loop, true
+	if home == 0 && ip.IsLoopback() {
+		home = loopback
 	}
-	return 0, false
+	return home, loopback
 }
 
 // guestConn is a guest listener's UDP socket. It is deliberately not a
