@@ -73,7 +73,16 @@ type Network struct {
 	// AllowHost lists host services ("IP:PORT") guests may reach besides
 	// banger's DNS; everything else on the host is closed to guests.
 	AllowHost []string `toml:"allow_host"`
+	// DNSUpstreams are the resolvers ("IP" or "IP:PORT") that bangerd asks,
+	// for guests with NAT, about names outside .vm. Empty means the host's
+	// (resolv.conf), which also resolves the host's own split-horizon and
+	// VPN names for them.
+	DNSUpstreams []string `toml:"dns_upstreams"`
 }
+
+// MaxDNSUpstreams bounds network.dns_upstreams: each is tried in turn, with
+// a timeout, while a guest waits.
+const MaxDNSUpstreams = 4
 
 // Network defaults.
 const (
@@ -204,8 +213,33 @@ func (c Config) validate() error {
 			return fmt.Errorf("network.allow_host %q: link-local (metadata) addresses stay blocked", a)
 		}
 	}
+	if err := checkDNSUpstreams(n.DNSUpstreams); err != nil {
+		return err
+	}
 	if n.HelperSocket != "" && !strings.HasPrefix(n.HelperSocket, "/") {
 		return fmt.Errorf("network.helper_socket %q: want an absolute path", n.HelperSocket)
+	}
+	return nil
+}
+
+// checkDNSUpstreams accepts up to MaxDNSUpstreams unicast "IP" or
+// "IP:PORT" entries.
+func checkDNSUpstreams(ups []string) error {
+	if len(ups) > MaxDNSUpstreams {
+		return fmt.Errorf("network.dns_upstreams: %d entries, at most %d", len(ups), MaxDNSUpstreams)
+	}
+	for _, u := range ups {
+		ip, err := netip.ParseAddr(u)
+		if err != nil {
+			ap, perr := netip.ParseAddrPort(u)
+			if perr != nil || ap.Port() == 0 {
+				return fmt.Errorf("network.dns_upstreams %q: want IP or IP:PORT", u)
+			}
+			ip = ap.Addr()
+		}
+		if ip.IsUnspecified() || ip.IsMulticast() {
+			return fmt.Errorf("network.dns_upstreams %q: want a unicast address", u)
+		}
 	}
 	return nil
 }

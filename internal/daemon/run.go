@@ -272,7 +272,14 @@ func setupNetwork(cfg config.Config, helper helperProbe, log *slog.Logger) (*vm.
 	if err != nil {
 		return nil, nil, fmt.Errorf("network.dns_listen: %w", err)
 	}
-	dns, err := vmdns.New(vmdns.Config{Listen: []string{n.DNSListen}, Logf: func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) }})
+	subnet, err := netip.ParsePrefix(n.Subnet)
+	if err != nil {
+		return nil, nil, fmt.Errorf("network.subnet: %w", err)
+	}
+	// The gateway listener answers only guests; the host's own resolver
+	// uses dns_listen.
+	dns, err := vmdns.New(vmdns.Config{Listen: []string{n.DNSListen}, GuestSubnet: subnet, Upstreams: n.DNSUpstreams,
+		Logf: func(f string, a ...any) { log.Debug(fmt.Sprintf(f, a...)) }})
 	if err != nil {
 		return nil, nil, err
 	}
