@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string) error {
 		Net: host, Ledger: ledger, OwnerUID: meta.OwnerUID, OwnerGID: meta.OwnerGID,
 		FirecrackerBin: fcBin, JailerBin: jailerBin, VMMUIDBase: meta.VMMUIDs(), Subnet: meta.BridgeSubnet(),
 		Version: version.Version, Log: log,
-		StateDir: *stateDir, Images: debootstrapBuilder{}, JailBase: *jailBase,
+		StateDir: *stateDir, Images: image.Debootstrapper{}, JailBase: *jailBase,
 	}
 	if err := dmsnap.Probe(); err != nil {
 		cfg.SnapshotsOff = err.Error()
@@ -131,15 +131,5 @@ func run(ctx context.Context, args []string) error {
 		"firecracker", fcBin, "jailer", jailerBin, "vmm_uids", cfg.VMMUIDBase, "subnet", cfg.Subnet)
 	err = srv.Serve(ctx, ln)
 	log.Info("banger-helper stopped")
-	return err
-}
-
-// debootstrapBuilder builds images with internal/image (debootstrap, then
-// an ext4 made without mounting).
-type debootstrapBuilder struct{}
-
-// BuildDebootstrap implements helper.ImageBuilder.
-func (debootstrapBuilder) BuildDebootstrap(ctx context.Context, suite, mirror, out, workDir string) error {
-	_, err := image.BuildDebootstrap(ctx, suite, out, image.BuildOptions{WorkDir: workDir, Mirror: mirror})
 	return err
 }

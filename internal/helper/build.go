@@ -22,6 +22,11 @@ import (
 // Suite and mirror have been validated; out and workDir are fresh paths
 // inside a root-owned 0700 directory of the helper's state dir.
 type ImageBuilder interface {
+	// CheckSuite refuses a suite whose packages root cannot verify on
+	// this host (not in the builder's allow-list, or its archive keyring
+	// missing), naming what to install. The keyring is the builder's
+	// choice; nothing in the request names one.
+	CheckSuite(suite string) error
 	// BuildDebootstrap writes the finished ext4 image to out, staging in
 	// workDir. Mirror empty means the builder's default.
 	BuildDebootstrap(ctx context.Context, suite, mirror, out, workDir string) error
@@ -40,6 +45,11 @@ func (s *Server) buildDebootstrap(ctx context.Context, o privop.DebootstrapImage
 	var res privop.DebootstrapImageResult
 	if s.cfg.Images == nil {
 		return res, nil, privop.Errorf(privop.CodeInternal, "image building not configured")
+	}
+	// Before the build lock: a suite root cannot verify is refused at once,
+	// whatever else is building.
+	if err := s.cfg.Images.CheckSuite(o.Suite); err != nil {
+		return res, nil, privop.Errorf(privop.CodeBadRequest, "%v", err)
 	}
 	if !s.buildMu.TryLock() {
 		return res, nil, privop.Errorf(privop.CodeBusy, "busy: an image build is already in progress; retry when it is done")

@@ -22,13 +22,22 @@ import (
 type fakeBuilder struct {
 	content []byte
 	err     error
-	symlink bool // make out a symlink instead of a file
+	symlink bool              // make out a symlink instead of a file
+	refuse  map[string]string // suite -> CheckSuite's error
 	started chan struct{}
 	gate    chan struct{}
 
 	mu    sync.Mutex
 	calls []string
 	dirs  []string // the out directories it was given
+}
+
+// CheckSuite refuses the suites in refuse, as a host without their keyring would.
+func (b *fakeBuilder) CheckSuite(suite string) error {
+	if msg, ok := b.refuse[suite]; ok {
+		return errors.New(msg)
+	}
+	return nil
 }
 
 func (b *fakeBuilder) BuildDebootstrap(ctx context.Context, suite, mirror, out, workDir string) error {
@@ -214,5 +223,36 @@ func TestNewServerNeedsStateDirForImages(t *testing.T) {
 	_, err := NewServer(Config{Net: newFakeNet(t.TempDir()), Ledger: l, OwnerUID: 4242, Images: &fakeBuilder{}, StateDir: "rel/dir"})
 	if err == nil || !strings.Contains(err.Error(), "state dir") {
 		t.Fatalf("NewServer with a relative state dir = %v, want an error", err)
+	}
+}
+
+// TestServerDebootstrapImageRootChoosesKeyring: the request can name no
+// keyring and switch off no check, and a suite the builder cannot verify is
+// refused before anything is built.
+func TestServerDebootstrapImageRootChoosesKeyring(t *testing.T) {
+	b := &fakeBuilder{content: []byte("x"), refuse: map[string]string{
+		"jammy": "suite jammy: its archive keyring /usr/share/keyrings/ubuntu-archive-keyring.gpg is not installed (install the ubuntu-keyring package)",
+	}}
+	h := startServer(t, withImages(b))
+
+	_, f, err := h.client.DebootstrapImage(ctxT(t), "jammy", "http://127.0.0.1:8000/")
+	if f != nil {
+		f.Close()
+		t.Error("a refused suite came with a file")
+	}
+	wantCode(t, err, privop.CodeBadRequest, "install the ubuntu-keyring package")
+	if _, err := os.Lstat(filepath.Join(h.stateDir, BuildDir)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("build dir after a refused suite: %v, want none created", err)
+	}
+
+	for _, body := range []string{
+		`{"op":"debootstrap_image","args":{"suite":"bookworm","mirror":"http://127.0.0.1:8000/","keyring":"/home/owner/my.gpg"}}`,
+		`{"op":"debootstrap_image","args":{"suite":"bookworm","mirror":"http://127.0.0.1:8000/","no_check_gpg":true}}`,
+		`{"op":"debootstrap_image","args":{"suite":"bookworm","mirror":"http://127.0.0.1:8000/","args":["--no-check-gpg"]}}`,
+	} {
+		wantCode(t, rawCall(t, h.sock, privop.Frame([]byte(body))), privop.CodeBadRequest, "unknown field")
+	}
+	if calls, _ := b.seen(); len(calls) != 0 {
+		t.Errorf("builder calls = %q, want none", calls)
 	}
 }

@@ -6,15 +6,11 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
 	"banger/internal/execx"
 )
-
-// DefaultMirror is the Debian mirror BuildDebootstrap uses by default.
-const DefaultMirror = "http://deb.debian.org/debian"
 
 // debootstrapPackages is what a banger dev VM needs on top of minbase:
 // systemd as init, a compiler toolchain, git and TLS-capable curl.
@@ -36,25 +32,32 @@ var maskedUnits = []string{
 	"systemd-networkd-wait-online.service",
 }
 
-var suiteRE = regexp.MustCompile(`^[a-z][a-z0-9-]{1,31}$`)
-
-// BuildDebootstrap builds a Debian image for suite (e.g. "bookworm") at out
-// with debootstrap, configured for a fast microVM boot. It needs root
-// (debootstrap chroots and creates device nodes) and network access to the
-// mirror, and takes minutes.
+// BuildDebootstrap builds a Debian (or Ubuntu) image for suite (e.g.
+// "bookworm") at out with debootstrap, configured for a fast microVM boot.
+// It needs root (debootstrap chroots and creates device nodes) and network
+// access to the mirror, and takes minutes. Every package is verified: the
+// suite must be in the allow-list (Suites) with its archive keyring
+// installed, and debootstrap is made to check the Release signature against
+// that keyring whatever mirror opts names. Mirror empty means the suite's
+// default, over https when the host can check certificates.
 func BuildDebootstrap(ctx context.Context, suite, out string, opts BuildOptions) (*Result, error) {
 	if os.Geteuid() != 0 {
 		return nil, fmt.Errorf("build debootstrap image: needs root (debootstrap chroots into the new tree)")
 	}
-	if !suiteRE.MatchString(suite) {
-		return nil, fmt.Errorf("debian suite %q: want a name like bookworm", suite)
+	src, err := lookupSuite(suite)
+	if err != nil {
+		return nil, err
+	}
+	keyring, err := checkKeyring(suite, src)
+	if err != nil {
+		return nil, err
 	}
 	mirror := opts.Mirror
 	if mirror == "" {
-		mirror = DefaultMirror
+		mirror = defaultMirror(src, hostHTTPS())
 	}
-	if !strings.HasPrefix(mirror, "http://") && !strings.HasPrefix(mirror, "https://") && !strings.HasPrefix(mirror, "file:///") {
-		return nil, fmt.Errorf("debian mirror %q: want an http, https or file URL", mirror)
+	if err := validMirror(mirror); err != nil {
+		return nil, err
 	}
 	bin, err := execx.LookPath("debootstrap")
 	if err != nil {
@@ -65,12 +68,13 @@ func BuildDebootstrap(ctx context.Context, suite, out string, opts BuildOptions)
 		if err := os.Chmod(s.root, 0o755); err != nil {
 			return nil, fmt.Errorf("chmod staging root: %w", err)
 		}
-		opts.progress("debootstrap %s from %s (takes a few minutes)", suite, mirror)
+		opts.progress("debootstrap %s from %s, checked against %s (takes a few minutes)", suite, mirror, keyring)
 		start := time.Now()
-		if _, err := execx.Default.Run(ctx, bin, "--variant=minbase",
-			"--include="+strings.Join(debootstrapPackages, ","),
-			suite, s.root, mirror); err != nil {
-			return nil, fmt.Errorf("debootstrap %s: %w", suite, err)
+		if out, err := execx.Default.Run(ctx, bin, debootstrapArgs(suite, src, keyring, s.root, mirror, debootstrapPackages)...); err != nil {
+			if why := debootstrapFailure(out); why != "" {
+				return nil, fmt.Errorf("debootstrap %s from %s: %s: %w", suite, mirror, why, err)
+			}
+			return nil, fmt.Errorf("debootstrap %s from %s: %w", suite, mirror, err)
 		}
 		opts.progress("debootstrap finished in %s", time.Since(start).Round(time.Second))
 		opts.progress("configuring for a microVM")
@@ -83,6 +87,23 @@ func BuildDebootstrap(ctx context.Context, suite, out string, opts BuildOptions)
 		}
 		return buildExt4(ctx, s, out, &opts)
 	})
+}
+
+// Debootstrapper is the root helper's image builder (helper.ImageBuilder):
+// the suite's keyring is root's choice from the allow-list; the request
+// gives only the suite and, optionally, a mirror.
+type Debootstrapper struct{}
+
+// CheckSuite refuses a suite whose packages this host cannot verify.
+func (Debootstrapper) CheckSuite(suite string) error {
+	_, err := CheckSuite(suite)
+	return err
+}
+
+// BuildDebootstrap builds suite's image at out, staging in workDir.
+func (Debootstrapper) BuildDebootstrap(ctx context.Context, suite, mirror, out, workDir string) error {
+	_, err := BuildDebootstrap(ctx, suite, out, BuildOptions{WorkDir: workDir, Mirror: mirror})
+	return err
 }
 
 func configureDebian(root, hostname string) error {
