@@ -309,10 +309,12 @@ const BuildCallTimeout = 35 * time.Minute
 
 // DebootstrapImage builds a Debian root image (ext4) for Suite with
 // debootstrap, from Mirror (empty: the image package's default). The
-// request names no path: the helper builds in a fresh directory of its own
-// state dir, removes it, and answers with the finished image as a read-only
-// fd (SCM_RIGHTS) beside a DebootstrapImageResult. One build runs at a
-// time; a second one is refused as busy.
+// request names no path and no keyring: the helper verifies every package
+// against the archive keyring it chooses for Suite from its own allow-list,
+// and refuses a suite it cannot verify. It builds in a fresh directory of
+// its own state dir, removes it, and answers with the finished image as a
+// read-only fd (SCM_RIGHTS) beside a DebootstrapImageResult. One build runs
+// at a time; a second one is refused as busy.
 type DebootstrapImage struct {
 	Suite  string `json:"suite"`
 	Mirror string `json:"mirror"`
