@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/google/nftables"
-	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
@@ -30,6 +29,12 @@ type Firewall struct {
 	VMToVM bool
 	// NAT lists guest addresses whose egress is masqueraded out of the host.
 	NAT []netip.Addr
+	// Guests lists banger's taps with the MAC and address each guest may
+	// send from (see guestPrerouting); a banger tap not listed sends nothing.
+	Guests []Guest
+	// Allow opens destinations in EgressDenied to NATed guests; metadata
+	// addresses stay closed.
+	Allow []netip.Prefix
 }
 
 // TableName names both of banger's nftables tables (families inet and
@@ -79,6 +84,9 @@ func (h *Host) ApplyFirewall(ctx context.Context, fw Firewall) error {
 		return fmt.Errorf("apply firewall for bridge %s: %w", fw.Bridge, err)
 	}
 	if err := h.setForwarding(fw.Bridge, len(fw.NAT) > 0); err != nil {
+		return fmt.Errorf("apply firewall for bridge %s: %w", fw.Bridge, err)
+	}
+	if err := h.guardBridge(fw.Bridge); err != nil {
 		return fmt.Errorf("apply firewall for bridge %s: %w", fw.Bridge, err)
 	}
 	return nil
@@ -320,15 +328,25 @@ func familyName(f nftables.TableFamily) string {
 }
 
 // queue adds one table with its chains and rules to c's pending batch.
+// Every chain is added before any rule, so a jump finds its target. A chain
+// without a hook is a regular chain, entered only by jumps.
 func (rs *ruleset) queue(c *nftables.Conn, t table) {
 	nt := c.AddTable(&nftables.Table{Name: TableName, Family: t.family})
-	for _, ch := range t.chains {
+	ncs := make([]*nftables.Chain, len(t.chains))
+	for i, ch := range t.chains {
+		if ch.hook == nil {
+			ncs[i] = c.AddChain(&nftables.Chain{Name: ch.name, Table: nt})
+			continue
+		}
 		accept := nftables.ChainPolicyAccept
 		prio := ch.prio
-		nc := c.AddChain(&nftables.Chain{
+		ncs[i] = c.AddChain(&nftables.Chain{
 			Name: ch.name, Table: nt, Type: ch.typ,
 			Hooknum: ch.hook, Priority: &prio, Policy: &accept,
 		})
+	}
+	for i, ch := range t.chains {
+		nc := ncs[i]
 		for _, r := range ch.rules {
 			c.AddRule(&nftables.Rule{
 				Table: nt, Chain: nc, Exprs: r.exprs(),
@@ -346,26 +364,33 @@ func (rs *ruleset) queue(c *nftables.Conn, t table) {
 //
 // The inet table:
 //   - prerouting (priority raw, before conntrack and any DNAT): guest packets
-//     to the metadata address are dropped, whether they would be delivered
+//     to the metadata addresses are dropped, whether they would be delivered
 //     locally or routed.
 //   - input: guest packets to the host are accepted only for established
 //     flows (replies to the host's own connections into guests), Gateway on
-//     the DNS ports and the AllowHost entries; the rest is dropped.
+//     the DNS ports from the subnet and the AllowHost entries; the rest is
+//     dropped. Packets for Gateway's DNS ports that arrive on any interface
+//     but the bridge (or loopback) are dropped too.
 //   - forward: guest-to-guest packets that reach IP forwarding (routed via
 //     the gateway, or bridged when br_netfilter passes bridged traffic to
-//     the IP hooks) follow VMToVM; replies to NATed flows come back; each NAT
-//     address may leave through any interface but the bridge; all other
-//     guest traffic, and new connections from elsewhere into guests, drop.
+//     the IP hooks) follow VMToVM; replies to NATed flows come back; guest
+//     packets to be routed elsewhere pass the egress chain (metadata,
+//     then Allow, then EgressDenied); each NAT address may leave through any
+//     interface but the bridge; all other guest traffic, and new
+//     connections from elsewhere into guests, drop.
 //   - postrouting (only with NAT): each NAT address is masqueraded when it
 //     leaves through an interface other than the bridge. Without NAT entries
 //     the chain does not exist at all.
 //
-// The bridge table exists only when VMToVM is off: bridged frames between
-// two ports of the bridge never reach the IP hooks unless br_netfilter is
-// loaded and bridge-nf-call-iptables is on (per namespace), so the bridge
-// family's forward hook is the one place that reliably sees guest-to-guest
-// traffic. It sees only port-to-port frames (traffic to and from the host
-// goes through the bridge's input and output hooks and is left to the inet
+// The bridge table always exists: its prerouting chain confines each guest
+// to its own MAC and IPv4 address (guestPrerouting), so a kernel without
+// nftables' bridge family cannot run banger's network. When VMToVM is off
+// it also has a forward chain: bridged frames between two ports of the
+// bridge never reach the IP hooks unless br_netfilter is loaded and
+// bridge-nf-call-iptables is on (per namespace), so the bridge family's
+// forward hook is the one place that reliably sees guest-to-guest traffic.
+// It sees only port-to-port frames (traffic to and from the host goes
+// through the bridge's input and output hooks and is left to the inet
 // table); it drops every frame from one banger tap to another, ARP included.
 func buildRuleset(fw Firewall) (*ruleset, error) {
 	if err := checkFirewall(fw); err != nil {
@@ -376,10 +401,12 @@ func buildRuleset(fw Firewall) (*ruleset, error) {
 	established := ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED, "established,related")
 
 	pre := chain{name: "prerouting", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookPrerouting, prio: *nftables.ChainPriorityRaw}
-	pre.rules = append(pre.rules, rule{
-		matches: []match{fromGuests, ipDaddr(MetadataAddr)},
-		action:  drop(), comment: "banger: guests never reach the metadata address",
-	})
+	for _, a := range MetadataAddrs {
+		pre.rules = append(pre.rules, rule{
+			matches: []match{fromGuests, ipDaddr(a)},
+			action:  drop(), comment: "banger: guests never reach metadata address " + a.String(),
+		})
+	}
 
 	in := chain{name: "input", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookInput, prio: *nftables.ChainPriorityFilter}
 	in.rules = append(in.rules, rule{
@@ -389,9 +416,9 @@ func buildRuleset(fw Firewall) (*ruleset, error) {
 	for _, p := range dedupPorts(fw.DNSPorts) {
 		for _, proto := range []uint8{unix.IPPROTO_UDP, unix.IPPROTO_TCP} {
 			in.rules = append(in.rules, rule{
-				matches: []match{fromGuests, ipDaddr(fw.Gateway), dport(proto, p)},
+				matches: []match{fromGuests, ipSaddrPrefix(fw.Subnet), ipDaddr(fw.Gateway), dport(proto, p)},
 				action:  accept(), comment: "banger: guest dns",
-			})
+			}, dnsFromBridgeOnly(fw, p, proto))
 		}
 	}
 	for _, ap := range dedupAddrPorts(fw.AllowHost) {
@@ -416,6 +443,7 @@ func buildRuleset(fw Firewall) (*ruleset, error) {
 	fwd.rules = append(fwd.rules,
 		rule{matches: []match{fromGuests, oifname(br, true)}, action: vmToVM, comment: vmToVMWhy},
 		rule{matches: []match{oifname(br, true), established}, action: accept(), comment: "banger: replies to guest egress"},
+		rule{matches: []match{fromGuests, oifname(br, false)}, action: jump(egressChain), comment: "banger: guest egress passes the denylist"},
 	)
 	for _, a := range nat {
 		fwd.rules = append(fwd.rules, rule{
@@ -428,7 +456,7 @@ func buildRuleset(fw Firewall) (*ruleset, error) {
 		rule{matches: []match{oifname(br, true)}, action: drop(), comment: "banger: no new connections into guests from elsewhere"},
 	)
 
-	inet := table{family: nftables.TableFamilyINet, chains: []chain{pre, in, fwd}}
+	inet := table{family: nftables.TableFamilyINet, chains: []chain{pre, in, fwd, guestEgress(fw)}}
 	if len(nat) > 0 {
 		post := chain{name: "postrouting", typ: nftables.ChainTypeNAT, hook: nftables.ChainHookPostrouting, prio: *nftables.ChainPriorityNATSource}
 		for _, a := range nat {
@@ -439,16 +467,16 @@ func buildRuleset(fw Firewall) (*ruleset, error) {
 		}
 		inet.chains = append(inet.chains, post)
 	}
-	rs := &ruleset{tables: []table{inet}}
+	brt := table{family: nftables.TableFamilyBridge, chains: []chain{guestPrerouting(fw)}}
 	if !fw.VMToVM {
 		bfwd := chain{name: "forward", typ: nftables.ChainTypeFilter, hook: nftables.ChainHookForward, prio: *nftables.ChainPriorityFilter}
 		bfwd.rules = append(bfwd.rules, rule{
 			matches: []match{ifnamePrefix(expr.MetaKeyIIFNAME, "iifname", TapPrefix), ifnamePrefix(expr.MetaKeyOIFNAME, "oifname", TapPrefix)},
 			action:  drop(), comment: "banger: vm-to-vm denied",
 		})
-		rs.tables = append(rs.tables, table{family: nftables.TableFamilyBridge, chains: []chain{bfwd}})
+		brt.chains = append(brt.chains, bfwd)
 	}
-	return rs, nil
+	return &ruleset{tables: []table{inet, brt}}, nil
 }
 
 // checkFirewall refuses a Firewall whose rules would not mean what the
@@ -479,7 +507,7 @@ func checkFirewall(fw Firewall) error {
 			return fmt.Errorf("nat address %s is not a guest address in %s", a, fw.Subnet)
 		}
 	}
-	return nil
+	return checkGuests(fw)
 }
 
 func dedupPorts(ps []uint16) []uint16 {
@@ -498,98 +526,4 @@ func dedupAddrPorts(as []netip.AddrPort) []netip.AddrPort {
 	out := slices.Clone(as)
 	slices.SortFunc(out, func(a, b netip.AddrPort) int { return a.Compare(b) })
 	return slices.Compact(out)
-}
-
-// Expression builders. Everything loads into register 1 and compares there,
-// which is how nft(8) compiles the same rules.
-
-const reg = 1
-
-func ifnameBytes(name string) []byte {
-	b := make([]byte, unix.IFNAMSIZ)
-	copy(b, name)
-	return b
-}
-
-func metaCmp(key expr.MetaKey, op expr.CmpOp, data []byte) []expr.Any {
-	return []expr.Any{
-		&expr.Meta{Key: key, Register: reg},
-		&expr.Cmp{Op: op, Register: reg, Data: data},
-	}
-}
-
-func iifname(name string) match {
-	return match{text: "iifname " + strconv.Quote(name), exprs: metaCmp(expr.MetaKeyIIFNAME, expr.CmpOpEq, ifnameBytes(name))}
-}
-
-func oifname(name string, eq bool) match {
-	if eq {
-		return match{text: "oifname " + strconv.Quote(name), exprs: metaCmp(expr.MetaKeyOIFNAME, expr.CmpOpEq, ifnameBytes(name))}
-	}
-	return match{text: "oifname != " + strconv.Quote(name), exprs: metaCmp(expr.MetaKeyOIFNAME, expr.CmpOpNeq, ifnameBytes(name))}
-}
-
-// ifnamePrefix matches interface names starting with prefix, like nft's
-// "iifname tap-fc*": the comparison covers only the prefix's bytes.
-func ifnamePrefix(key expr.MetaKey, keyText, prefix string) match {
-	return match{text: keyText + " " + strconv.Quote(prefix+"*"), exprs: metaCmp(key, expr.CmpOpEq, []byte(prefix))}
-}
-
-// ipAddr matches the source or destination address. In an inet table the
-// network header may be IPv4 or IPv6, so the family is checked first.
-func ipAddr(a netip.Addr, dst bool) match {
-	proto, fam, off := byte(unix.NFPROTO_IPV4), "ip", uint32(12)
-	if a.Is6() {
-		proto, fam, off = unix.NFPROTO_IPV6, "ip6", 8
-	}
-	dir := "saddr"
-	if dst {
-		dir = "daddr"
-		off += uint32(len(a.AsSlice()))
-	}
-	ex := metaCmp(expr.MetaKeyNFPROTO, expr.CmpOpEq, []byte{proto})
-	ex = append(ex,
-		&expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: uint32(len(a.AsSlice()))},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: a.AsSlice()},
-	)
-	return match{text: fam + " " + dir + " " + a.String(), exprs: ex}
-}
-
-func ipSaddr(a netip.Addr) match { return ipAddr(a, false) }
-func ipDaddr(a netip.Addr) match { return ipAddr(a, true) }
-
-func dport(proto uint8, port uint16) match {
-	name := "tcp"
-	if proto == unix.IPPROTO_UDP {
-		name = "udp"
-	}
-	ex := metaCmp(expr.MetaKeyL4PROTO, expr.CmpOpEq, []byte{proto})
-	ex = append(ex,
-		&expr.Payload{DestRegister: reg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: binaryutil.BigEndian.PutUint16(port)},
-	)
-	return match{text: fmt.Sprintf("%s dport %d", name, port), exprs: ex}
-}
-
-// ctState matches when the connection's state is any of bits; conntrack
-// state is a host-endian bitmask.
-func ctState(bits uint32, text string) match {
-	return match{text: "ct state " + text, exprs: []expr.Any{
-		&expr.Ct{Register: reg, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(bits), Xor: binaryutil.NativeEndian.PutUint32(0)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: reg, Data: binaryutil.NativeEndian.PutUint32(0)},
-	}}
-}
-
-func accept() match {
-	return match{text: "accept", exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}}}
-}
-
-func drop() match {
-	return match{text: "drop", exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}}
-}
-
-func masquerade() match {
-	return match{text: "masquerade", exprs: []expr.Any{&expr.Masq{}}}
 }

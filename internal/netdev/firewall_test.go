@@ -1,6 +1,7 @@
 package netdev
 
 import (
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -21,18 +22,49 @@ func baseFirewall() Firewall {
 }
 
 func TestRules(t *testing.T) {
-	common := []string{
-		`inet banger prerouting: iifname "br-fc" ip daddr 169.254.169.254 counter drop comment "banger: guests never reach the metadata address"`,
+	pre := []string{
+		`inet banger prerouting: iifname "br-fc" ip daddr 169.254.169.254 counter drop comment "banger: guests never reach metadata address 169.254.169.254"`,
+		`inet banger prerouting: iifname "br-fc" ip daddr 169.254.170.2 counter drop comment "banger: guests never reach metadata address 169.254.170.2"`,
+		`inet banger prerouting: iifname "br-fc" ip daddr 168.63.129.16 counter drop comment "banger: guests never reach metadata address 168.63.129.16"`,
+		`inet banger prerouting: iifname "br-fc" ip daddr 100.100.100.200 counter drop comment "banger: guests never reach metadata address 100.100.100.200"`,
 		`inet banger input: iifname "br-fc" ct state established,related counter accept comment "banger: replies to host connections into guests"`,
-		`inet banger input: iifname "br-fc" ip daddr 172.30.0.1 udp dport 53 counter accept comment "banger: guest dns"`,
-		`inet banger input: iifname "br-fc" ip daddr 172.30.0.1 tcp dport 53 counter accept comment "banger: guest dns"`,
 	}
+	dns := func(port string) []string {
+		var out []string
+		for _, proto := range []string{"udp", "tcp"} {
+			out = append(out,
+				`inet banger input: iifname "br-fc" ip saddr 172.30.0.0/24 ip daddr 172.30.0.1 `+proto+` dport `+port+` counter accept comment "banger: guest dns"`,
+				`inet banger input: iifname != "br-fc" iifname != "lo" ip daddr 172.30.0.1 `+proto+` dport `+port+` counter drop comment "banger: gateway dns answers the bridge only"`)
+		}
+		return out
+	}
+	common := slices.Concat(pre, dns("53"))
 	inputDrop := `inet banger input: iifname "br-fc" counter drop comment "banger: guests reach nothing else on the host"`
 	fwdTail := []string{
 		`inet banger forward: iifname "br-fc" counter drop comment "banger: no other guest egress"`,
 		`inet banger forward: oifname "br-fc" counter drop comment "banger: no new connections into guests from elsewhere"`,
 	}
-	fwdReplies := `inet banger forward: oifname "br-fc" ct state established,related counter accept comment "banger: replies to guest egress"`
+	fwdReplies := []string{
+		`inet banger forward: oifname "br-fc" ct state established,related counter accept comment "banger: replies to guest egress"`,
+		`inet banger forward: iifname "br-fc" oifname != "br-fc" counter jump egress comment "banger: guest egress passes the denylist"`,
+	}
+	egress := func(allow ...string) []string {
+		out := []string{
+			`inet banger egress: ip daddr 169.254.169.254 counter drop comment "banger: guests never reach metadata address 169.254.169.254"`,
+			`inet banger egress: ip daddr 169.254.170.2 counter drop comment "banger: guests never reach metadata address 169.254.170.2"`,
+			`inet banger egress: ip daddr 168.63.129.16 counter drop comment "banger: guests never reach metadata address 168.63.129.16"`,
+			`inet banger egress: ip daddr 100.100.100.200 counter drop comment "banger: guests never reach metadata address 100.100.100.200"`,
+		}
+		for _, a := range allow {
+			out = append(out, `inet banger egress: ip daddr `+a+` counter return comment "banger: egress allowed to `+a+`"`)
+		}
+		for _, d := range []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"} {
+			out = append(out, `inet banger egress: ip daddr `+d+` counter drop comment "banger: no egress to `+d+`"`)
+		}
+		return out
+	}
+	tapDrop := `bridge banger prerouting: iifname "tap-fc*" counter drop comment "banger: guests send only their own mac, ipv4 source and arp"`
+	vmToVMAllowed := `inet banger forward: iifname "br-fc" oifname "br-fc" counter accept comment "banger: vm-to-vm allowed"`
 	join := func(parts ...[]string) []string { return slices.Concat(parts...) }
 
 	tests := []struct {
@@ -43,32 +75,30 @@ func TestRules(t *testing.T) {
 		{
 			name: "minimal, vm-to-vm allowed, no nat",
 			mod:  func(*Firewall) {},
-			want: join(common, []string{inputDrop,
-				`inet banger forward: iifname "br-fc" oifname "br-fc" counter accept comment "banger: vm-to-vm allowed"`,
-				fwdReplies}, fwdTail),
+			want: join(common, []string{inputDrop, vmToVMAllowed}, fwdReplies, fwdTail, egress(), []string{tapDrop}),
 		},
 		{
-			name: "vm-to-vm denied adds the bridge table",
+			name: "vm-to-vm denied adds the bridge forward chain",
 			mod:  func(fw *Firewall) { fw.VMToVM = false },
 			want: join(common, []string{inputDrop,
-				`inet banger forward: iifname "br-fc" oifname "br-fc" counter drop comment "banger: vm-to-vm denied"`,
-				fwdReplies}, fwdTail, []string{
-				`bridge banger forward: iifname "tap-fc*" oifname "tap-fc*" counter drop comment "banger: vm-to-vm denied"`,
-			}),
+				`inet banger forward: iifname "br-fc" oifname "br-fc" counter drop comment "banger: vm-to-vm denied"`},
+				fwdReplies, fwdTail, egress(), []string{
+					tapDrop,
+					`bridge banger forward: iifname "tap-fc*" oifname "tap-fc*" counter drop comment "banger: vm-to-vm denied"`,
+				}),
 		},
 		{
 			name: "nat entries, deduplicated and sorted",
 			mod: func(fw *Firewall) {
 				fw.NAT = []netip.Addr{netip.MustParseAddr("172.30.0.9"), netip.MustParseAddr("172.30.0.2"), netip.MustParseAddr("172.30.0.9")}
 			},
-			want: join(common, []string{inputDrop,
-				`inet banger forward: iifname "br-fc" oifname "br-fc" counter accept comment "banger: vm-to-vm allowed"`,
-				fwdReplies,
+			want: join(common, []string{inputDrop, vmToVMAllowed}, fwdReplies, []string{
 				`inet banger forward: iifname "br-fc" ip saddr 172.30.0.2 oifname != "br-fc" counter accept comment "banger: nat egress 172.30.0.2"`,
 				`inet banger forward: iifname "br-fc" ip saddr 172.30.0.9 oifname != "br-fc" counter accept comment "banger: nat egress 172.30.0.9"`,
-			}, fwdTail, []string{
+			}, fwdTail, egress(), []string{
 				`inet banger postrouting: ip saddr 172.30.0.2 oifname != "br-fc" counter masquerade comment "banger: nat 172.30.0.2"`,
 				`inet banger postrouting: ip saddr 172.30.0.9 oifname != "br-fc" counter masquerade comment "banger: nat 172.30.0.9"`,
+				tapDrop,
 			}),
 		},
 		{
@@ -77,29 +107,50 @@ func TestRules(t *testing.T) {
 				fw.DNSPorts = []uint16{5353, 53, 53}
 				fw.AllowHost = []netip.AddrPort{netip.MustParseAddrPort("172.30.0.1:8080"), netip.MustParseAddrPort("[fd00::1]:22")}
 			},
-			want: join(common, []string{
-				`inet banger input: iifname "br-fc" ip daddr 172.30.0.1 udp dport 5353 counter accept comment "banger: guest dns"`,
-				`inet banger input: iifname "br-fc" ip daddr 172.30.0.1 tcp dport 5353 counter accept comment "banger: guest dns"`,
+			want: join(common, dns("5353"), []string{
 				`inet banger input: iifname "br-fc" ip daddr 172.30.0.1 udp dport 8080 counter accept comment "banger: allow-host 172.30.0.1:8080"`,
 				`inet banger input: iifname "br-fc" ip daddr 172.30.0.1 tcp dport 8080 counter accept comment "banger: allow-host 172.30.0.1:8080"`,
 				`inet banger input: iifname "br-fc" ip6 daddr fd00::1 udp dport 22 counter accept comment "banger: allow-host [fd00::1]:22"`,
 				`inet banger input: iifname "br-fc" ip6 daddr fd00::1 tcp dport 22 counter accept comment "banger: allow-host [fd00::1]:22"`,
-				inputDrop,
-				`inet banger forward: iifname "br-fc" oifname "br-fc" counter accept comment "banger: vm-to-vm allowed"`,
-				fwdReplies}, fwdTail),
+				inputDrop, vmToVMAllowed}, fwdReplies, fwdTail, egress(), []string{tapDrop}),
 		},
 		{
 			name: "allowing the metadata address does not unblock it",
 			mod: func(fw *Firewall) {
 				fw.DNSPorts = nil
 				fw.AllowHost = []netip.AddrPort{netip.MustParseAddrPort("169.254.169.254:80")}
+				fw.Allow = []netip.Prefix{netip.MustParsePrefix("169.254.0.0/16")}
 			},
-			want: join(common[:2], []string{
+			// The prerouting drops come first, and the egress chain drops
+			// metadata addresses before the allow list returns.
+			want: join(pre, []string{
 				`inet banger input: iifname "br-fc" ip daddr 169.254.169.254 udp dport 80 counter accept comment "banger: allow-host 169.254.169.254:80"`,
 				`inet banger input: iifname "br-fc" ip daddr 169.254.169.254 tcp dport 80 counter accept comment "banger: allow-host 169.254.169.254:80"`,
-				inputDrop,
-				`inet banger forward: iifname "br-fc" oifname "br-fc" counter accept comment "banger: vm-to-vm allowed"`,
-				fwdReplies}, fwdTail),
+				inputDrop, vmToVMAllowed}, fwdReplies, fwdTail, egress("169.254.0.0/16"), []string{tapDrop}),
+		},
+		{
+			name: "allow list opens denied ranges, in order, once each",
+			mod: func(fw *Firewall) {
+				fw.Allow = []netip.Prefix{netip.MustParsePrefix("192.168.1.10/32"), netip.MustParsePrefix("10.1.2.0/24"), netip.MustParsePrefix("192.168.1.10/32")}
+			},
+			want: join(common, []string{inputDrop, vmToVMAllowed}, fwdReplies, fwdTail, egress("192.168.1.10/32", "10.1.2.0/24"), []string{tapDrop}),
+		},
+		{
+			name: "guests: own mac and address only; one without an address sends nothing",
+			mod: func(fw *Firewall) {
+				fw.Guests = []Guest{
+					{Tap: "tap-fc-a1", MAC: mustMAC("02:fc:ac:1e:00:02"), IP: netip.MustParseAddr("172.30.0.2")},
+					{Tap: "tap-fc-old"},
+					{Tap: "tap-fc-b2", MAC: mustMAC("02:fc:ac:1e:00:03"), IP: netip.MustParseAddr("172.30.0.3")},
+				}
+			},
+			want: join(common, []string{inputDrop, vmToVMAllowed}, fwdReplies, fwdTail, egress(), []string{
+				`bridge banger prerouting: iifname "tap-fc-a1" ether saddr 02:fc:ac:1e:00:02 ether type ip ip saddr 172.30.0.2 counter accept comment "banger: tap-fc-a1 sends ipv4 as 172.30.0.2"`,
+				`bridge banger prerouting: iifname "tap-fc-a1" ether saddr 02:fc:ac:1e:00:02 ether type arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether 02:fc:ac:1e:00:02 arp saddr ip 172.30.0.2 counter accept comment "banger: tap-fc-a1 claims only 172.30.0.2 in arp"`,
+				`bridge banger prerouting: iifname "tap-fc-b2" ether saddr 02:fc:ac:1e:00:03 ether type ip ip saddr 172.30.0.3 counter accept comment "banger: tap-fc-b2 sends ipv4 as 172.30.0.3"`,
+				`bridge banger prerouting: iifname "tap-fc-b2" ether saddr 02:fc:ac:1e:00:03 ether type arp arp htype 1 arp ptype ip arp hlen 6 arp plen 4 arp saddr ether 02:fc:ac:1e:00:03 arp saddr ip 172.30.0.3 counter accept comment "banger: tap-fc-b2 claims only 172.30.0.3 in arp"`,
+				tapDrop,
+			}),
 		},
 	}
 	for _, tc := range tests {
@@ -115,6 +166,14 @@ func TestRules(t *testing.T) {
 			}
 		})
 	}
+}
+
+func mustMAC(s string) net.HardwareAddr {
+	m, err := net.ParseMAC(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
 }
 
 func TestRulesNoNATMeansNoMasquerade(t *testing.T) {
@@ -146,6 +205,28 @@ func TestRulesRefusesBadFirewall(t *testing.T) {
 		{"nat outside subnet", func(fw *Firewall) { fw.NAT = []netip.Addr{netip.MustParseAddr("10.0.0.2")} }},
 		{"nat is the gateway", func(fw *Firewall) { fw.NAT = []netip.Addr{netip.MustParseAddr("172.30.0.1")} }},
 		{"nat v6", func(fw *Firewall) { fw.NAT = []netip.Addr{netip.MustParseAddr("fd00::2")} }},
+		{"guest tap not banger's", func(fw *Firewall) { fw.Guests = []Guest{guest("eth0", "172.30.0.2")} }},
+		{"guest tap twice", func(fw *Firewall) {
+			fw.Guests = []Guest{guest("tap-fc-a", "172.30.0.2"), guest("tap-fc-a", "172.30.0.3")}
+		}},
+		{"guest address outside subnet", func(fw *Firewall) { fw.Guests = []Guest{guest("tap-fc-a", "10.0.0.2")} }},
+		{"guest address is the gateway", func(fw *Firewall) { fw.Guests = []Guest{guest("tap-fc-a", "172.30.0.1")} }},
+		{"two guests, one address", func(fw *Firewall) {
+			fw.Guests = []Guest{guest("tap-fc-a", "172.30.0.2"), guest("tap-fc-b", "172.30.0.2")}
+			fw.Guests[1].MAC = mustMAC("02:fc:00:00:00:09")
+		}},
+		{"two guests, one mac", func(fw *Firewall) {
+			fw.Guests = []Guest{guest("tap-fc-a", "172.30.0.2"), guest("tap-fc-b", "172.30.0.3")}
+			fw.Guests[1].MAC = fw.Guests[0].MAC
+		}},
+		{"guest multicast mac", func(fw *Firewall) {
+			fw.Guests = []Guest{guest("tap-fc-a", "172.30.0.2")}
+			fw.Guests[0].MAC = mustMAC("03:00:00:00:00:01")
+		}},
+		{"guest without mac", func(fw *Firewall) { fw.Guests = []Guest{{Tap: "tap-fc-a", IP: netip.MustParseAddr("172.30.0.2")}} }},
+		{"allow /0", func(fw *Firewall) { fw.Allow = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")} }},
+		{"allow with host bits", func(fw *Firewall) { fw.Allow = []netip.Prefix{netip.MustParsePrefix("10.1.2.3/24")} }},
+		{"allow v6", func(fw *Firewall) { fw.Allow = []netip.Prefix{netip.MustParsePrefix("fd00::/8")} }},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -166,6 +247,8 @@ func TestRulesetMarshals(t *testing.T) {
 	fw.VMToVM = false
 	fw.NAT = []netip.Addr{netip.MustParseAddr("172.30.0.2")}
 	fw.AllowHost = []netip.AddrPort{netip.MustParseAddrPort("[fd00::1]:22")}
+	fw.Guests = []Guest{guest("tap-fc-a", "172.30.0.2"), {Tap: "tap-fc-b"}}
+	fw.Allow = []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}
 	rs, err := buildRuleset(fw)
 	if err != nil {
 		t.Fatal(err)
@@ -195,8 +278,14 @@ func TestRulesetMarshals(t *testing.T) {
 			rules += len(ch.rules)
 		}
 	}
-	// Batch begin/end, two tables, six chains, every rule.
-	if want := 2 + 2 + 5 + rules; sent < want {
+	// Batch begin/end, two tables, seven chains, every rule.
+	if want := 2 + 2 + 7 + rules; sent < want {
 		t.Errorf("sent %d messages, want at least %d", sent, want)
 	}
+}
+
+// guest is a Guest on tap at ip with the MAC banger derives from it.
+func guest(tap, ip string) Guest {
+	a := netip.MustParseAddr(ip).As4()
+	return Guest{Tap: tap, MAC: net.HardwareAddr{0x02, 0xfc, a[0], a[1], a[2], a[3]}, IP: netip.MustParseAddr(ip)}
 }

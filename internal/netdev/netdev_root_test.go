@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"banger/internal/helper"
+	"banger/internal/ipam"
 	"banger/internal/netdev"
 	"banger/internal/netdev/netdevtest"
 	"banger/internal/testutil"
@@ -252,13 +253,27 @@ func TestTapRoot(t *testing.T) {
 type topology struct {
 	host, g1, g2, up *testNS
 	h                *netdev.Host
+	// guests are the two veth ports as the helper would list them.
+	guests []netdev.Guest
+}
+
+// guestMAC is ipam.MAC's MAC for a guest address.
+func guestMAC(addr string) net.HardwareAddr {
+	m, err := net.ParseMAC(ipam.MAC(netip.MustParseAddr(addr)))
+	if err != nil {
+		panic(err)
+	}
+	return m
 }
 
 const (
 	g1Addr   = "172.30.0.2"
 	g2Addr   = "172.30.0.3"
-	upAddr   = "10.99.0.2"
-	hostUp   = "10.99.0.1"
+	// The upstream is a public (documentation) network, which guest
+	// egress does not deny by default; it exists only in the test's
+	// namespaces.
+	upAddr   = "203.0.113.2"
+	hostUp   = "203.0.113.1"
 	metadata = "169.254.169.254"
 )
 
@@ -281,6 +296,10 @@ func newTopology(t *testing.T) *topology {
 		if err := tp.host.nl.LinkSetMaster(tp.host.link(t, port), tp.host.link(t, bridge)); err != nil {
 			t.Fatal(err)
 		}
+		// The MAC banger's VMMs give the guest at this address.
+		if err := g.ns.nl.LinkSetHardwareAddr(g.ns.link(t, "eth0"), guestMAC(g.addr)); err != nil {
+			t.Fatal(err)
+		}
 		g.ns.addAddr(t, "eth0", g.addr+"/24")
 		g.ns.addRoute(t, "default", "172.30.0.1")
 	}
@@ -292,6 +311,10 @@ func newTopology(t *testing.T) *topology {
 	// The upstream can route back to guests, so only banger's forward
 	// chain (not a missing route) keeps un-NATed guests from getting out.
 	tp.up.addRoute(t, "172.30.0.0/24", hostUp)
+	tp.guests = []netdev.Guest{
+		{Tap: "tap-fc-vm1", MAC: guestMAC(g1Addr), IP: netip.MustParseAddr(g1Addr)},
+		{Tap: "tap-fc-vm2", MAC: guestMAC(g2Addr), IP: netip.MustParseAddr(g2Addr)},
+	}
 
 	t.Cleanup(func() {
 		ctx := context.Background()
@@ -430,6 +453,7 @@ func TestFirewallRoot(t *testing.T) {
 		AllowHost: []netip.AddrPort{netip.MustParseAddrPort("172.30.0.1:8080")},
 		VMToVM:    true,
 		NAT:       []netip.Addr{netip.MustParseAddr(g1Addr)},
+		Guests:    tp.guests,
 	}
 	for range 2 { // idempotent
 		if err := tp.h.ApplyFirewall(ctx, fw); err != nil {

@@ -21,7 +21,8 @@ const tunDevice = "/dev/net/tun"
 const tapFlags = unix.IFF_TAP | unix.IFF_NO_PI | unix.IFF_VNET_HDR
 
 // CreateTap creates a persistent tap owned by uid:gid (a negative gid leaves
-// the group unset), enslaves it to bridge, sets mtu and brings it up. If the
+// the group unset), turns IPv6 off on it (and on bridge, with strict
+// rp_filter there), enslaves it to bridge, sets mtu and brings it up. If the
 // tap already exists with the same owner, group and bridge, only its mtu and
 // state are brought in line; an existing tap with another owner or bridge, or
 // a non-tap link of that name, is refused. A tap this call created is removed
@@ -73,7 +74,17 @@ func (h *Host) CreateTap(ctx context.Context, name, bridge string, uid, gid, mtu
 			return h.undoTap(name, fmt.Errorf("look up new tap %s: %w", name, err))
 		}
 	}
-	if err := h.configureTap(l, br, mtu); err != nil {
+	// IPv6 goes off on the tap before it comes up, and on the bridge in
+	// case no firewall has been applied yet: guests are IPv4-only, and an
+	// IPv6 address on either would be one the host answers them on.
+	err = h.guardBridge(bridge)
+	if err == nil {
+		err = h.inNetns(func() error { return disableIPv6Here(name) })
+	}
+	if err == nil {
+		err = h.configureTap(l, br, mtu)
+	}
+	if err != nil {
 		if created {
 			return h.undoTap(name, err)
 		}
