@@ -267,8 +267,8 @@ func guestMAC(addr string) net.HardwareAddr {
 }
 
 const (
-	g1Addr   = "172.30.0.2"
-	g2Addr   = "172.30.0.3"
+	g1Addr = "172.30.0.2"
+	g2Addr = "172.30.0.3"
 	// The upstream is a public (documentation) network, which guest
 	// egress does not deny by default; it exists only in the test's
 	// namespaces.
