@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
+	"banger/internal/textsafe"
 )
 
 func newVMPortsCommand(e *env) *cobra.Command {
@@ -36,17 +37,24 @@ func newVMPortsCommand(e *env) *cobra.Command {
 			tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "PROTO\tADDRESS\tPORT\tPROCESS\tENDPOINT")
 			for _, p := range ports {
-				proc := p.Process
-				if p.PID != 0 {
-					proc = fmt.Sprintf("%s[%d]", p.Process, p.PID)
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", p.Proto, p.Addr, p.Port, proc, p.Endpoint)
+				fmt.Fprint(tw, portRow(p))
 			}
 			return tw.Flush()
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	return c
+}
+
+// portRow is one line of the ports table. Protocol, address and process
+// name are the guest's words: each is escaped onto one line, so it can
+// neither act on the terminal nor add columns or rows to the table.
+func portRow(p api.Port) string {
+	proc := textsafe.Line(p.Process)
+	if p.PID != 0 {
+		proc = fmt.Sprintf("%s[%d]", proc, p.PID)
+	}
+	return fmt.Sprintf("%s\t%s\t%d\t%s\t%s\n", textsafe.Line(p.Proto), textsafe.Line(p.Addr), p.Port, proc, p.Endpoint)
 }
 
 // parseForward parses [ADDR:]HOSTPORT:GUESTPORT; ADDR defaults to 127.0.0.1.

@@ -23,6 +23,7 @@ import (
 	"banger/internal/installmeta"
 	"banger/internal/paths"
 	"banger/internal/sysrun"
+	"banger/internal/textsafe"
 	"banger/internal/version"
 )
 
@@ -73,6 +74,7 @@ func isTTY(f any) bool {
 func (e *env) progress() func(string) {
 	tty := isTTY(e.stderr)
 	return func(s string) {
+		s = textsafe.Line(s)
 		switch {
 		case strings.HasPrefix(s, "note: "):
 			fmt.Fprintln(e.stderr, "banger: "+s)
@@ -89,10 +91,16 @@ func dim(s string) string {
 	return "\x1b[2m" + s + "\x1b[0m"
 }
 
+// printJSON prints v indented. Strings in it may be a guest's (process
+// names, errors): encoding/json escapes C0 controls but not DEL, C1 controls
+// or bidi controls, which textsafe.JSON escapes without changing the value.
 func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode json: %w", err)
+	}
+	_, err = w.Write(append(textsafe.JSON(b), '\n'))
+	return err
 }
 
 // Main runs the CLI and returns the process exit status.
@@ -152,7 +160,9 @@ func formatError(err error) string {
 	if errors.As(err, &ue) {
 		code = errdefs.CodeBadRequest
 	}
-	msg := strings.ReplaceAll(err.Error(), "\n", " ")
+	// Error text may carry a guest's words (its errors, its stderr): one
+	// printable line, whatever they hold.
+	msg := textsafe.Line(strings.ReplaceAll(err.Error(), "\n", " "))
 	if code == errdefs.CodeInternal {
 		return "banger: error: " + msg
 	}

@@ -15,6 +15,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/api/client"
+	"banger/internal/textsafe"
 )
 
 // statsRow is one VM's line of vm stats: its second sample, the CPU rate
@@ -91,7 +92,7 @@ func newVMStatsCommand(e *env) *cobra.Command {
 					case r.Error != "":
 						fmt.Fprintln(e.stderr, r.Error)
 					case r.GuestError != "":
-						fmt.Fprintf(e.stderr, "banger: %s: no guest figures: %s\n", r.Name, r.GuestError)
+						fmt.Fprintf(e.stderr, "banger: %s: no guest figures: %s\n", r.Name, textsafe.Line(r.GuestError))
 					}
 				}
 			}

@@ -17,6 +17,7 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/sizes"
+	"banger/internal/textsafe"
 	"banger/internal/workspace"
 )
 
@@ -301,7 +302,7 @@ func newLifecycleCommand(e *env, use, short, path string) *cobra.Command {
 			} else {
 				for _, r := range results {
 					if r.Error != nil {
-						fmt.Fprintln(e.stderr, r.Error.Message)
+						fmt.Fprintln(e.stderr, textsafe.Line(r.Error.Message))
 					} else {
 						fmt.Fprintln(e.stdout, r.Name)
 					}
@@ -412,7 +413,8 @@ func newVMShowCommand(e *env) *cobra.Command {
 			}
 			for _, r := range rows {
 				if r[1] != "" {
-					fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])
+					// The last error may quote the guest.
+					fmt.Fprintf(tw, "%s:\t%s\n", r[0], textsafe.Line(r[1]))
 				}
 			}
 			return tw.Flush()
@@ -423,10 +425,14 @@ func newVMShowCommand(e *env) *cobra.Command {
 }
 
 func newVMLogsCommand(e *env) *cobra.Command {
-	var follow bool
+	var follow, raw bool
 	c := &cobra.Command{
-		Use:               "logs NAME",
-		Short:             "Print a VM's serial console (-f follows)",
+		Use:   "logs NAME",
+		Short: "Print a VM's serial console (-f follows)",
+		Long: "Print what the VM wrote to its serial console, oldest first, as printable text: escape\n" +
+			"sequences (colours, cursor moves, titles) and carriage returns are dropped, other control\n" +
+			"characters are shown escaped (\\x07). The guest writes the console, so --raw, which prints\n" +
+			"its bytes as they are, lets it act on your terminal.",
 		Args:              exactArgs(1),
 		ValidArgsFunction: completeVMs(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -443,15 +449,27 @@ func newVMLogsCommand(e *env) *cobra.Command {
 				return err
 			}
 			defer body.Close()
-			_, err = io.Copy(e.stdout, body)
-			if cmd.Context().Err() != nil {
-				return nil
-			}
-			return err
+			return copyConsole(cmd.Context(), e.stdout, body, raw)
 		},
 	}
 	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing new output")
+	c.Flags().BoolVar(&raw, "raw", false, "print the console's bytes unfiltered, escape sequences included")
 	return c
+}
+
+// copyConsole copies a console log to w, through textsafe's filter unless
+// raw. An interrupted follow is not an error.
+func copyConsole(ctx context.Context, w io.Writer, body io.Reader, raw bool) error {
+	if !raw {
+		tw := textsafe.NewWriter(w)
+		defer tw.Close()
+		w = tw
+	}
+	_, err := io.Copy(w, body)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
 }
 
 func newVMSetCommand(e *env) *cobra.Command {

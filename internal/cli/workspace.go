@@ -14,8 +14,13 @@ import (
 
 	"banger/internal/api"
 	"banger/internal/atomicfile"
+	"banger/internal/textsafe"
 	"banger/internal/workspace"
 )
+
+// maxGuestMessage bounds the guest output the CLI keeps to quote in a
+// message.
+const maxGuestMessage = 8 << 10
 
 // prepareWorkspace runs the preflight, mapping bad input to a usage error.
 func prepareWorkspace(ctx context.Context, path string, o workspace.Options) (*workspace.Workspace, error) {
@@ -66,8 +71,9 @@ func (e *env) copyWorkspace(ctx context.Context, vm string, w *workspace.Workspa
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(w.WriteTar(ctx, pw)) }()
 	defer pr.Close()
-	var stdout, stderr bytes.Buffer
-	sub := &env{stdin: pr, stdout: &stdout, stderr: &stderr, layout: e.layout, cl: e.cl}
+	// The sync script prints a commit on refusal and tar its errors.
+	stdout, stderr := newGuestOutput(maxGuestMessage), newGuestOutput(maxGuestMessage)
+	sub := &env{stdin: pr, stdout: stdout, stderr: stderr, layout: e.layout, cl: e.cl}
 	code, err := sub.execWith(ctx, vm, api.ExecRequest{Argv: workspace.SyncArgv(w.GuestDir(), prevBase, force), Cwd: "/"}, false)
 	if err != nil {
 		return fmt.Errorf("copy workspace: %w", err)
@@ -76,7 +82,7 @@ func (e *env) copyWorkspace(ctx context.Context, vm string, w *workspace.Workspa
 		return err
 	}
 	if code != 0 {
-		return fmt.Errorf("copy workspace into %s: exited %d: %s", w.GuestDir(), code, strings.TrimSpace(stderr.String()))
+		return fmt.Errorf("copy workspace into %s: exited %d: %s", w.GuestDir(), code, textsafe.Line(strings.TrimSpace(stderr.String())))
 	}
 	req := api.WorkspaceRequest{HostPath: w.Top, GuestDir: w.GuestDir(), Head: w.Base}
 	return e.call(ctx, http.MethodPut, "/v1/vms/"+url.PathEscape(vm)+"/workspace", req, nil)

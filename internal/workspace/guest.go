@@ -3,6 +3,8 @@ package workspace
 import (
 	"fmt"
 	"strings"
+
+	"banger/internal/textsafe"
 )
 
 // The guest side runs through the agent's exec as argv: a fixed script for
@@ -51,7 +53,7 @@ func SyncError(vm, dir, prevBase string, code int, out string) error {
 	}
 	return fmt.Errorf("the workspace %s in %s has moved on to %s since it was copied at %s; "+
 		"export its changes first ('banger vm workspace export %s'), or pass --force to replace them",
-		dir, vm, short(strings.TrimSpace(out)), short(prevBase), vm)
+		dir, vm, textsafe.Line(short(strings.TrimSpace(out))), short(prevBase), vm)
 }
 
 // exportScript prints a patch from base to everything in the guest work
@@ -61,24 +63,36 @@ func SyncError(vm, dir, prevBase string, code int, out string) error {
 // repository, its index and its object store are left exactly as they were.
 const exportScript = `set -e
 cd "$1"
+base=$2
+shift 2
 command -v git >/dev/null 2>&1 || exit 11
 g=$(git rev-parse --absolute-git-dir 2>/dev/null) || exit 12
-git rev-parse -q --verify "$2^{commit}" >/dev/null || exit 13
+git rev-parse -q --verify "$base^{commit}" >/dev/null || exit 13
 t=$(mktemp -d)
 trap 'rm -rf "$t"' EXIT
 if [ -f "$g/index" ]; then cp "$g/index" "$t/index"; fi
 mkdir "$t/objects"
 export GIT_INDEX_FILE="$t/index" GIT_OBJECT_DIRECTORY="$t/objects" GIT_ALTERNATE_OBJECT_DIRECTORIES="$g/objects"
 git add -A
-git -c core.quotePath=false diff --cached --binary --full-index --no-color --no-ext-diff --no-textconv --src-prefix=a/ --dst-prefix=b/ "$2"
+git -c core.quotePath=false diff --cached "$@" "$base"
 `
+
+// exportDiffFlags are the export's git diff flags. --no-renames: a rename
+// or copy header names a file the patch does not show, whose mode (a
+// symlink's, say) the host could not check; the checker (CheckPatch)
+// refuses them, so git must not write them.
+var exportDiffFlags = []string{"--binary", "--full-index", "--no-renames", "--no-color", "--no-ext-diff", "--no-textconv", "--src-prefix=a/", "--dst-prefix=b/"}
 
 // ExportArgv prints, on stdout, the patch of dir's changes since base.
 func ExportArgv(dir, base string) []string {
-	return []string{"sh", "-c", exportScript, "banger-export", dir, base}
+	return append([]string{"sh", "-c", exportScript, "banger-export", dir, base}, exportDiffFlags...)
 }
 
-// ExportError explains a non-zero export status.
+// maxQuoted bounds how much of the guest's stderr an error quotes.
+const maxQuoted = 2 << 10
+
+// ExportError explains a non-zero export status. stderr is the guest's: it
+// is quoted escaped, on one line, and at most maxQuoted bytes of it.
 func ExportError(vm, dir, base string, code int, stderr string) error {
 	switch code {
 	case 0:
@@ -91,7 +105,11 @@ func ExportError(vm, dir, base string, code int, stderr string) error {
 		return fmt.Errorf("export from %s: base commit %s is not in the guest repository, which holds %s's history only from the copied commit on",
 			vm, base, dir)
 	}
-	return fmt.Errorf("export from %s: exited %d: %s", vm, code, strings.TrimSpace(stderr))
+	msg := strings.TrimSpace(stderr)
+	if len(msg) > maxQuoted {
+		msg = fmt.Sprintf("%s ... (%d more bytes)", msg[:maxQuoted], len(msg)-maxQuoted)
+	}
+	return fmt.Errorf("export from %s: exited %d: %s", vm, code, textsafe.Line(msg))
 }
 
 func short(h string) string {
