@@ -100,7 +100,7 @@ func TestHelperInNetns(t *testing.T) {
 	}
 	for _, op := range []privop.Op{
 		privop.EnsureBridge{Bridge: "br-fc", Gateway: "172.30.0.1/24", MTU: 1500},
-		privop.CreateTap{Tap: "tap-fc-t1", Bridge: "br-fc", MTU: 1500},
+		privop.CreateTap{Tap: "tap-fc-t1", Bridge: "br-fc", MTU: 1500, IP: "172.30.0.2"},
 		privop.ApplyFirewall{Bridge: "br-fc", Subnet: "172.30.0.0/24", Gateway: "172.30.0.1", DNSPorts: []int{53}, VMToVM: true},
 	} {
 		if err := c.Do(cctx, op, nil); err != nil {

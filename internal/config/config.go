@@ -73,6 +73,10 @@ type Network struct {
 	// AllowHost lists host services ("IP:PORT") guests may reach besides
 	// banger's DNS; everything else on the host is closed to guests.
 	AllowHost []string `toml:"allow_host"`
+	// Allow lists IPv4 prefixes ("10.1.2.0/24") guests with NAT may reach
+	// although egress closes them by default: private (RFC 1918), CGNAT
+	// and link-local ranges. Metadata addresses stay closed regardless.
+	Allow []string `toml:"allow"`
 	// DNSUpstreams are the resolvers ("IP" or "IP:PORT") that bangerd asks,
 	// for guests with NAT, about names outside .vm. Empty means the host's
 	// (resolv.conf), which also resolves the host's own split-horizon and
@@ -214,6 +218,9 @@ func (c Config) validate() error {
 		}
 	}
 	if err := checkDNSUpstreams(n.DNSUpstreams); err != nil {
+		return err
+	}
+	if err := checkAllow(n.Allow); err != nil {
 		return err
 	}
 	if n.HelperSocket != "" && !strings.HasPrefix(n.HelperSocket, "/") {

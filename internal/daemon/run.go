@@ -289,7 +289,7 @@ func setupNetwork(cfg config.Config, helper helperProbe, log *slog.Logger) (*vm.
 	log.Info("guest networking on", "helper", socket, "bridge", n.BridgeName, "subnet", n.Subnet, "dns", n.DNSListen)
 	return &vm.NetworkOptions{
 		Helper: hc, DNS: dns, Bridge: n.BridgeName, Subnet: n.Subnet, MTU: n.MTU,
-		VMToVM: *n.VMToVM, DNSPort: listen.Port(), AllowHost: n.AllowHost, Log: log,
+		VMToVM: *n.VMToVM, DNSPort: listen.Port(), AllowHost: n.AllowHost, Allow: n.Allow, Log: log,
 	}, dns, nil
 }
 

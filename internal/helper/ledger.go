@@ -50,6 +50,12 @@ type TapEntry struct {
 	UID       int       `json:"uid"`
 	GID       int       `json:"gid"`
 	CreatedAt time.Time `json:"created_at"`
+	// IP is the guest address behind the tap and MAC the guest MAC the
+	// helper derived from it: the only ones the firewall lets the tap send
+	// from. Ledgers written before they were recorded leave them empty,
+	// and such a tap sends nothing.
+	IP  string `json:"ip,omitempty"`
+	MAC string `json:"mac,omitempty"`
 }
 
 // OpenLedger loads the ledger in stateDir, or starts an empty one if the
@@ -201,6 +207,69 @@ func (l *Ledger) AddTap(name string, e TapEntry) (bool, error) {
 		st.Taps[name] = e
 		return true
 	})
+}
+
+// ClaimTap records a tap with its guest address, or gives a recorded tap
+// the address in e (keeping the rest of its entry). It refuses an IP or MAC
+// another tap holds, so no two taps may send as the same guest. It returns
+// the previous entry, if any, for a caller that has to undo the claim.
+func (l *Ledger) ClaimTap(name string, e TapEntry) (prev TapEntry, existed bool, err error) {
+	var taken string
+	_, err = l.update(func(st *ledgerState) bool {
+		for n, o := range st.Taps {
+			if n != name && ((e.IP != "" && o.IP == e.IP) || (e.MAC != "" && o.MAC == e.MAC)) {
+				taken = n
+				return false
+			}
+		}
+		prev, existed = st.Taps[name]
+		if existed {
+			if prev.IP == e.IP && prev.MAC == e.MAC {
+				return false
+			}
+			next := prev
+			next.IP, next.MAC = e.IP, e.MAC
+			st.Taps[name] = next
+			return true
+		}
+		if e.CreatedAt.IsZero() {
+			e.CreatedAt = time.Now().UTC()
+		}
+		st.Taps[name] = e
+		return true
+	})
+	if err != nil {
+		return prev, existed, err
+	}
+	if taken != "" {
+		return prev, existed, fmt.Errorf("%w: tap %s already has address %s or mac %s", errAddrTaken, taken, e.IP, e.MAC)
+	}
+	return prev, existed, nil
+}
+
+// errAddrTaken says a guest address or MAC belongs to another tap.
+var errAddrTaken = errors.New("guest address taken")
+
+// PutTap replaces a tap's entry as it is, to undo a ClaimTap.
+func (l *Ledger) PutTap(name string, e TapEntry) error {
+	_, err := l.update(func(st *ledgerState) bool {
+		st.Taps[name] = e
+		return true
+	})
+	return err
+}
+
+// TapEntries returns the entries of the recorded taps on bridge, by name.
+func (l *Ledger) TapEntries(bridge string) map[string]TapEntry {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := map[string]TapEntry{}
+	for n, e := range l.st.Taps {
+		if e.Bridge == bridge {
+			out[n] = e
+		}
+	}
+	return out
 }
 
 // RemoveTap forgets a tap.

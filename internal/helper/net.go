@@ -50,3 +50,6 @@ type Net interface {
 // name the same type, and netdev must not import the helper (the helper
 // imports netdev).
 type Firewall = netdev.Firewall
+
+// Guest is one tap of Firewall.Guests, aliased like Firewall.
+type Guest = netdev.Guest

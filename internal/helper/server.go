@@ -463,11 +463,7 @@ func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op,
 		if err := s.checkPinnedSubnet(spec.Subnet, spec.Gateway); err != nil {
 			return nil, nil, err
 		}
-		fw := Firewall{
-			Bridge: spec.Bridge, Subnet: spec.Subnet, Gateway: spec.Gateway, DNSPorts: spec.DNSPorts,
-			AllowHost: spec.AllowHost, VMToVM: spec.VMToVM, NAT: spec.NAT,
-		}
-		return nil, nil, netErr("apply firewall", s.cfg.Net.ApplyFirewall(ctx, fw))
+		return nil, nil, netErr("apply firewall", s.cfg.Net.ApplyFirewall(ctx, s.firewallFor(spec)))
 	case privop.ClearFirewall:
 		s.opMu.Lock()
 		defer s.opMu.Unlock()
@@ -519,26 +515,6 @@ func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op,
 	default:
 		return nil, nil, privop.Errorf(privop.CodeBadRequest, "op %s is not served by the helper", op.Name())
 	}
-}
-
-func (s *Server) createTap(ctx context.Context, o privop.CreateTap) error {
-	if !s.cfg.Ledger.HasBridge(o.Bridge) {
-		return errNotOurs("bridge", o.Bridge)
-	}
-	if e, ok := s.cfg.Ledger.Tap(o.Tap); ok && e.Bridge != o.Bridge {
-		return privop.Errorf(privop.CodeBadRequest, "tap %s already exists on bridge %s", o.Tap, e.Bridge)
-	}
-	isNew, err := s.cfg.Ledger.AddTap(o.Tap, TapEntry{Bridge: o.Bridge, UID: s.cfg.OwnerUID, GID: s.cfg.OwnerGID})
-	if err != nil {
-		return err
-	}
-	if err := s.cfg.Net.CreateTap(ctx, o.Tap, o.Bridge, s.cfg.OwnerUID, s.cfg.OwnerGID, o.MTU); err != nil {
-		if isNew {
-			_ = s.cfg.Ledger.RemoveTap(o.Tap)
-		}
-		return netErr("create tap", err)
-	}
-	return nil
 }
 
 // netErr wraps a Net failure with its code; nil stays nil.

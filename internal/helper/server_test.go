@@ -133,8 +133,8 @@ func TestServerFullFlow(t *testing.T) {
 	}
 	steps := []privop.Op{
 		privop.EnsureBridge{Bridge: "br-fc", Gateway: "172.16.0.1/24", MTU: 1500},
-		privop.CreateTap{Tap: "tap-fc-a1", Bridge: "br-fc", MTU: 1500},
-		privop.CreateTap{Tap: "tap-fc-b2", Bridge: "br-fc", MTU: 1400},
+		privop.CreateTap{Tap: "tap-fc-a1", Bridge: "br-fc", MTU: 1500, IP: "172.16.0.2"},
+		privop.CreateTap{Tap: "tap-fc-b2", Bridge: "br-fc", MTU: 1400, IP: "172.16.0.3"},
 		privop.ApplyFirewall{Bridge: "br-fc", Subnet: "172.16.0.0/24", Gateway: "172.16.0.1", DNSPorts: []int{53},
 			AllowHost: []string{"127.0.0.1:8080"}, VMToVM: true, NAT: []string{"172.16.0.2"}},
 		privop.DeleteTap{Tap: "tap-fc-b2"},
@@ -212,7 +212,7 @@ func TestServerRefusesDevicesNotInLedger(t *testing.T) {
 		}
 		wantCode(t, err, privop.CodeForbidden, "tap tap-fc-x was not created by banger")
 	}
-	err := h.client.Do(ctx, privop.CreateTap{Tap: "tap-fc-y", Bridge: "br-fc-other", MTU: 1500}, nil)
+	err := h.client.Do(ctx, privop.CreateTap{Tap: "tap-fc-y", Bridge: "br-fc-other", MTU: 1500, IP: "172.16.0.9"}, nil)
 	wantCode(t, err, privop.CodeForbidden, "bridge br-fc-other was not created by banger")
 	err = h.client.Do(ctx, privop.DeleteBridge{Bridge: "br-fc"}, nil)
 	wantCode(t, err, privop.CodeForbidden, "bridge br-fc was not created by banger")

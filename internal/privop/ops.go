@@ -93,11 +93,15 @@ func (DeleteBridge) Name() string { return "delete_bridge" }
 func (o DeleteBridge) Validate() error { return ValidBridgeName(o.Bridge) }
 
 // CreateTap creates a tap enslaved to bridge, owned by the helper's
-// registered owner.
+// registered owner. IP is the guest's IPv4 address behind the tap: the
+// helper checks it against the bridge's subnet and the other taps, derives
+// the guest's MAC from it itself, and lets the tap send frames with that
+// MAC and address only.
 type CreateTap struct {
 	Tap    string `json:"tap"`
 	Bridge string `json:"bridge"`
 	MTU    int    `json:"mtu"`
+	IP     string `json:"ip"`
 }
 
 // Name implements Op.
@@ -111,7 +115,16 @@ func (o CreateTap) Validate() error {
 	if err := ValidBridgeName(o.Bridge); err != nil {
 		return err
 	}
+	if _, err := parseAddr4(o.IP); err != nil {
+		return fmt.Errorf("ip: %w", err)
+	}
 	return ValidMTU(o.MTU)
+}
+
+// Addr returns the parsed guest address; call it after Validate.
+func (o CreateTap) Addr() netip.Addr {
+	a, _ := netip.ParseAddr(o.IP)
+	return a
 }
 
 // DeleteTap removes a tap the helper created.
@@ -152,6 +165,10 @@ type ApplyFirewall struct {
 	AllowHost []string `json:"allow_host"` // "addr:port" host services guests may reach
 	VMToVM    bool     `json:"vm_to_vm"`
 	NAT       []string `json:"nat"` // guest addresses (inside Subnet) to masquerade
+	// Allow lists IPv4 destinations ("10.1.2.0/24") NATed guests may reach
+	// although they lie in a range egress closes by default (private,
+	// CGNAT, link-local). Metadata addresses stay closed whatever it says.
+	Allow []string `json:"allow,omitempty"`
 }
 
 // FirewallSpec is ApplyFirewall parsed; produced by Parse.
@@ -163,6 +180,7 @@ type FirewallSpec struct {
 	AllowHost []netip.AddrPort
 	VMToVM    bool
 	NAT       []netip.Addr
+	Allow     []netip.Prefix
 }
 
 // Name implements Op.
@@ -234,6 +252,9 @@ func (o ApplyFirewall) Parse() (FirewallSpec, error) {
 			return s, fmt.Errorf("nat: %s is the gateway", a)
 		}
 		s.NAT = append(s.NAT, a)
+	}
+	if s.Allow, err = ParseAllow(o.Allow); err != nil {
+		return s, err
 	}
 	return s, nil
 }

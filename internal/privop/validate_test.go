@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -35,13 +36,21 @@ func TestValidateRefuses(t *testing.T) {
 		{"gateway is broadcast", EnsureBridge{Bridge: "br-fc", Gateway: "172.16.0.255/24", MTU: 1500}, "broadcast"},
 		{"gateway leading zero", EnsureBridge{Bridge: "br-fc", Gateway: "172.016.0.1/24", MTU: 1500}, "prefix"},
 		{"mtu too small", EnsureBridge{Bridge: "br-fc", Gateway: "172.16.0.1/24", MTU: 100}, "mtu"},
-		{"mtu too big", CreateTap{Tap: "tap-fc-a", Bridge: "br-fc", MTU: 65536}, "mtu"},
+		{"mtu too big", CreateTap{Tap: "tap-fc-a", Bridge: "br-fc", MTU: 65536, IP: "172.16.0.2"}, "mtu"},
 		{"tap eth0", DeleteTap{Tap: "eth0"}, "not a banger tap"},
 		{"tap 9 char id", OpenTap{Tap: "tap-fc-123456789"}, "not a banger tap"},
-		{"tap leading dash", CreateTap{Tap: "-tap-fc-a", Bridge: "br-fc", MTU: 1500}, "not a banger tap"},
+		{"tap leading dash", CreateTap{Tap: "-tap-fc-a", Bridge: "br-fc", MTU: 1500, IP: "172.16.0.2"}, "not a banger tap"},
 		{"tap path traversal", DeleteTap{Tap: "tap-fc-../x"}, "not a banger tap"},
 		{"tap NUL", DeleteTap{Tap: "tap-fc-a\x00"}, "not a banger tap"},
 		{"tap on eth0", CreateTap{Tap: "tap-fc-a", Bridge: "eth0", MTU: 1500}, "not a banger bridge"},
+		{"tap without ip", CreateTap{Tap: "tap-fc-a", Bridge: "br-fc", MTU: 1500}, "ip: address"},
+		{"tap ipv6", CreateTap{Tap: "tap-fc-a", Bridge: "br-fc", MTU: 1500, IP: "fd00::2"}, "canonical IPv4"},
+		{"tap ip leading zero", CreateTap{Tap: "tap-fc-a", Bridge: "br-fc", MTU: 1500, IP: "172.16.0.02"}, "ip: address"},
+		{"firewall allow host bits", fw(func(o *ApplyFirewall) { o.Allow = []string{"10.1.2.3/24"} }), "no host bits"},
+		{"firewall allow not canonical", fw(func(o *ApplyFirewall) { o.Allow = []string{"10.1.2.0/024"} }), "allow"},
+		{"firewall allow v6", fw(func(o *ApplyFirewall) { o.Allow = []string{"fd00::/8"} }), "IPv4"},
+		{"firewall allow everything", fw(func(o *ApplyFirewall) { o.Allow = []string{"0.0.0.0/0"} }), "every destination"},
+		{"firewall allow too many", fw(func(o *ApplyFirewall) { o.Allow = slices.Repeat([]string{"10.0.0.0/8"}, MaxAllow+1) }), "at most"},
 		{"firewall public subnet", fw(func(o *ApplyFirewall) { o.Subnet = "1.2.3.0/24"; o.Gateway = "1.2.3.1" }), "private range"},
 		{"firewall subnet host bits", fw(func(o *ApplyFirewall) { o.Subnet = "172.16.0.1/24" }), "host bits"},
 		{"firewall gateway outside", fw(func(o *ApplyFirewall) { o.Gateway = "172.17.0.1" }), "outside"},
@@ -114,7 +123,7 @@ func TestValidateAccepts(t *testing.T) {
 		EnsureBridge{Bridge: "br-fc-123456789", Gateway: "100.64.0.1/10", MTU: 9000},
 		EnsureBridge{Bridge: "br-fc-t", Gateway: "10.1.2.3/8", MTU: 576},
 		EnsureBridge{Bridge: "br-fc", Gateway: "192.168.7.1/30", MTU: 1500},
-		CreateTap{Tap: "tap-fc-12345678", Bridge: "br-fc", MTU: 1500},
+		CreateTap{Tap: "tap-fc-12345678", Bridge: "br-fc", MTU: 1500, IP: "172.16.0.2"},
 		DeleteTap{Tap: "tap-fc-a"}, OpenTap{Tap: "tap-fc-0"}, DeleteBridge{Bridge: "br-fc-x"},
 		SyncResolverRouting{Bridge: "br-fc", Server: "172.16.0.1:42069"},
 		SyncResolverRouting{Bridge: "br-fc-x", Server: "10.1.2.3:53"},
@@ -125,7 +134,8 @@ func TestValidateAccepts(t *testing.T) {
 		DebootstrapImage{Suite: "b" + strings.Repeat("a", 31), Mirror: "https://mirror.example:8443/debian/"},
 		DebootstrapImage{Suite: "trixie", Mirror: "http://10.0.0.1/" + strings.Repeat("a", 496)},
 		ApplyFirewall{Bridge: "br-fc", Subnet: "172.16.0.0/24", Gateway: "172.16.0.1", DNSPorts: []int{53, 42069},
-			AllowHost: []string{"127.0.0.1:8080"}, VMToVM: true, NAT: []string{"172.16.0.2", "172.16.0.254"}},
+			AllowHost: []string{"127.0.0.1:8080"}, VMToVM: true, NAT: []string{"172.16.0.2", "172.16.0.254"},
+			Allow: []string{"10.1.2.0/24", "192.168.1.10/32", "169.254.0.0/16"}},
 	} {
 		if err := op.Validate(); err != nil {
 			t.Errorf("Validate(%#v) = %v, want nil", op, err)
@@ -225,7 +235,7 @@ func TestEncodeDecodeRoundTrip(t *testing.T) {
 	ops := []Op{
 		Ping{}, ClearFirewall{},
 		EnsureBridge{Bridge: "br-fc", Gateway: "172.16.0.1/24", MTU: 1500},
-		CreateTap{Tap: "tap-fc-1", Bridge: "br-fc", MTU: 1400},
+		CreateTap{Tap: "tap-fc-1", Bridge: "br-fc", MTU: 1400, IP: "10.0.0.2"},
 		OpenTap{Tap: "tap-fc-1"},
 		SyncResolverRouting{Bridge: "br-fc", Server: "172.16.0.1:42069"},
 		ClearResolverRouting{Bridge: "br-fc"},

@@ -350,13 +350,20 @@ func (s *Service) boot(ctx context.Context, v *store.VM, progress Progress) erro
 	if ip, ok := s.guestIP(*v); ok {
 		var f *os.File
 		_, opensTap := s.driver.(interface{ OpensTapByName() bool })
-		tap, f, err = s.net.setupTap(ctx, v.ID, !opensTap)
+		tap, f, err = s.net.setupTap(ctx, v.ID, ip, !opensTap)
 		if err != nil {
 			closeRoot()
 			return s.fail(v, errdefs.Unavailable("set up network: %v", err))
 		}
 		if f != nil {
 			defer f.Close() // the VMM holds its own copy once started
+		}
+		// The new tap sends nothing until the firewall lists it, and the
+		// firewall must be in force before a guest can send anything.
+		if err := s.refreshFirewall(ctx); err != nil {
+			closeRoot()
+			_ = s.net.deleteTap(context.WithoutCancel(ctx), tap)
+			return s.fail(v, errdefs.Unavailable("set up network: %v", err))
 		}
 		spec.Net = &vmm.Net{Tap: f, TapName: tap, MAC: ipam.MAC(ip)}
 		spec.Cmdline += " " + s.net.cmdline(ip)

@@ -43,7 +43,10 @@ type NetworkOptions struct {
 	DNSPort uint16 // bangerd's DNS port, reachable by guests on the gateway
 	// AllowHost lists extra host services guests may reach ("IP:PORT").
 	AllowHost []string
-	Log       *slog.Logger
+	// Allow lists IPv4 prefixes NATed guests may reach although egress
+	// closes them by default (private, CGNAT and link-local ranges).
+	Allow []string
+	Log   *slog.Logger
 }
 
 // network is the service's view of the bridge network.
@@ -144,16 +147,17 @@ func (n *network) cmdline(ip netip.Addr) string {
 	return s
 }
 
-// setupTap creates the VM's tap and opens it for the VMM.
-// setupTap creates the VM's tap and, with open, opens it for a VMM that
-// cannot (QEMU). A VMM that opens it by name itself (Firecracker) must get
-// it unopened: a single-queue tap takes one attachment at a time.
-func (n *network) setupTap(ctx context.Context, id string, open bool) (string, *os.File, error) {
+// setupTap creates the VM's tap for the guest at ip and, with open, opens
+// it for a VMM that cannot (QEMU). A VMM that opens it by name itself
+// (Firecracker) must get it unopened: a single-queue tap takes one
+// attachment at a time. The helper lets the tap send only as ip and the MAC
+// ipam.MAC derives from it, which is the MAC the VMM must give the guest.
+func (n *network) setupTap(ctx context.Context, id string, ip netip.Addr, open bool) (string, *os.File, error) {
 	if err := n.ensureBridge(ctx); err != nil {
 		return "", nil, err
 	}
 	tap := tapName(id)
-	if _, _, err := n.Helper.Call(ctx, privop.CreateTap{Tap: tap, Bridge: n.Bridge, MTU: n.MTU}); err != nil {
+	if _, _, err := n.Helper.Call(ctx, privop.CreateTap{Tap: tap, Bridge: n.Bridge, MTU: n.MTU, IP: ip.String()}); err != nil {
 		return "", nil, fmt.Errorf("create tap %s: %w", tap, err)
 	}
 	if !open {
@@ -177,14 +181,16 @@ func (n *network) deleteTap(ctx context.Context, tap string) error {
 	return nil
 }
 
-// applyFirewall rebuilds banger's rules from the running VMs.
+// applyFirewall rebuilds banger's rules from the running VMs (and, in the
+// helper, from its record of taps, whose guests it confines to their own
+// addresses).
 func (n *network) applyFirewall(ctx context.Context, vms []store.VM) error {
 	if err := n.ensureBridge(ctx); err != nil {
 		return err
 	}
 	op := privop.ApplyFirewall{
 		Bridge: n.Bridge, Subnet: n.plan.Subnet.String(), Gateway: n.plan.Gateway.String(),
-		VMToVM: n.VMToVM, AllowHost: append([]string{}, n.AllowHost...),
+		VMToVM: n.VMToVM, AllowHost: append([]string{}, n.AllowHost...), Allow: append([]string{}, n.Allow...),
 	}
 	if n.DNSPort != 0 {
 		op.DNSPorts = []int{int(n.DNSPort)}

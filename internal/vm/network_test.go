@@ -54,7 +54,7 @@ func (d *fakeDNS) AddListener(a string) (netip.AddrPort, error) {
 func TestNetworkPlansHelperOps(t *testing.T) {
 	fh, dns := &fakeHelper{}, &fakeDNS{}
 	n, err := newNetwork(NetworkOptions{Helper: fh, DNS: dns, Bridge: "br-fc", Subnet: "172.16.0.0/24", MTU: 1500,
-		VMToVM: true, DNSPort: 42069, Log: slog.New(slog.DiscardHandler)})
+		VMToVM: true, DNSPort: 42069, Allow: []string{"10.1.2.0/24"}, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestNetworkPlansHelperOps(t *testing.T) {
 	if err != nil || ip.String() != "172.16.0.3" {
 		t.Fatalf("allocate = %v, %v", ip, err)
 	}
-	tap, f, err := n.setupTap(ctx, "0123456789ab", true)
+	tap, f, err := n.setupTap(ctx, "0123456789ab", ip, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +72,7 @@ func TestNetworkPlansHelperOps(t *testing.T) {
 		t.Fatalf("tap = %q", tap)
 	}
 	// For a VMM that opens the tap by name, the tap is created only.
-	if _, f, err := n.setupTap(ctx, "fedcba987654", false); err != nil || f != nil {
+	if _, f, err := n.setupTap(ctx, "fedcba987654", netip.MustParseAddr("172.16.0.4"), false); err != nil || f != nil {
 		t.Fatalf("setupTap without open = %v, %v", f, err)
 	}
 	if err := n.deleteTap(ctx, "tap-fc-fedcba98"); err != nil {
@@ -94,11 +94,11 @@ func TestNetworkPlansHelperOps(t *testing.T) {
 	want := strings.Join([]string{
 		`ensure_bridge {"bridge":"br-fc","gateway":"172.16.0.1/24","mtu":1500}`,
 		`sync_resolver_routing {"bridge":"br-fc","server":"172.16.0.1:42069"}`,
-		`create_tap {"tap":"tap-fc-01234567","bridge":"br-fc","mtu":1500}`,
+		`create_tap {"tap":"tap-fc-01234567","bridge":"br-fc","mtu":1500,"ip":"172.16.0.3"}`,
 		`open_tap tap-fc-01234567`,
-		`create_tap {"tap":"tap-fc-fedcba98","bridge":"br-fc","mtu":1500}`,
+		`create_tap {"tap":"tap-fc-fedcba98","bridge":"br-fc","mtu":1500,"ip":"172.16.0.4"}`,
 		`delete_tap {"tap":"tap-fc-fedcba98"}`,
-		`apply_firewall {"bridge":"br-fc","subnet":"172.16.0.0/24","gateway":"172.16.0.1","dns_ports":[42069],"allow_host":[],"vm_to_vm":true,"nat":["172.16.0.2"]}`,
+		`apply_firewall {"bridge":"br-fc","subnet":"172.16.0.0/24","gateway":"172.16.0.1","dns_ports":[42069],"allow_host":[],"vm_to_vm":true,"nat":["172.16.0.2"],"allow":["10.1.2.0/24"]}`,
 		`delete_tap {"tap":"tap-fc-01234567"}`,
 		`clear_resolver_routing {"bridge":"br-fc"}`,
 		`clear_firewall {}`,
