@@ -2,6 +2,8 @@ package vm
 
 import (
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
@@ -51,16 +53,25 @@ func boundConsoleLog(path string) *consoleLog {
 	return c
 }
 
+// rotateInPlace copies the log to .1 as a stream: between two checks a
+// guest may have written far past the limit, and none of it is held in
+// memory.
 func rotateInPlace(path string, limit int64) {
-	st, err := os.Stat(path)
-	if err != nil || st.Size() <= limit {
-		return
-	}
-	data, err := os.ReadFile(path)
+	src, err := os.Open(path)
 	if err != nil {
 		return
 	}
-	if err := os.WriteFile(path+".1", data, 0o600); err != nil {
+	defer src.Close()
+	st, err := src.Stat()
+	if err != nil || st.Size() <= limit {
+		return
+	}
+	dst, err := os.OpenFile(path+".1", os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return
+	}
+	_, err = io.Copy(dst, io.NewSectionReader(src, 0, st.Size()))
+	if cerr := dst.Close(); err != nil || cerr != nil {
 		return
 	}
 	_ = os.Truncate(path, 0)
@@ -131,15 +142,42 @@ func (c *consoleLog) Close() {
 	c.mu.Unlock()
 }
 
-// readConsole returns the retained console output, oldest first.
+// readConsole returns the retained console output, oldest first: the
+// newest consoleLogMax bytes of each file. A log the VMM writes itself can
+// outgrow the bound between two checks, so the bound is on the read.
 func readConsole(path string) ([]byte, error) {
-	old, err := os.ReadFile(path + ".1")
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	old, err := readTail(path+".1", consoleLogMax)
+	if err != nil {
 		return nil, err
 	}
-	cur, err := os.ReadFile(path)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	cur, err := readTail(path, consoleLogMax)
+	if err != nil {
 		return nil, err
 	}
 	return append(old, cur...), nil
+}
+
+// readTail reads the last limit bytes of path; a missing file reads empty.
+func readTail(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read console: %w", err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("read console: %w", err)
+	}
+	off := st.Size() - limit
+	if off < 0 {
+		off = 0
+	}
+	b, err := io.ReadAll(io.LimitReader(io.NewSectionReader(f, off, limit), limit))
+	if err != nil {
+		return nil, fmt.Errorf("read console: %w", err)
+	}
+	return b, nil
 }

@@ -79,3 +79,30 @@ func TestRotateInPlace(t *testing.T) {
 		t.Fatalf("after rotation .1 = %q, log = %q", old, cur)
 	}
 }
+
+// A log the VMM writes itself can grow far past the bound between two
+// checks; reading it still returns at most the newest consoleLogMax bytes
+// of each file.
+func TestReadConsoleIsBounded(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "console.log")
+	big := bytes.Repeat([]byte("old line\n"), 3*consoleLogMax/9)
+	if err := os.WriteFile(p+".1", big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, append(append([]byte{}, big...), "newest\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	all, err := readConsole(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) > 2*consoleLogMax {
+		t.Fatalf("read %d bytes of console, over twice the %d bound", len(all), consoleLogMax)
+	}
+	if !bytes.HasSuffix(all, []byte("old line\nnewest\n")) {
+		t.Fatalf("newest output lost: tail %q", all[max(0, len(all)-20):])
+	}
+	if _, err := readConsole(filepath.Join(t.TempDir(), "none.log")); err != nil {
+		t.Fatalf("a VM that never wrote its console: %v", err)
+	}
+}
