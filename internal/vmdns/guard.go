@@ -20,9 +20,10 @@ import (
 // REFUSED would still let a spoofed source turn the host into a reflector.
 // Over UDP the packet must also have arrived on the interface that holds the
 // listener's address (the bridge): a source address alone can be forged.
-// Loopback is admitted too: the host's own queries to the bridge address
-// (systemd-resolved's .vm routing) come from the bridge address over lo, and
-// nothing from outside the host can arrive on lo. Over TCP the handshake
+// The host's own queries to the bridge address (systemd-resolved's .vm
+// routing) come from that address and, on the kernels tried, report the
+// bridge as their interface; loopback is admitted too in case a kernel
+// reports lo, since nothing from outside the host can arrive on it. Over TCP the handshake
 // already proves the source can receive at its address.
 
 // reresolveEvery bounds how often a packet from an unexpected interface

@@ -19,17 +19,27 @@ import (
 // server closed the connection (TCP).
 func exchangeFrom(t *testing.T, network, from string, to netip.AddrPort, m *dns.Msg, wait time.Duration) []byte {
 	t.Helper()
+	c, err := dialFrom(network, from, to)
+	if err != nil {
+		t.Skipf("cannot send from %s here: %v", from, err)
+	}
+	defer c.Close()
+	return roundTrip(t, network, c, m, wait)
+}
+
+func dialFrom(network, from string, to netip.AddrPort) (net.Conn, error) {
 	d := net.Dialer{Timeout: 5 * time.Second}
 	if network == "udp" {
 		d.LocalAddr = &net.UDPAddr{IP: net.ParseIP(from)}
 	} else {
 		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
 	}
-	c, err := d.Dial(network, to.String())
-	if err != nil {
-		t.Skipf("cannot send from %s here: %v", from, err)
-	}
-	defer c.Close()
+	return d.Dial(network, to.String())
+}
+
+// roundTrip sends m on c and returns the raw reply, or nil as exchangeFrom.
+func roundTrip(t *testing.T, network string, c net.Conn, m *dns.Msg, wait time.Duration) []byte {
+	t.Helper()
 	b, err := m.Pack()
 	if err != nil {
 		t.Fatal(err)
