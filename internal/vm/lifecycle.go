@@ -517,8 +517,10 @@ func (s *Service) bootInitrd(art *kernel.Artifact) (string, error) {
 	return p, nil
 }
 
+// vmmLogTail quotes the end of a VMM's log in an error. The log can hold
+// what a guest made the VMM say, as much as it liked: only its tail is read.
 func vmmLogTail(path string) string {
-	b, err := os.ReadFile(path)
+	b, err := readTail(path, 4<<10)
 	if err != nil || len(b) == 0 {
 		return ""
 	}
