@@ -2,12 +2,15 @@ package cli
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"banger/internal/api"
 	"banger/internal/errdefs"
@@ -156,5 +159,63 @@ func TestGuestOutputIsBounded(t *testing.T) {
 	}
 	if got, want := g.String(), strings.Repeat("x", 16)+" ... (1048560 more bytes)"; got != want {
 		t.Fatalf("String = %q, want %q", got, want)
+	}
+}
+
+// Waiting for a guest's SSH server reads its first bytes only: a guest
+// port that streams bytes without a newline is not buffered by the CLI.
+func TestWaitSSHReadsABoundedBanner(t *testing.T) {
+	dir := shortTemp(t)
+	ln, err := net.Listen("unix", filepath.Join(dir, "d.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const flood = 64 << 20
+	var mu sync.Mutex
+	var handlers sync.WaitGroup
+	most := 0
+	m := http.NewServeMux()
+	m.HandleFunc("GET /v1/ping", func(w http.ResponseWriter, _ *http.Request) {
+		_ = json.NewEncoder(w).Encode(api.Ping{APIVersion: api.Version, Version: version.Version, PID: 1 << 30})
+	})
+	m.HandleFunc("POST /v1/vms/dev/connect", func(w http.ResponseWriter, _ *http.Request) {
+		handlers.Add(1)
+		defer handlers.Done()
+		conn, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_, _ = brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: " + api.ConnectUpgrade + "\r\nConnection: Upgrade\r\n\r\n")
+		_ = brw.Flush()
+		_ = conn.SetWriteDeadline(time.Now().Add(3 * time.Second))
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		sent := 0
+		for sent < flood {
+			n, err := conn.Write(chunk)
+			sent += n
+			if err != nil {
+				break
+			}
+		}
+		mu.Lock()
+		most = max(most, sent)
+		mu.Unlock()
+	})
+	srv := &http.Server{Handler: m}
+	go func() { _ = srv.Serve(ln) }()
+	defer srv.Close()
+	e, _, _ := envFor(t, dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := e.waitSSH(ctx, "dev", 300*time.Millisecond); err == nil {
+		t.Fatal("a port that is not SSH passed for an SSH server")
+	}
+	_ = srv.Close()
+	handlers.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if most >= 4<<20 {
+		t.Fatalf("the CLI took %d bytes from a port that never sent a newline", most)
 	}
 }

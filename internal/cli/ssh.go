@@ -162,9 +162,12 @@ func (e *env) waitSSH(ctx context.Context, name string, limit time.Duration) err
 	for {
 		if conn, br, err := cl.Connect(ctx, name, "127.0.0.1:22"); err == nil {
 			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-			banner, rerr := br.ReadString('\n')
+			// The first bytes tell an SSH server; reading up to a newline
+			// would buffer whatever a guest sends without one.
+			var banner [4]byte
+			_, rerr := io.ReadFull(br, banner[:])
 			conn.Close()
-			if rerr == nil && strings.HasPrefix(banner, "SSH-") {
+			if rerr == nil && string(banner[:]) == "SSH-" {
 				return nil
 			}
 		}
