@@ -107,17 +107,17 @@ func checkKeyring(suite string, src suiteSource) (string, error) {
 		}
 		return "", fmt.Errorf("suite %s: keyring %s: %w: %w", suite, src.Keyring, ErrUnverifiable, err)
 	}
-	real, err := filepath.EvalSymlinks(src.Keyring)
+	resolved, err := filepath.EvalSymlinks(src.Keyring)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return "", missing(err)
 		}
 		return "", fmt.Errorf("suite %s: resolve keyring: %w", suite, err)
 	}
-	if err := trustpath.DirChain(filepath.Dir(real), 0); err != nil {
-		return "", fmt.Errorf("suite %s: keyring %s: %w: %w", suite, real, ErrUnverifiable, err)
+	if err := trustpath.DirChain(filepath.Dir(resolved), 0); err != nil {
+		return "", fmt.Errorf("suite %s: keyring %s: %w: %w", suite, resolved, ErrUnverifiable, err)
 	}
-	fi, err := os.Lstat(real)
+	fi, err := os.Lstat(resolved)
 	if err != nil {
 		return "", fmt.Errorf("suite %s: check keyring: %w", suite, err)
 	}
@@ -132,9 +132,9 @@ func checkKeyring(suite string, src suiteSource) (string, error) {
 		err = errors.New("empty")
 	}
 	if err != nil {
-		return "", fmt.Errorf("suite %s: keyring %s: %w: %w", suite, real, ErrUnverifiable, err)
+		return "", fmt.Errorf("suite %s: keyring %s: %w: %w", suite, resolved, ErrUnverifiable, err)
 	}
-	return real, nil
+	return resolved, nil
 }
 
 // defaultMirror is src's mirror over https when the host can check the

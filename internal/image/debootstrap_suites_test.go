@@ -76,6 +76,32 @@ func TestCheckKeyring(t *testing.T) {
 			t.Errorf("%s %s: %v, want it refused", name, path, err)
 		}
 	}
+	if os.Geteuid() == 0 {
+		// In root's own directory, the file itself decides.
+		rootDir := t.TempDir()
+		for name, set := range map[string]func(string) error{
+			"group-writable": func(p string) error { return os.Chmod(p, 0o664) },
+			"others'":        func(p string) error { return os.Chown(p, 65534, 65534) },
+			"empty":          func(p string) error { return os.Truncate(p, 0) },
+			"fine":           func(string) error { return nil },
+		} {
+			p := filepath.Join(rootDir, name+".gpg")
+			if err := os.WriteFile(p, []byte("keys"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := set(p); err != nil {
+				t.Fatal(err)
+			}
+			got, err := checkKeyring("bookworm", suiteSource{Keyring: p, Package: "p"})
+			if name == "fine" {
+				if err != nil || got != p {
+					t.Errorf("root's 0644 keyring: %q, %v", got, err)
+				}
+			} else if !errors.Is(err, ErrUnverifiable) {
+				t.Errorf("%s keyring: %v, want it refused", name, err)
+			}
+		}
+	}
 	if _, err := os.Stat(DebianKeyring); err != nil {
 		t.Skipf("no Debian keyring on this host: %v", err)
 	}

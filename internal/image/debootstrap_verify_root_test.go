@@ -3,7 +3,7 @@ package image
 import (
 	"bytes"
 	"context"
-	"crypto/md5" //nolint:gosec // the Packages index carries MD5sum beside SHA256, as a real archive's does
+	"crypto/md5"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -323,7 +323,7 @@ func serveArchive(t *testing.T, name, suite string, debs []testDeb, signer *test
 	var pkgs bytes.Buffer
 	for _, d := range debs {
 		sha := sha256.Sum256(d.body)
-		md := md5.Sum(d.body) //nolint:gosec // index field, not a security check
+		md := md5.Sum(d.body)
 		prio := "optional"
 		if d.name == "banger-test-base" {
 			prio = "required"
@@ -335,7 +335,7 @@ func serveArchive(t *testing.T, name, suite string, debs []testDeb, signer *test
 	dists := "dists/" + suite + "/"
 	files[dists+"main/binary-amd64/Packages"] = pkgs.Bytes()
 	psha := sha256.Sum256(pkgs.Bytes())
-	pmd := md5.Sum(pkgs.Bytes()) //nolint:gosec // index field, not a security check
+	pmd := md5.Sum(pkgs.Bytes())
 	release := fmt.Sprintf("Origin: banger-test\nLabel: banger-test\nSuite: %s\nCodename: %s\nDate: %s\nArchitectures: amd64\nComponents: main\nDescription: unverified test archive\nSHA256:\n %s %d main/binary-amd64/Packages\nMD5Sum:\n %s %d main/binary-amd64/Packages\n",
 		suite, suite, time.Now().UTC().Format(time.RFC1123Z), hex.EncodeToString(psha[:]), pkgs.Len(), hex.EncodeToString(pmd[:]), pkgs.Len())
 	// MD5Sum last: debootstrap drops the final line of an InRelease's
