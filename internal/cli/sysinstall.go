@@ -36,7 +36,11 @@ func newSystemInstallCommands(e *env) []*cobra.Command {
 start bangerd-root.service (the root helper, with only the capabilities its operations
 need) and bangerd.service (the owner's daemon, with none). It returns once both sockets
 answer. Running it again refreshes binaries, metadata and units and restarts both services;
-VMs keep running. --print-units prints the two unit files instead, changing nothing.`,
+VMs keep running. --print-units prints the two unit files instead, changing nothing.
+
+The metadata pins what the helper takes from no request: the firecracker and jailer
+binaries, the VMM uid range, and the bridge subnet (--subnet), which is refused when the
+host already has an address or route in it.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Owner == "" {

@@ -36,7 +36,8 @@ func newSystemRunCommand(e *env, run runSupervisor) *cobra.Command {
 		Short: "Run the root helper and the owner's bangerd in the foreground (as root, without systemd)",
 		Long: `Run the root helper (as root) and bangerd (as the owner) in the foreground, for
 hosts without systemd such as containers and CI. Must run as root. It writes the
-install metadata naming the owner, starts banger-helper and bangerd from the
+install metadata naming the owner and pinning the bridge subnet (--subnet, refused
+when the host, or --netns, already has an address or route in it), starts banger-helper and bangerd from the
 directory of this banger binary, waits until both answer and prints one line
 saying so. Both log to stderr, prefixed "helper: " and "bangerd: ".
 
@@ -68,9 +69,11 @@ and the command fails naming the one that died.`,
 	return c
 }
 
-// pinFlags adds the flags that pin what root runs for Firecracker VMs.
+// pinFlags adds the flags that pin what root runs for Firecracker VMs and
+// the bridge subnet.
 func pinFlags(f *pflag.FlagSet, p *sysrun.Pins) {
 	f.StringVar(&p.FirecrackerBin, "firecracker-bin", installmeta.DefaultFirecrackerBin, "the firecracker binary the helper runs (root's, not setuid; pinned in the install metadata)")
 	f.StringVar(&p.JailerBin, "jailer-bin", installmeta.DefaultJailerBin, "the jailer binary the helper runs (root's, not setuid; pinned in the install metadata)")
+	f.StringVar(&p.Subnet, "subnet", installmeta.DefaultSubnet, fmt.Sprintf("the bridge subnet (private IPv4, /%d to /%d) the helper gives banger's bridge; one the host already uses is refused (pinned in the install metadata)", installmeta.MinSubnetBits, installmeta.MaxSubnetBits))
 	f.IntVar(&p.VMMUIDBase, "vmm-uid-base", installmeta.DefaultVMMUIDBase, fmt.Sprintf("first of the %d uids (and gids) firecracker processes run as, one per VM; no account may use them", installmeta.VMMUIDCount))
 }

@@ -101,3 +101,16 @@ func TestSystemRunPassesOptions(t *testing.T) {
 		t.Errorf("flags: got %+v", got)
 	}
 }
+
+// TestSystemRunPinsSubnet: --subnet reaches the pins recorded in the
+// install metadata; without it, the default subnet is pinned.
+func TestSystemRunPinsSubnet(t *testing.T) {
+	got, err := runSystem(t, "run", "--owner", "dev")
+	if err != nil || got == nil || got.Pins.Subnet != installmeta.DefaultSubnet {
+		t.Fatalf("default: %+v, %v", got, err)
+	}
+	got, err = runSystem(t, "run", "--owner", "dev", "--subnet", "10.9.0.0/24")
+	if err != nil || got == nil || got.Pins.Subnet != "10.9.0.0/24" {
+		t.Fatalf("--subnet: %+v, %v", got, err)
+	}
+}

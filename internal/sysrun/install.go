@@ -49,11 +49,14 @@ type InstallOptions struct {
 	// are created by systemd and named here for uninstall and status.
 	StateDir, CacheDir, RuntimeDir string
 	Wait                           time.Duration // how long to wait for both sockets (default 30s)
-	// Pins are the Firecracker binaries and VMM uids root pins for the
-	// helper (install metadata).
-	Pins      Pins
-	Out       io.Writer
-	Systemctl Systemctl
+	// Pins are the Firecracker binaries, VMM uids and bridge subnet root
+	// pins for the helper (install metadata).
+	Pins Pins
+	// HostPrefixes lists the host's addresses and routes for the subnet
+	// check (nil: the host's own).
+	HostPrefixes HostPrefixes
+	Out          io.Writer
+	Systemctl    Systemctl
 	// Ready waits until both services answer (nil: dial their sockets).
 	Ready func(ctx context.Context) error
 }
@@ -124,6 +127,12 @@ func Install(ctx context.Context, o InstallOptions) error {
 		return errdefs.Invalid("%v", err)
 	}
 	if err := o.Pins.Check(SystemAccounts); err != nil {
+		return err
+	}
+	if o.HostPrefixes == nil {
+		o.HostPrefixes = hostPrefixesIn("")
+	}
+	if err := o.Pins.CheckSubnetFree(ctx, o.HostPrefixes, o.HelperStateDir); err != nil {
 		return err
 	}
 	say := func(format string, a ...any) { fmt.Fprintf(o.Out, "banger system install: "+format+"\n", a...) }

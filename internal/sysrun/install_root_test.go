@@ -3,6 +3,7 @@ package sysrun_test
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"banger/internal/installmeta"
+	"banger/internal/netdev"
 	"banger/internal/sysrun"
 	"banger/internal/sysunit"
 	"banger/internal/testutil"
@@ -100,6 +102,20 @@ func TestInstallIsIdempotentAndUninstallLeavesHome(t *testing.T) {
 		HelperSocket: filepath.Join(base, "run", "banger-root", "helper.sock"), HelperStateDir: filepath.Join(base, "lib", "banger-root"),
 		StateDir: filepath.Join(base, "state"), CacheDir: filepath.Join(base, "cache"), RuntimeDir: filepath.Join(base, "run", "banger"),
 		Systemctl: sc, Ready: func(context.Context) error { return nil },
+		Pins:      sysrun.Pins{Subnet: "10.213.7.0/24"},
+	}
+	// A subnet the host already uses is refused before anything is
+	// written.
+	taken := o
+	taken.Pins.Subnet = "10.213.0.0/16"
+	taken.HostPrefixes = func(context.Context) ([]netdev.HostPrefix, error) {
+		return []netdev.HostPrefix{{Prefix: netip.MustParsePrefix("10.213.9.1/24"), Dev: "lan0"}}, nil
+	}
+	if err := sysrun.Install(context.Background(), taken); err == nil || !strings.Contains(err.Error(), "address 10.213.9.1/24 on lan0") {
+		t.Fatalf("install over a host address: %v", err)
+	}
+	if _, err := os.Stat(o.InstallMeta); !os.IsNotExist(err) {
+		t.Fatalf("a refused install wrote the metadata: %v", err)
 	}
 	for i := 0; i < 2; i++ {
 		if err := sysrun.Install(context.Background(), o); err != nil {
@@ -123,7 +139,7 @@ func TestInstallIsIdempotentAndUninstallLeavesHome(t *testing.T) {
 		t.Errorf("link %s -> %q, %v", o.LinkPath, target, err)
 	}
 	meta, err := installmeta.Read(o.InstallMeta)
-	if err != nil || meta.Mode != installmeta.ModeSystemd || meta.OwnerUID != int(owner.UID) {
+	if err != nil || meta.Mode != installmeta.ModeSystemd || meta.OwnerUID != int(owner.UID) || meta.Subnet != "10.213.7.0/24" {
 		t.Fatalf("metadata %+v, %v", meta, err)
 	}
 	if fi, err := os.Stat(filepath.Join(home, ".config", "banger")); err != nil || !fi.IsDir() {

@@ -14,19 +14,24 @@ import (
 	"banger/internal/trustpath"
 )
 
-// Pins are what root pins at install for Firecracker VMs: the only
-// firecracker and jailer binaries the helper runs, and the uid range it
-// runs them as. They go into the install metadata; no request and no
+// Pins are what root pins at install for the helper: the only firecracker
+// and jailer binaries it runs, the uid range it runs them as, and the
+// bridge subnet. They go into the install metadata; no request and no
 // owner's configuration can change them.
 type Pins struct {
 	FirecrackerBin string // default installmeta.DefaultFirecrackerBin
 	JailerBin      string // default installmeta.DefaultJailerBin
 	VMMUIDBase     int    // default installmeta.DefaultVMMUIDBase
+	// Subnet is the bridge subnet (default installmeta.DefaultSubnet):
+	// the helper gives banger's bridge no other address.
+	Subnet string
 }
 
 // Check refuses a pinned binary that root would not run (a symlink,
-// setuid or setgid, not root's alone along its path) and a uid range that
-// an account, a group or a subordinate id range already uses. A binary
+// setuid or setgid, not root's alone along its path), a uid range that
+// an account, a group or a subordinate id range already uses, and a subnet
+// root would not pin (installmeta.ValidSubnet; CheckSubnetFree checks it
+// against the host). A binary
 // that does not exist is accepted: Firecracker is then off, and doctor
 // says so. Nothing is executed.
 func (p Pins) Check(accounts Accounts) error {
@@ -39,6 +44,11 @@ func (p Pins) Check(accounts Accounts) error {
 		}
 		return errdefs.Invalid("%s %s: %v", b.flag, b.path, err)
 	}
+	if p.Subnet != "" {
+		if _, err := installmeta.ValidSubnet(p.Subnet); err != nil {
+			return errdefs.Invalid("--%v", err)
+		}
+	}
 	base := m.VMMUIDs()
 	if err := installmeta.ValidVMMUIDBase(base); err != nil {
 		return errdefs.Invalid("--vmm-uid-base %v", err)
@@ -48,7 +58,7 @@ func (p Pins) Check(accounts Accounts) error {
 
 // apply writes the pins into m.
 func (p Pins) apply(m installmeta.Meta) installmeta.Meta {
-	m.FirecrackerBin, m.JailerBin, m.VMMUIDBase = p.FirecrackerBin, p.JailerBin, p.VMMUIDBase
+	m.FirecrackerBin, m.JailerBin, m.VMMUIDBase, m.Subnet = p.FirecrackerBin, p.JailerBin, p.VMMUIDBase, p.Subnet
 	return m
 }
 

@@ -60,8 +60,9 @@ type Options struct {
 	InstallMeta    string // default installmeta.DefaultPath
 	Netns          string // run the helper's network ops in this namespace ("" = host)
 	JailBase       string // the helper's Firecracker jail base ("" = its default)
-	// Pins are the Firecracker binaries and VMM uids root pins for the
-	// helper (install metadata).
+	// Pins are the Firecracker binaries, VMM uids and bridge subnet root
+	// pins for the helper (install metadata); the subnet is checked
+	// against the addresses and routes of Netns (or the host).
 	Pins Pins
 	// BinDir holds banger-helper and bangerd; default: the directory of
 	// the running executable.
@@ -172,6 +173,9 @@ func Run(ctx context.Context, o Options) error {
 		return errdefs.Invalid("%v: root runs only binaries no other user can replace; install root-owned copies with 'sudo make install' (into %s) and run %s system run", err, DefaultInstallBinDir, filepath.Join(DefaultInstallBinDir, "banger"))
 	}
 	if err := o.Pins.Check(SystemAccounts); err != nil {
+		return err
+	}
+	if err := o.Pins.CheckSubnetFree(ctx, hostPrefixesIn(o.Netns), o.HelperStateDir); err != nil {
 		return err
 	}
 

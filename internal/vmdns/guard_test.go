@@ -45,7 +45,7 @@ func roundTrip(t *testing.T, network string, c net.Conn, m *dns.Msg, wait time.D
 		t.Fatal(err)
 	}
 	if network == "tcp" {
-		b = append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...) //nolint:gosec // a test query is small
+		b = append(binary.BigEndian.AppendUint16(nil, uint16(len(b))), b...)
 	}
 	if _, err := c.Write(b); err != nil {
 		t.Fatal(err)

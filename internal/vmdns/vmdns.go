@@ -303,7 +303,7 @@ func (s *Server) serve(addr string, guest bool) (*listener, error) {
 	}
 	l := &listener{addr: pc.LocalAddr().(*net.UDPAddr).AddrPort(), guest: guest}
 	bl := &boundedListener{Listener: ln, slots: make(chan struct{}, maxTCPConns)}
-	var udp net.PacketConn = pc
+	udp := pc
 	if guest {
 		bl.subnet = s.cfg.GuestSubnet
 		gc, err := newGuestConn(pc.(*net.UDPConn), s.cfg.GuestSubnet, s.ifaceOf)
