@@ -102,7 +102,7 @@ func TestInstallIsIdempotentAndUninstallLeavesHome(t *testing.T) {
 		HelperSocket: filepath.Join(base, "run", "banger-root", "helper.sock"), HelperStateDir: filepath.Join(base, "lib", "banger-root"),
 		StateDir: filepath.Join(base, "state"), CacheDir: filepath.Join(base, "cache"), RuntimeDir: filepath.Join(base, "run", "banger"),
 		Systemctl: sc, Ready: func(context.Context) error { return nil },
-		Pins:      sysrun.Pins{Subnet: "10.213.7.0/24"},
+		Pins: sysrun.Pins{Subnet: "10.213.7.0/24"},
 	}
 	// A subnet the host already uses is refused before anything is
 	// written.
