@@ -14,7 +14,7 @@ type guestOutput struct {
 	dropped int64
 }
 
-func newGuestOutput(max int) *guestOutput { return &guestOutput{max: max} }
+func newGuestOutput(limit int) *guestOutput { return &guestOutput{max: limit} }
 
 // Write keeps what fits and drops the rest; it never fails, so the exec
 // stream it is fed from is always drained.

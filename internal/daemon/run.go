@@ -268,6 +268,12 @@ func setupNetwork(cfg config.Config, helper helperProbe, log *slog.Logger) (*vm.
 	if helper.ping.OwnerUID != os.Getuid() {
 		return nil, nil, fmt.Errorf("root helper at %s serves uid %d, not this bangerd's uid %d", socket, helper.ping.OwnerUID, os.Getuid())
 	}
+	// The helper gives the bridge no subnet but root's.
+	var subnetNote string
+	n.Subnet, subnetNote = vm.PinnedSubnet(n.Subnet, helper.ping.Subnet)
+	if subnetNote != "" {
+		log.Warn("network.subnet overridden", "why", subnetNote)
+	}
 	listen, err := netip.ParseAddrPort(n.DNSListen)
 	if err != nil {
 		return nil, nil, fmt.Errorf("network.dns_listen: %w", err)

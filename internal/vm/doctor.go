@@ -133,6 +133,11 @@ func (s *Service) doctorNetwork(ctx context.Context, add func(name, status, form
 		add("helper", "fail", "root helper serves uid %d, not %d", ping.OwnerUID, os.Getuid())
 	default:
 		add("helper", "ok", "root helper %s serves uid %d (%d ops; verified root by peer credentials)", ping.Version, ping.OwnerUID, len(ping.Ops))
+		if _, note := PinnedSubnet(s.cfg.Network.Subnet, ping.Subnet); note != "" {
+			add("subnet", "warn", "%s", note)
+		} else if ping.Subnet != "" {
+			add("subnet", "ok", "%s, pinned by root at install", ping.Subnet)
+		}
 		doctorSnapshots(ping, add)
 	}
 	if _, err := os.Stat("/sys/class/net/" + s.net.Bridge); err == nil {
