@@ -148,47 +148,12 @@ func TestAntiSpoofRoot(t *testing.T) {
 	ctx := context.Background()
 	tp := newTopology(t)
 	g1MAC, g2MAC := guestMAC(g1Addr), guestMAC(g2Addr)
-	stranger := net.HardwareAddr{0x02, 0xfc, 0xac, 0x1e, 0x00, 0x63}
 	g2 := sniff(t, tp.g2, "eth0")
-
-	udp := func(src net.HardwareAddr, srcIP, marker string) []byte {
-		return ether(broadcastMAC, src, 0x0800, ipv4UDP(srcIP, "172.30.0.255", 9, []byte(marker)))
-	}
-	honest := []struct {
-		name  string
-		frame []byte
-	}{
-		{"own mac and address", udp(g1MAC, g1Addr, "honest-ip")},
-		{"arp for its own address", ether(broadcastMAC, g1MAC, 0x0806, arp(1, g1MAC, g1Addr, make(net.HardwareAddr, 6), "172.30.0.1", []byte("honest-arp")))},
-	}
-	forged := []struct {
-		name  string
-		frame []byte
-	}{
-		{"another guest's address", udp(g1MAC, g2Addr, "forged-ip")},
-		{"the gateway's address", udp(g1MAC, "172.30.0.1", "forged-gw")},
-		{"a stranger's mac", udp(stranger, g1Addr, "forged-mac")},
-		{"another guest's mac and address", udp(g2MAC, g2Addr, "forged-both")},
-		{"arp claiming another guest's address", ether(broadcastMAC, g1MAC, 0x0806, arp(2, g1MAC, g2Addr, broadcastMAC, g2Addr, []byte("forged-garp")))},
-		{"arp naming another guest's mac", ether(broadcastMAC, g1MAC, 0x0806, arp(2, g2MAC, g1Addr, broadcastMAC, g1Addr, []byte("forged-sha")))},
-		{"ipv6", ether(broadcastMAC, g1MAC, 0x86dd, ipv6NoNext("forged-ip6"))},
-		{"vlan tagged", ether(broadcastMAC, g1MAC, 0x8100, append([]byte{0, 5, 0x08, 0x00}, ipv4UDP(g1Addr, "172.30.0.255", 9, []byte("forged-vlan"))...))},
-	}
-	marker := func(f []byte) []byte {
-		i := bytes.Index(f, []byte("honest-"))
-		if i < 0 {
-			i = bytes.Index(f, []byte("forged-"))
-		}
-		end := i
-		for end < len(f) && f[end] != 0 {
-			end++
-		}
-		return f[i:end]
-	}
+	honest, forged := guestFrames()
 	// Control: without banger's rules every frame crosses the bridge.
 	for _, c := range append(honest, forged...) {
 		sendFrame(t, tp.g1, "eth0", c.frame)
-		if !g2.saw(marker(c.frame)) {
+		if !g2.saw(c.marker()) {
 			t.Fatalf("control: %s did not cross the bridge without a firewall", c.name)
 		}
 	}
@@ -200,18 +165,7 @@ func TestAntiSpoofRoot(t *testing.T) {
 	if err := tp.h.ApplyFirewall(ctx, fw); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range honest {
-		sendFrame(t, tp.g1, "eth0", c.frame)
-		if !g2.saw(marker(c.frame)) {
-			t.Errorf("%s was dropped", c.name)
-		}
-	}
-	for _, c := range forged {
-		sendFrame(t, tp.g1, "eth0", c.frame)
-		if g2.saw(marker(c.frame)) {
-			t.Errorf("%s crossed the bridge", c.name)
-		}
-	}
+	checkFramesConfined(t, tp)
 
 	t.Run("gratuitous arp keeps the host's neighbour", func(t *testing.T) {
 		// The host learns guest 2's MAC, then guest 1 claims its address.
@@ -236,10 +190,72 @@ func TestAntiSpoofRoot(t *testing.T) {
 	if err := tp.h.ApplyFirewall(ctx, fw); err != nil {
 		t.Fatal(err)
 	}
-	f := udp(g1MAC, g1Addr, "honest-unlisted")
-	sendFrame(t, tp.g1, "eth0", f)
-	if g2.saw(marker(f)) {
+	fresh := sniff(t, tp.g2, "eth0") // g2's socket holds the frames sent above
+	if c := honest[0]; func() bool { sendFrame(t, tp.g1, "eth0", c.frame); return fresh.saw(c.marker()) }() {
 		t.Error("a tap without a recorded address still sends")
+	}
+}
+
+// testFrame is a frame guest 1 sends, with a marker to find it by.
+type testFrame struct {
+	name  string
+	frame []byte
+}
+
+func (f testFrame) marker() []byte {
+	i := bytes.Index(f.frame, []byte("honest-"))
+	if i < 0 {
+		i = bytes.Index(f.frame, []byte("forged-"))
+	}
+	end := i
+	for end < len(f.frame) && f.frame[end] != 0 {
+		end++
+	}
+	return f.frame[i:end]
+}
+
+// guestFrames are frames from guest 1's port: honest ones, and forgeries
+// of every kind the firewall must stop.
+func guestFrames() (honest, forged []testFrame) {
+	g1MAC, g2MAC := guestMAC(g1Addr), guestMAC(g2Addr)
+	stranger := net.HardwareAddr{0x02, 0xfc, 0xac, 0x1e, 0x00, 0x63}
+	udp := func(src net.HardwareAddr, srcIP, marker string) []byte {
+		return ether(broadcastMAC, src, 0x0800, ipv4UDP(srcIP, "172.30.0.255", 9, []byte(marker)))
+	}
+	honest = []testFrame{
+		{"own mac and address", udp(g1MAC, g1Addr, "honest-ip")},
+		{"arp for its own address", ether(broadcastMAC, g1MAC, 0x0806, arp(1, g1MAC, g1Addr, make(net.HardwareAddr, 6), "172.30.0.1", []byte("honest-arp")))},
+	}
+	forged = []testFrame{
+		{"another guest's address", udp(g1MAC, g2Addr, "forged-ip")},
+		{"the gateway's address", udp(g1MAC, "172.30.0.1", "forged-gw")},
+		{"a stranger's mac", udp(stranger, g1Addr, "forged-mac")},
+		{"another guest's mac and address", udp(g2MAC, g2Addr, "forged-both")},
+		{"arp claiming another guest's address", ether(broadcastMAC, g1MAC, 0x0806, arp(2, g1MAC, g2Addr, broadcastMAC, g2Addr, []byte("forged-garp")))},
+		{"arp naming another guest's mac", ether(broadcastMAC, g1MAC, 0x0806, arp(2, g2MAC, g1Addr, broadcastMAC, g1Addr, []byte("forged-sha")))},
+		{"ipv6", ether(broadcastMAC, g1MAC, 0x86dd, ipv6NoNext("forged-ip6"))},
+		{"vlan tagged", ether(broadcastMAC, g1MAC, 0x8100, append([]byte{0, 5, 0x08, 0x00}, ipv4UDP(g1Addr, "172.30.0.255", 9, []byte("forged-vlan"))...))},
+	}
+	return honest, forged
+}
+
+// checkFramesConfined sends guestFrames from guest 1 with the firewall in
+// place: guest 2 sees the honest ones and none of the forgeries.
+func checkFramesConfined(t *testing.T, tp *topology) {
+	t.Helper()
+	g2 := sniff(t, tp.g2, "eth0")
+	honest, forged := guestFrames()
+	for _, c := range honest {
+		sendFrame(t, tp.g1, "eth0", c.frame)
+		if !g2.saw(c.marker()) {
+			t.Errorf("%s was dropped", c.name)
+		}
+	}
+	for _, c := range forged {
+		sendFrame(t, tp.g1, "eth0", c.frame)
+		if g2.saw(c.marker()) {
+			t.Errorf("%s crossed the bridge", c.name)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -29,19 +30,21 @@ import (
 //     ends banger's own table and leaves other tables to decide, while an
 //     iptables ACCEPT would end the built-in chain and skip the host's own
 //     rules after banger's jump; RETURN keeps banger to restricting traffic.
-//   - There is no bridge family. VM-to-VM denial adds a physdev rule
+//   - There is no bridge family: ebtables does its part (xtables_eb.go),
+//     confining each guest to its own MAC and address, dropping every
+//     other ethertype (IPv6 included) from banger's taps and, with VMToVM
+//     off, every frame from one tap to another. Without a working ebtables
+//     the firewall is refused. VM-to-VM denial also adds a physdev rule
 //     (both bridge ports banger taps) to BANGER-FORWARD, next to the
-//     -i BRIDGE -o BRIDGE rule; either only sees frames bridged between two
-//     guests when br_netfilter hands bridged traffic to iptables
-//     (net.bridge.bridge-nf-call-iptables=1, the default once the module is
-//     loaded, which the physdev match itself loads). Where br_netfilter is
-//     absent or that sysctl is 0, guests on the bridge can reach each other
-//     at layer 2 even with VMToVM off: that is this backend's limitation.
-//   - IPv4 is filtered with iptables. IPv6 (the input and forward chains;
-//     the metadata address and NAT are IPv4 only) is filtered with the
-//     matching ip6tables when it is installed, and ip6tables is required
-//     only when AllowHost names an IPv6 address. Without it, guests' IPv6
-//     traffic to the host is not filtered by this backend.
+//     -i BRIDGE -o BRIDGE rule, for hosts where br_netfilter hands bridged
+//     traffic to iptables.
+//   - Guest packets routed off the bridge pass BANGER-EGRESS, as they pass
+//     the nftables egress chain: metadata addresses, then the allowed
+//     prefixes (RETURN), then the denied ranges.
+//   - IPv4 is filtered with iptables. Guests send no IPv6 (ebtables drops
+//     it at the tap), so ip6tables is a second layer: the input and forward
+//     chains are built with the matching ip6tables when it is installed,
+//     and it is required only when AllowHost names an IPv6 address.
 //   - Apply is not one transaction: it flushes and refills each chain, so
 //     for the few milliseconds that takes a chain is shorter than intended.
 //     The jump rules stay in place throughout.
@@ -52,6 +55,7 @@ const (
 	xtInput       = "BANGER-INPUT"
 	xtForward     = "BANGER-FORWARD"
 	xtPostrouting = "BANGER-POSTROUTING"
+	xtEgress      = "BANGER-EGRESS"
 	// xtJumpComment tags the jump rules from the built-in chains.
 	xtJumpComment = "banger"
 )
@@ -66,10 +70,12 @@ type xtChain struct {
 }
 
 // xtChains are every chain the backend may own, in the order Apply builds
-// them. Clear removes all of them, whatever the Firewall was.
+// them (a chain before the chains that jump to it). Clear removes all of
+// them, in reverse, whatever the Firewall was.
 var xtChains = []xtChain{
 	{"-4", "raw", xtPrerouting, "PREROUTING"},
 	{"-4", "filter", xtInput, "INPUT"},
+	{"-4", "filter", xtEgress, ""}, // entered from BANGER-FORWARD only
 	{"-4", "filter", xtForward, "FORWARD"},
 	{"-4", "nat", xtPostrouting, "POSTROUTING"},
 	{"-6", "filter", xtInput, "INPUT"},
@@ -105,7 +111,9 @@ func xtablesPlan(fw Firewall) [][]string {
 		for _, r := range rules {
 			plan = append(plan, xtCmd(c, "-A", c.name, r...))
 		}
-		plan = append(plan, xtCmd(c, "-I", c.builtin, append([]string{"1"}, c.jumpSpec()...)...))
+		if c.builtin != "" {
+			plan = append(plan, xtCmd(c, "-I", c.builtin, append([]string{"1"}, c.jumpSpec()...)...))
+		}
 	}
 	return plan
 }
@@ -138,13 +146,32 @@ func xtRules(fw Firewall, c xtChain) ([][]string, bool) {
 	var rules [][]string
 	switch c.name {
 	case xtPrerouting:
-		rules = append(rules, rule("banger: guests never reach the metadata address", "DROP", in, host(MetadataAddr)))
+		for _, a := range MetadataAddrs {
+			rules = append(rules, rule("banger: guests never reach metadata address "+a.String(), "DROP", in, host(a)))
+		}
+	case xtEgress:
+		if v6 {
+			return nil, false
+		}
+		for _, a := range MetadataAddrs {
+			rules = append(rules, rule("banger: guests never reach metadata address "+a.String(), "DROP", host(a)))
+		}
+		for _, p := range dedupPrefixes(fw.Allow) {
+			rules = append(rules, rule("banger: egress allowed to "+p.String(), "RETURN", []string{"-d", p.String()}))
+		}
+		for _, p := range EgressDenied {
+			rules = append(rules, rule("banger: no egress to "+p.String(), "DROP", []string{"-d", p.String()}))
+		}
 	case xtInput:
 		rules = append(rules, rule("banger: replies to host connections into guests", "RETURN", in, established))
 		if !v6 {
 			for _, p := range dedupPorts(fw.DNSPorts) {
 				for _, proto := range []string{"udp", "tcp"} {
-					rules = append(rules, rule("banger: guest dns", "RETURN", in, host(fw.Gateway), dport(proto, p)))
+					rules = append(rules,
+						rule("banger: guest dns", "RETURN", in, []string{"-s", fw.Subnet.String()}, host(fw.Gateway), dport(proto, p)),
+						rule("banger: gateway dns answers the bridge only", "RETURN", []string{"-i", "lo"}, host(fw.Gateway), dport(proto, p)),
+						rule("banger: gateway dns answers the bridge only", "DROP", []string{"!", "-i", br}, host(fw.Gateway), dport(proto, p)),
+					)
 				}
 			}
 		}
@@ -167,6 +194,9 @@ func xtRules(fw Firewall, c xtChain) ([][]string, bool) {
 			)
 		}
 		rules = append(rules, rule("banger: replies to guest egress", "RETURN", []string{"-o", br}, established))
+		if !v6 {
+			rules = append(rules, rule("banger: guest egress passes the denylist", xtEgress, in, []string{"!", "-o", br}))
+		}
 		if !v6 {
 			for _, a := range nat {
 				rules = append(rules, rule("banger: nat egress "+a.String(), "RETURN", in, src(a), []string{"!", "-o", br}))
@@ -212,6 +242,9 @@ type xtables struct {
 	run     runner
 	variant string // the iptables name it was found as, for logs and errors
 	v4, v6  string // resolved programs; v6 is "" when not installed
+	// eb is the ebtables program, "" when none works (ebErr says why).
+	eb    string
+	ebErr error
 }
 
 // findXtables picks the first variant that is installed and can list the
@@ -233,6 +266,7 @@ func findXtables(ctx context.Context, run runner, lookPath func(string) (string,
 		if p6, err := lookPath(v[1]); err == nil {
 			x.v6 = p6
 		}
+		x.eb, x.ebErr = findEbtables(ctx, run, lookPath, v[0])
 		return x, nil
 	}
 	return nil, fmt.Errorf("find iptables: %w", errors.Join(errs...))
@@ -258,6 +292,13 @@ func (x *xtables) families() map[string]bool {
 func (x *xtables) apply(ctx context.Context, fw Firewall) error {
 	if needsV6(fw) && x.v6 == "" {
 		return fmt.Errorf("find ip6tables for the IPv6 allow-host entries: %s has no IPv6 twin installed", x.variant)
+	}
+	if x.eb == "" {
+		return fmt.Errorf("refuse to run guest networking on the iptables fallback without ebtables, which alone keeps guests from forging each other's MAC and IP addresses and apart at layer 2: install ebtables (%w)", x.ebErr)
+	}
+	// The frame rules go first: they are what must never be missing.
+	if err := x.ebApply(ctx, fw); err != nil {
+		return err
 	}
 	fams := x.families()
 	var plan [][]string
@@ -318,12 +359,15 @@ func (x *xtables) apply(ctx context.Context, fw Firewall) error {
 // clear removes every banger chain and jump; missing ones are skipped.
 func (x *xtables) clear(ctx context.Context) error {
 	fams := x.families()
-	for _, c := range xtChains {
+	for _, c := range slices.Backward(xtChains) {
 		if fams[c.family] {
 			if err := x.removeChain(ctx, c); err != nil {
 				return err
 			}
 		}
+	}
+	if x.eb != "" {
+		return x.ebClear(ctx)
 	}
 	return nil
 }
@@ -340,7 +384,7 @@ func (x *xtables) removeChain(ctx context.Context, c xtChain) error {
 		return err
 	}
 	del := append(xtCmd(c, "-D", c.builtin), c.jumpSpec()...)
-	for i := 0; ; i++ {
+	for i := 0; c.builtin != ""; i++ {
 		if i == maxJumps {
 			return fmt.Errorf("delete jump %s/%s in %s: still there after %d deletions", c.table, c.builtin, x.family(c.family), maxJumps)
 		}

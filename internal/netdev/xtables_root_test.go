@@ -93,6 +93,7 @@ func testXtables(t *testing.T, variant string) {
 		DNSPorts: []uint16{53},
 		VMToVM:   true,
 		NAT:      []netip.Addr{netip.MustParseAddr(g1Addr)},
+		Guests:   tp.guests,
 	}
 	if v6 != "" {
 		fw.AllowHost = []netip.AddrPort{netip.MustParseAddrPort("[fd00::1]:22")}
@@ -134,6 +135,7 @@ func testXtables(t *testing.T, variant string) {
 	}
 	blocked(tp.g2, upAddr+":80")
 	blocked(tp.g1, metadata+":80")
+	checkFramesConfined(t, tp)
 
 	fw.VMToVM = false
 	fw.NAT = nil
@@ -144,18 +146,13 @@ func testXtables(t *testing.T, variant string) {
 		t.Errorf("after apply without NAT, VM-to-VM off:\n%s", rules)
 	}
 	blocked(tp.g1, upAddr+":80")
-	// Bridged guest-to-guest frames reach iptables only through
-	// br_netfilter (the documented limit of this backend).
-	var brnf []byte
-	_ = tp.host.do(func() error {
-		var err error
-		brnf, err = os.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables")
-		return err
-	})
-	if strings.TrimSpace(string(brnf)) == "1" {
+	// ebtables keeps guests apart whether or not br_netfilter hands
+	// bridged frames to iptables.
+	blocked(tp.g1, g2Addr+":7000")
+	if _, err := os.Stat("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
+		setSysctl(t, tp.host, "net/bridge/bridge-nf-call-iptables", "0")
 		blocked(tp.g1, g2Addr+":7000")
-	} else {
-		t.Log("br_netfilter not passing bridged frames to iptables: VM-to-VM denial not checked")
+		setSysctl(t, tp.host, "net/bridge/bridge-nf-call-iptables", "1")
 	}
 
 	for range 2 {

@@ -41,14 +41,21 @@ func TestXtablesPlan(t *testing.T) {
 	input4 := []string{
 		`-4 -t filter -N BANGER-INPUT`,
 		`-4 -t filter -A BANGER-INPUT -i br-fc -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "banger: replies to host connections into guests" -j RETURN`,
-		`-4 -t filter -A BANGER-INPUT -i br-fc -d 172.30.0.1/32 -p udp -m udp --dport 53 -m comment --comment "banger: guest dns" -j RETURN`,
-		`-4 -t filter -A BANGER-INPUT -i br-fc -d 172.30.0.1/32 -p tcp -m tcp --dport 53 -m comment --comment "banger: guest dns" -j RETURN`,
+		`-4 -t filter -A BANGER-INPUT -i br-fc -s 172.30.0.0/24 -d 172.30.0.1/32 -p udp -m udp --dport 53 -m comment --comment "banger: guest dns" -j RETURN`,
+		`-4 -t filter -A BANGER-INPUT -i lo -d 172.30.0.1/32 -p udp -m udp --dport 53 -m comment --comment "banger: gateway dns answers the bridge only" -j RETURN`,
+		`-4 -t filter -A BANGER-INPUT ! -i br-fc -d 172.30.0.1/32 -p udp -m udp --dport 53 -m comment --comment "banger: gateway dns answers the bridge only" -j DROP`,
+		`-4 -t filter -A BANGER-INPUT -i br-fc -s 172.30.0.0/24 -d 172.30.0.1/32 -p tcp -m tcp --dport 53 -m comment --comment "banger: guest dns" -j RETURN`,
+		`-4 -t filter -A BANGER-INPUT -i lo -d 172.30.0.1/32 -p tcp -m tcp --dport 53 -m comment --comment "banger: gateway dns answers the bridge only" -j RETURN`,
+		`-4 -t filter -A BANGER-INPUT ! -i br-fc -d 172.30.0.1/32 -p tcp -m tcp --dport 53 -m comment --comment "banger: gateway dns answers the bridge only" -j DROP`,
 		`-4 -t filter -A BANGER-INPUT -i br-fc -m comment --comment "banger: guests reach nothing else on the host" -j DROP`,
 		`-4 -t filter -I INPUT 1 -m comment --comment banger -j BANGER-INPUT`,
 	}
 	pre := []string{
 		`-4 -t raw -N BANGER-PREROUTING`,
-		`-4 -t raw -A BANGER-PREROUTING -i br-fc -d 169.254.169.254/32 -m comment --comment "banger: guests never reach the metadata address" -j DROP`,
+		`-4 -t raw -A BANGER-PREROUTING -i br-fc -d 169.254.169.254/32 -m comment --comment "banger: guests never reach metadata address 169.254.169.254" -j DROP`,
+		`-4 -t raw -A BANGER-PREROUTING -i br-fc -d 169.254.170.2/32 -m comment --comment "banger: guests never reach metadata address 169.254.170.2" -j DROP`,
+		`-4 -t raw -A BANGER-PREROUTING -i br-fc -d 168.63.129.16/32 -m comment --comment "banger: guests never reach metadata address 168.63.129.16" -j DROP`,
+		`-4 -t raw -A BANGER-PREROUTING -i br-fc -d 100.100.100.200/32 -m comment --comment "banger: guests never reach metadata address 100.100.100.200" -j DROP`,
 		`-4 -t raw -I PREROUTING 1 -m comment --comment banger -j BANGER-PREROUTING`,
 	}
 	fwdTail := func(fam string) []string {
@@ -58,8 +65,25 @@ func TestXtablesPlan(t *testing.T) {
 			fam + ` -t filter -I FORWARD 1 -m comment --comment banger -j BANGER-FORWARD`,
 		}
 	}
+	egress := func(allow ...string) []string {
+		out := []string{`-4 -t filter -N BANGER-EGRESS`}
+		for _, a := range []string{"169.254.169.254", "169.254.170.2", "168.63.129.16", "100.100.100.200"} {
+			out = append(out, `-4 -t filter -A BANGER-EGRESS -d `+a+`/32 -m comment --comment "banger: guests never reach metadata address `+a+`" -j DROP`)
+		}
+		for _, a := range allow {
+			out = append(out, `-4 -t filter -A BANGER-EGRESS -d `+a+` -m comment --comment "banger: egress allowed to `+a+`" -j RETURN`)
+		}
+		for _, d := range []string{"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16"} {
+			out = append(out, `-4 -t filter -A BANGER-EGRESS -d `+d+` -m comment --comment "banger: no egress to `+d+`" -j DROP`)
+		}
+		return out
+	}
 	fwdHead := func(fam string, vmToVM bool) []string {
-		out := []string{fam + ` -t filter -N BANGER-FORWARD`}
+		var out []string
+		if fam == "-4" {
+			out = egress()
+		}
+		out = append(out, fam+` -t filter -N BANGER-FORWARD`)
 		if vmToVM {
 			out = append(out, fam+` -t filter -A BANGER-FORWARD -i br-fc -o br-fc -m comment --comment "banger: vm-to-vm allowed" -j RETURN`)
 		} else {
@@ -67,7 +91,11 @@ func TestXtablesPlan(t *testing.T) {
 				fam+` -t filter -A BANGER-FORWARD -i br-fc -o br-fc -m comment --comment "banger: vm-to-vm denied" -j DROP`,
 				fam+` -t filter -A BANGER-FORWARD -m physdev --physdev-in tap-fc+ --physdev-out tap-fc+ -m comment --comment "banger: vm-to-vm denied" -j DROP`)
 		}
-		return append(out, fam+` -t filter -A BANGER-FORWARD -o br-fc -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "banger: replies to guest egress" -j RETURN`)
+		out = append(out, fam+` -t filter -A BANGER-FORWARD -o br-fc -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "banger: replies to guest egress" -j RETURN`)
+		if fam == "-4" {
+			out = append(out, `-4 -t filter -A BANGER-FORWARD -i br-fc ! -o br-fc -m comment --comment "banger: guest egress passes the denylist" -j BANGER-EGRESS`)
+		}
+		return out
 	}
 	input6 := func(extra ...string) []string {
 		out := []string{
@@ -112,6 +140,13 @@ func TestXtablesPlan(t *testing.T) {
 				`-4 -t nat -A BANGER-POSTROUTING -s 172.30.0.9/32 ! -o br-fc -m comment --comment "banger: nat 172.30.0.9" -j MASQUERADE`,
 				`-4 -t nat -I POSTROUTING 1 -m comment --comment banger -j BANGER-POSTROUTING`,
 			}, v6(true)),
+		},
+		{
+			name: "allow list returns before the denied ranges, metadata first",
+			mod: func(fw *Firewall) {
+				fw.Allow = []netip.Prefix{netip.MustParsePrefix("10.1.2.0/24"), netip.MustParsePrefix("169.254.0.0/16")}
+			},
+			want: slices.Concat(pre, input4, egress("10.1.2.0/24", "169.254.0.0/16"), fwdHead("-4", true)[10:], fwdTail("-4"), v6(true)),
 		},
 		{
 			name: "allow-host v4 and v6, metadata stays dropped",
@@ -167,6 +202,7 @@ func TestXtablesPlanTagsEveryRule(t *testing.T) {
 type fakeXtables struct {
 	progs map[string]map[string]*fakeTable // program -> table -> chains
 	calls []string
+	eb    *fakeEb // the ebtables program, when one is installed
 }
 
 type fakeTable struct {
@@ -183,6 +219,10 @@ var fakeBuiltins = map[string][]string{
 func newFakeXtables(progs ...string) *fakeXtables {
 	f := &fakeXtables{progs: map[string]map[string]*fakeTable{}}
 	for _, p := range progs {
+		if strings.HasPrefix(p, "ebtables") {
+			f.eb = newFakeEb(p)
+			continue
+		}
 		tables := map[string]*fakeTable{}
 		for name, builtins := range fakeBuiltins {
 			tb := &fakeTable{chains: map[string][][]string{}, user: map[string]bool{}}
@@ -206,6 +246,9 @@ func (e *fakeExit) ExitCode() int { return e.code }
 
 func (f *fakeXtables) Run(_ context.Context, bin string, args ...string) ([]byte, error) {
 	f.calls = append(f.calls, bin+" "+argvText(args))
+	if f.eb != nil && bin == f.eb.prog {
+		return f.eb.run(args)
+	}
 	tables, ok := f.progs[bin]
 	if !ok {
 		return nil, &fakeExit{127, bin + ": not installed"}
@@ -364,12 +407,12 @@ var foreign = []string{"-t", "filter", "-A", "INPUT", "-p", "tcp", "-m", "tcp", 
 
 func TestXtablesApplyClear(t *testing.T) {
 	ctx := context.Background()
-	f := newFakeXtables("iptables-nft", "ip6tables-nft")
+	f := newFakeXtables("iptables-nft", "ip6tables-nft", "ebtables-nft")
 	f.add(t, "iptables-nft", foreign...)
 	f.add(t, "iptables-nft", "-t", "filter", "-N", "OTHER")
 	f.add(t, "iptables-nft", "-t", "filter", "-A", "OTHER", "-j", "RETURN")
 	pristine := f.render()
-	x := newTestXtables(t, f, "iptables-nft", "ip6tables-nft")
+	x := newTestXtables(t, f, "iptables-nft", "ip6tables-nft", "ebtables-nft")
 	if x.variant != "iptables-nft" {
 		t.Errorf("variant %s", x.variant)
 	}
@@ -471,10 +514,10 @@ func expectedState(fw Firewall) string {
 }
 
 func TestXtablesClearWhenNothingExists(t *testing.T) {
-	f := newFakeXtables("iptables", "ip6tables")
+	f := newFakeXtables("iptables", "ip6tables", "ebtables")
 	f.add(t, "iptables", foreign...)
 	pristine := f.render()
-	x := newTestXtables(t, f, "iptables", "ip6tables")
+	x := newTestXtables(t, f, "iptables", "ip6tables", "ebtables")
 	f.calls = nil
 	if err := x.clear(context.Background()); err != nil {
 		t.Fatal(err)
@@ -493,8 +536,8 @@ func TestXtablesClearWhenNothingExists(t *testing.T) {
 
 // Jumps another run (or tool) duplicated are all removed.
 func TestXtablesClearRemovesDuplicateJumps(t *testing.T) {
-	f := newFakeXtables("iptables-legacy")
-	x := newTestXtables(t, f, "iptables-legacy")
+	f := newFakeXtables("iptables-legacy", "ebtables-legacy")
+	x := newTestXtables(t, f, "iptables-legacy", "ebtables-legacy")
 	if err := x.apply(context.Background(), baseFirewall()); err != nil {
 		t.Fatal(err)
 	}
@@ -515,8 +558,8 @@ func TestXtablesClearRemovesDuplicateJumps(t *testing.T) {
 func TestXtablesIPv6(t *testing.T) {
 	ctx := context.Background()
 	fw := baseFirewall()
-	f := newFakeXtables("iptables")
-	x := newTestXtables(t, f, "iptables")
+	f := newFakeXtables("iptables", "ebtables")
+	x := newTestXtables(t, f, "iptables", "ebtables")
 	if x.v6 != "" {
 		t.Fatalf("v6 tool %q", x.v6)
 	}
@@ -566,8 +609,8 @@ func TestFindXtablesPreference(t *testing.T) {
 
 // Errors of the tools name the tool and the chain.
 func TestXtablesErrorsNameTheTool(t *testing.T) {
-	f := newFakeXtables("iptables-nft")
-	x := newTestXtables(t, f, "iptables-nft")
+	f := newFakeXtables("iptables-nft", "ebtables-nft")
+	x := newTestXtables(t, f, "iptables-nft", "ebtables-nft")
 	delete(f.progs["iptables-nft"], "raw") // a kernel without the raw table
 	err := x.apply(context.Background(), baseFirewall())
 	if err == nil || !strings.Contains(err.Error(), "iptables-nft") || !strings.Contains(err.Error(), "raw/BANGER-PREROUTING") {
