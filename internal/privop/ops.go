@@ -51,6 +51,9 @@ func (Ping) Validate() error { return nil }
 
 // EnsureBridge creates banger's bridge if missing, with gateway as its
 // address (e.g. "172.16.0.1/24") and mtu, and records it in the ledger.
+// The helper takes only the first host of the subnet root pinned, refuses
+// a subnet the host already uses, and never adopts a bridge it did not
+// create.
 type EnsureBridge struct {
 	Bridge  string `json:"bridge"`
 	Gateway string `json:"gateway"`
