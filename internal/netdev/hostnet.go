@@ -45,10 +45,10 @@ func (p HostPrefix) String() string {
 	return b.String()
 }
 
-// MinRouteBits: routes shorter than this are catch-alls (the default
-// route, a VPN's 0.0.0.0/1 and 128.0.0.0/1) that any subnet lies inside;
-// a bridge subnet beside them takes nothing that was addressed to a
-// network of its own.
+// MinRouteBits is the shortest route SubnetConflict counts. Shorter ones
+// are catch-alls (the default route, a VPN's 0.0.0.0/1 and 128.0.0.0/1)
+// that any subnet lies inside; a bridge subnet beside them takes nothing
+// that was addressed to a network of its own.
 const MinRouteBits = 8
 
 // SubnetConflict reports, as one error naming each of them, the host
