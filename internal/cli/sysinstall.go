@@ -73,6 +73,7 @@ host already has an address or route in it.`,
 			w := e.stdout
 			fmt.Fprintf(w, "owner        %s (uid %d), installed %s, version %s (%s)\n", st.Meta.OwnerUser, st.Meta.OwnerUID,
 				st.Meta.InstalledAt.Format("2006-01-02 15:04:05Z07:00"), st.Meta.Version, st.Meta.Commit)
+			fmt.Fprintf(w, "subnet       %s (the bridge's, pinned by root)\n", st.Meta.BridgeSubnet())
 			for _, u := range []string{"bangerd-root.service", "bangerd.service"} {
 				fmt.Fprintf(w, "unit         %-22s %s\n", u, st.Units[u])
 			}
