@@ -17,8 +17,6 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-
-	"banger/internal/privop"
 )
 
 // DefaultPath is where `banger system install` and `system run` write the
@@ -118,10 +116,23 @@ func ValidSubnet(s string) (netip.Prefix, error) {
 	case p.Bits() < MinSubnetBits || p.Bits() > MaxSubnetBits:
 		return netip.Prefix{}, fmt.Errorf("subnet %q: want a prefix length from %d to %d", s, MinSubnetBits, MaxSubnetBits)
 	}
-	if _, err := privop.ParsePrivatePrefix(p.String()); err != nil {
-		return netip.Prefix{}, fmt.Errorf("subnet %q: %w", s, err)
+	for _, r := range privateRanges {
+		if r.Contains(p.Addr()) && p.Bits() >= r.Bits() {
+			return p, nil
+		}
 	}
-	return p, nil
+	return netip.Prefix{}, fmt.Errorf("subnet %q: not inside a private range (10/8, 172.16/12, 192.168/16, 100.64/10)", s)
+}
+
+// privateRanges are the ranges a guest subnet may come from: RFC 1918 and
+// RFC 6598's shared space. The helper checks the same list on every bridge
+// op; it is repeated here because the CLI, which writes the metadata, must
+// not import the helper's wire package.
+var privateRanges = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"),
+	netip.MustParsePrefix("172.16.0.0/12"),
+	netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("100.64.0.0/10"),
 }
 
 // BridgeSubnet returns the pinned bridge subnet, the default filled in.
