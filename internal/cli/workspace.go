@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,7 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"banger/internal/api"
-	"banger/internal/atomicfile"
+	"banger/internal/sizes"
 	"banger/internal/textsafe"
 	"banger/internal/workspace"
 )
@@ -127,7 +126,7 @@ func newVMWorkspaceCommand(e *env) *cobra.Command {
 	wf.register(prepare)
 	prepare.Flags().BoolVar(&force, "force", false, "replace the guest repository even if it has commits the host has not seen")
 
-	var base, output string
+	var base, output, maxSize string
 	export := &cobra.Command{
 		Use:   "export NAME [-o FILE]",
 		Short: "Write a patch of everything changed in the VM's workspace",
@@ -137,16 +136,21 @@ func newVMWorkspaceCommand(e *env) *cobra.Command {
 		Args:              exactArgs(1),
 		ValidArgsFunction: completeVMs(e),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return e.exportWorkspace(cmd.Context(), args[0], base, output)
+			limit, err := sizes.Parse(maxSize)
+			if err != nil {
+				return usageError{fmt.Errorf("--max-size: %w", err)}
+			}
+			return e.exportWorkspace(cmd.Context(), args[0], base, output, limit)
 		},
 	}
 	export.Flags().StringVar(&base, "base-commit", "", "diff against this commit instead of the one the workspace was copied at")
 	export.Flags().StringVarP(&output, "output", "o", "", "write the patch to FILE instead of stdout")
+	export.Flags().StringVar(&maxSize, "max-size", sizes.Format(defaultExportMax), "refuse a patch larger than this")
 	c.AddCommand(prepare, export)
 	return c
 }
 
-func (e *env) exportWorkspace(ctx context.Context, vm, base, output string) error {
+func (e *env) exportWorkspace(ctx context.Context, vm, base, output string, maxSize int64) error {
 	var v api.VM
 	if err := e.call(ctx, http.MethodGet, "/v1/vms/"+url.PathEscape(vm), nil, &v); err != nil {
 		return err
@@ -160,21 +164,19 @@ func (e *env) exportWorkspace(ctx context.Context, vm, base, output string) erro
 	if base == "" {
 		return usageError{fmt.Errorf("%s's workspace has no recorded commit: give --base-commit", vm)}
 	}
-	var patch, stderr bytes.Buffer
-	sub := &env{stdout: &patch, stderr: &stderr, layout: e.layout, cl: e.cl}
-	code, err := sub.execWith(ctx, vm, api.ExecRequest{Argv: workspace.ExportArgv(v.Workspace, base), Cwd: "/"}, false)
+	rep, err := writeExport("export from "+vm, output, e.stdout, e.stderr, maxSize, func(stdout io.Writer, stderr *guestOutput) error {
+		sub := &env{stdout: stdout, stderr: stderr, layout: e.layout, cl: e.cl}
+		code, err := sub.execWith(ctx, vm, api.ExecRequest{Argv: workspace.ExportArgv(v.Workspace, base), Cwd: "/"}, false)
+		if err != nil {
+			return fmt.Errorf("export from %s: %w", vm, err)
+		}
+		return workspace.ExportError(vm, v.Workspace, base, code, stderr.String())
+	})
 	if err != nil {
-		return fmt.Errorf("export from %s: %w", vm, err)
-	}
-	if err := workspace.ExportError(vm, v.Workspace, base, code, stderr.String()); err != nil {
 		return err
 	}
-	if patch.Len() == 0 {
+	if rep.Files == 0 {
 		fmt.Fprintf(e.stderr, "banger: note: no changes in %s since %s\n", v.Workspace, base)
 	}
-	if output == "" || output == "-" {
-		_, err := e.stdout.Write(patch.Bytes())
-		return err
-	}
-	return atomicfile.Write(output, patch.Bytes(), 0o644)
+	return nil
 }
