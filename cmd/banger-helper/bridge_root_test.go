@@ -85,16 +85,18 @@ func TestHelperBridgeSubnetInNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Someone else's: a veth pair (a LAN link), and a bridge of banger's
-	// name pattern with an address.
+	// Someone else's: a veth pair (a LAN link), and two bridges of banger's
+	// name pattern with an address each: br-fc-9, a name banger could use,
+	// and br-fc9, which matches the prefix but is no banger name.
 	lan := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "lan0"}, PeerName: "lan1"}
 	foreign := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br-fc-9"}}
-	for _, l := range []netlink.Link{lan, foreign} {
+	foreign2 := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br-fc9"}}
+	for _, l := range []netlink.Link{lan, foreign, foreign2} {
 		if err := nl.LinkAdd(l); err != nil {
 			t.Fatalf("add %s: %v", l.Attrs().Name, err)
 		}
 	}
-	for _, name := range []string{"lan0", "lan1", "br-fc-9"} {
+	for _, name := range []string{"lan0", "lan1", "br-fc-9", "br-fc9"} {
 		l, err := nl.LinkByName(name)
 		if err != nil {
 			t.Fatal(err)
@@ -103,19 +105,31 @@ func TestHelperBridgeSubnetInNetns(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	foreignAddr, _ := netlink.ParseAddr("192.168.77.1/24")
-	if err := nl.AddrAdd(foreign, foreignAddr); err != nil {
-		t.Fatal(err)
+	foreignAddrs := map[string]string{"br-fc-9": "192.168.77.1/24", "br-fc9": "192.168.78.1/24"}
+	for name, a := range foreignAddrs {
+		l, err := nl.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr, _ := netlink.ParseAddr(a)
+		if err := nl.AddrAdd(l, addr); err != nil {
+			t.Fatal(err)
+		}
 	}
 	foreignIntact := func(when string) {
 		t.Helper()
-		l, err := nl.LinkByName("br-fc-9")
-		if err != nil {
-			t.Fatalf("%s: the foreign bridge is gone: %v", when, err)
-		}
-		addrs, err := nl.AddrList(l, netlink.FAMILY_V4)
-		if err != nil || len(addrs) != 1 || addrs[0].IPNet.String() != "192.168.77.1/24" {
-			t.Fatalf("%s: the foreign bridge's addresses are %v (%v), want only 192.168.77.1/24", when, addrs, err)
+		for name, want := range foreignAddrs {
+			l, err := nl.LinkByName(name)
+			if err != nil {
+				t.Fatalf("%s: the foreign bridge %s is gone: %v", when, name, err)
+			}
+			addrs, err := nl.AddrList(l, netlink.FAMILY_V4)
+			if err != nil || len(addrs) != 1 || addrs[0].IPNet.String() != want {
+				t.Fatalf("%s: the foreign bridge %s has addresses %v (%v), want only %s", when, name, addrs, err, want)
+			}
+			if l.Attrs().OperState == netlink.OperDown && l.Attrs().Flags&net.FlagUp == 0 {
+				t.Fatalf("%s: the foreign bridge %s was set down", when, name)
+			}
 		}
 	}
 
@@ -136,6 +150,9 @@ func TestHelperBridgeSubnetInNetns(t *testing.T) {
 	foreignIntact("after ensure_bridge")
 	refused(privop.DeleteBridge{Bridge: "br-fc-9"}, "not created by banger")
 	foreignIntact("after delete_bridge")
+	refused(privop.EnsureBridge{Bridge: "br-fc9", Gateway: "10.50.1.1/24", MTU: 1500}, "not a banger bridge name")
+	refused(privop.DeleteBridge{Bridge: "br-fc9"}, "not a banger bridge name")
+	foreignIntact("after ops naming br-fc9")
 	stop()
 	c, stop = runHelper(t, base, meta, nsPath) // start-up reconcile
 	foreignIntact("after a helper restart")
@@ -174,8 +191,9 @@ func TestHelperBridgeSubnetInNetns(t *testing.T) {
 	if err := c.Do(ctx, privop.DeleteBridge{Bridge: "br-fc"}, nil); err != nil {
 		t.Fatal(err)
 	}
+	foreignIntact("after banger's own bridge came and went")
 	stop()
-	for _, l := range []netlink.Link{lan, foreign} {
+	for _, l := range []netlink.Link{lan, foreign, foreign2} {
 		if err := nl.LinkDel(l); err != nil {
 			t.Error(err)
 		}
