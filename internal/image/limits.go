@@ -60,7 +60,7 @@ func newUnpackBudget(opts *BuildOptions, stagingDir string) *unpackBudget {
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(stagingDir, &st); err == nil {
-		if half := int64(st.Bavail) * st.Bsize / 2; half < b.maxBytes { //nolint:gosec // block counts fit in int64
+		if half := int64(st.Bavail) * st.Bsize / 2; half < b.maxBytes {
 			b.maxBytes = half
 			b.why = "half the free space where images are built"
 		}
