@@ -451,8 +451,13 @@ func compressZstd(ctx context.Context, src, dst string) (string, int64, error) {
 // DecompressZstd writes the zstd blob src decompressed to dst, sparse
 // where the content is zero (an ext4 is mostly unused blocks), and renames
 // it into place only once its sha256 (hex) and size are the ones the
-// artifact's config promised; on error dst is untouched.
-func DecompressZstd(ctx context.Context, src, dst, wantSHA256 string, wantSize int64) error {
+// artifact's config promised; on error dst is untouched. The promised size
+// is the registry's word, and a few KiB of zstd can expand to any of it,
+// so a size past maxSize is refused before anything is written.
+func DecompressZstd(ctx context.Context, src, dst, wantSHA256 string, wantSize, maxSize int64) error {
+	if wantSize > maxSize {
+		return fmt.Errorf("decompress %s: the config promises %d bytes, past the %d-byte limit on what an import unpacks", src, wantSize, maxSize)
+	}
 	if err := decompressZstd(ctx, src, dst, wantSHA256, wantSize); err != nil {
 		return fmt.Errorf("decompress %s: %w", src, err)
 	}

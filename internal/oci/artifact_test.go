@@ -324,7 +324,7 @@ func TestZstdRoundTrip(t *testing.T) {
 		t.Fatalf("sum %s size %d", sum, size)
 	}
 	out := filepath.Join(dir, "out.ext4")
-	if err := DecompressZstd(context.Background(), z1, out, sum, size); err != nil {
+	if err := DecompressZstd(context.Background(), z1, out, sum, size, 1<<30); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := os.ReadFile(out); !bytes.Equal(got, data) {
@@ -336,7 +336,7 @@ func TestZstdRoundTrip(t *testing.T) {
 		sum  string
 		size int64
 	}{{strings.Repeat("0", 64), size}, {sum, size - 1}, {sum, size + 1}} {
-		if err := DecompressZstd(context.Background(), z1, bad, tc.sum, tc.size); !errors.Is(err, ErrDigestMismatch) {
+		if err := DecompressZstd(context.Background(), z1, bad, tc.sum, tc.size, 1<<30); !errors.Is(err, ErrDigestMismatch) {
 			t.Errorf("DecompressZstd(%s, %d) = %v", tc.sum[:8], tc.size, err)
 		}
 		if _, err := os.Stat(bad); !os.IsNotExist(err) {
@@ -385,7 +385,7 @@ func TestImageBundleRoundTrip(t *testing.T) {
 		t.Error("the layer digest should be of the compressed blob")
 	}
 	out := filepath.Join(t.TempDir(), "rootfs.ext4")
-	if err := DecompressZstd(context.Background(), a.Parts[0].Path, out, got.Parts[0].SHA256, got.Parts[0].Size); err != nil {
+	if err := DecompressZstd(context.Background(), a.Parts[0].Path, out, got.Parts[0].SHA256, got.Parts[0].Size, 1<<30); err != nil {
 		t.Fatal(err)
 	}
 	if b, _ := os.ReadFile(out); !bytes.Equal(b, data) {
@@ -404,5 +404,35 @@ func TestPushArtifactBadInput(t *testing.T) {
 	}
 	if _, err := c.PushArtifact(ctx, "localhost:1/x:y", KernelConfigType, []byte(`{}`), []Part{{MediaType: KernelVmlinuxType, Path: t.TempDir()}}, nil); err == nil {
 		t.Error("a directory accepted as a part")
+	}
+}
+
+// TestDecompressZstdBomb: a config may promise any size and a few KiB of
+// zstd can expand to it; past the limit nothing is decompressed at all.
+func TestDecompressZstdBomb(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "rootfs")
+	data := bytes.Repeat([]byte("A"), 64<<20)
+	if err := os.WriteFile(src, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	z := filepath.Join(dir, "rootfs.zst")
+	sum, size, err := CompressZstd(context.Background(), src, z)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(src); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out", "root.ext4")
+	if err := os.Mkdir(filepath.Dir(out), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	err = DecompressZstd(context.Background(), z, out, sum, size, 1<<20)
+	if err == nil || !strings.Contains(err.Error(), "limit") {
+		t.Fatalf("a 64 MiB rootfs under a 1 MiB limit: %v", err)
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(out)); len(ents) != 0 {
+		t.Errorf("left behind: %v", ents)
 	}
 }

@@ -183,7 +183,7 @@ func (s *Service) pullBundle(ctx context.Context, ref, name, kernelName string, 
 	meta := store.ImageMeta{Ref: a.Ref, Digest: a.Digest, Kernel: kernelName, Blobs: []string{a.ConfigDigest, a.Parts[0].Digest}}
 	progress.say("unpacking the image bundle")
 	im, err := s.storeImageMeta(ctx, name, "oci-bundle:"+a.Ref+"@"+a.Digest, meta, false, func(out string, _ image.BuildOptions) (*image.Result, error) {
-		if err := oci.DecompressZstd(ctx, a.Parts[0].Path, out, cfg.Parts[0].SHA256, cfg.Parts[0].Size); err != nil {
+		if err := oci.DecompressZstd(ctx, a.Parts[0].Path, out, cfg.Parts[0].SHA256, cfg.Parts[0].Size, s.maxUnpacked()); err != nil {
 			return nil, err
 		}
 		sum, err := fileDigest(out)

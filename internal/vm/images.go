@@ -422,3 +422,12 @@ func (s *Service) RemoveKernel(ctx context.Context, name string) error {
 	}
 	return nil
 }
+
+// maxUnpacked is how much one import may unpack: image_max_unpacked, or
+// the image package's default.
+func (s *Service) maxUnpacked() int64 {
+	if n := s.cfg.MaxUnpackedBytes(); n > 0 {
+		return n
+	}
+	return image.DefaultMaxUnpacked
+}
