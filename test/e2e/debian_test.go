@@ -79,7 +79,11 @@ git status --porcelain`
 		t.Fatalf("guest work printed %q", got)
 	}
 	patch := filepath.Join(sp.owner.HomeDir, "ws.patch")
-	sp.mustAs("vm", "workspace", "export", vm, "-o", patch)
+	// The guest changed the Makefile: the summary on stderr says so
+	// before anyone applies the patch.
+	if r := sp.run("vm", "workspace", "export", vm, "-o", patch); r.code != 0 || !strings.Contains(r.stderr, "Makefile (make runs its recipes)") {
+		t.Errorf("export: exit %d, stderr %q; want the Makefile named in the summary", r.code, r.stderr)
+	}
 	if got := sp.mustAs("vm", "exec", vm, "--", "git", "status", "--porcelain"); got != " M Makefile\n?? added.txt\n" {
 		t.Errorf("guest status after export = %q: export changed the guest repository", got)
 	}
@@ -92,6 +96,18 @@ git status --porcelain`
 	if got, want := sumLines(guest), hostSums(t, sp.owner, repo); got != want {
 		t.Errorf("host tree after git apply:\n%s\nguest tree:\n%s", want, got)
 	}
+
+	// A guest symlink that leaves the repository: the export is refused,
+	// naming it, and writes nothing.
+	sp.mustAs("vm", "exec", vm, "--", "ln", "-s", "/etc/shadow", "leak")
+	leaked := filepath.Join(sp.owner.HomeDir, "leak.patch")
+	if r := sp.run("vm", "workspace", "export", vm, "-o", leaked); r.code == 0 || !strings.Contains(r.stderr, `"leak"`) {
+		t.Errorf("export of a symlink to /etc/shadow: exit %d, stderr %q; want a refusal naming it", r.code, r.stderr)
+	}
+	if _, err := os.Lstat(leaked); !os.IsNotExist(err) {
+		t.Errorf("a refused export wrote %s (%v)", leaked, err)
+	}
+	sp.mustAs("vm", "exec", vm, "--", "rm", "leak")
 
 	r := sp.run("vm", "workspace", "prepare", vm, repo)
 	if r.code == 0 || !strings.Contains(r.stderr, "--force") {
