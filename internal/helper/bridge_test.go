@@ -96,9 +96,7 @@ func TestEnsureBridgeRefusesHostOverlap(t *testing.T) {
 func TestForeignBridgeNeverAdopted(t *testing.T) {
 	h := startServer(t, nil)
 	ctx := ctxT(t)
-	h.net.mu.Lock()
-	h.net.bridges["br-fc-9"] = "gateway=192.168.7.1/24 mtu=1500"
-	h.net.mu.Unlock()
+	h.net.setBridge("br-fc-9", "gateway=192.168.7.1/24 mtu=1500")
 	before := h.net.Render()
 	err := h.client.Do(ctx, privop.EnsureBridge{Bridge: "br-fc-9", Gateway: "172.16.0.1/24", MTU: 1500}, nil)
 	wantCode(t, err, privop.CodeForbidden, "bridge br-fc-9 exists and was not created by banger; remove it or choose another bridge_name")
@@ -135,9 +133,7 @@ func TestBridgeIntentRecovers(t *testing.T) {
 	if _, err := h.ledger.AddBridge("br-fc-b"); err != nil {
 		t.Fatal(err)
 	}
-	h.net.mu.Lock()
-	h.net.bridges["br-fc-b"] = "gateway=none mtu=1500"
-	h.net.mu.Unlock()
+	h.net.setBridge("br-fc-b", "gateway=none mtu=1500")
 	op.Bridge = "br-fc-b"
 	if err := h.client.Do(ctx, op, nil); err != nil {
 		t.Fatalf("ensure after intent and create: %v", err)

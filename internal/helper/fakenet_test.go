@@ -30,6 +30,14 @@ func newFakeNet(dir string) *fakeNet {
 	return &fakeNet{dir: dir, bridges: map[string]string{}, taps: map[string]string{}}
 }
 
+// setBridge puts a bridge on the fake host, as someone else (or a helper
+// that died before recording it) would have; the server may be serving.
+func (f *fakeNet) setBridge(name, desc string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.bridges[name] = desc
+}
+
 func (f *fakeNet) record(format string, args ...any) {
 	f.calls = append(f.calls, fmt.Sprintf(format, args...))
 }

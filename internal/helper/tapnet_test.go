@@ -107,7 +107,7 @@ func TestApplyFirewallGuestsFromLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := startServer(t, func(c *Config) { c.Ledger = l })
-	h.net.bridges["br-fc"] = "gateway=172.16.0.1/24 mtu=1500"
+	h.net.setBridge("br-fc", "gateway=172.16.0.1/24 mtu=1500")
 	ctx := ctxT(t)
 	if err := h.client.Do(ctx, privop.CreateTap{Tap: "tap-fc-new", Bridge: "br-fc", MTU: 1500, IP: "172.16.0.4"}, nil); err != nil {
 		t.Fatal(err)

@@ -42,7 +42,7 @@ func TestPinsCheck(t *testing.T) {
 		{"symlinked jailer", Pins{JailerBin: link}, "is a symlink"},
 		{"uid range below 65536", Pins{VMMUIDBase: 1000}, "--vmm-uid-base 1000"},
 		{"uid range past 2^31", Pins{VMMUIDBase: 1<<31 - 100}, "--vmm-uid-base"},
-		{"public subnet", Pins{Subnet: "8.8.8.0/24"}, `--subnet "8.8.8.0/24": prefix "8.8.8.0/24": not inside a private range`},
+		{"public subnet", Pins{Subnet: "8.8.8.0/24"}, `--subnet "8.8.8.0/24": not inside a private range`},
 		{"unmasked subnet", Pins{Subnet: "192.168.1.1/24"}, "host bits set"},
 		{"tiny subnet", Pins{Subnet: "192.168.1.0/30"}, "prefix length from 16 to 29"},
 	} {

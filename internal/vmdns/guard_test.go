@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -130,8 +131,11 @@ func TestGuestListenerChecksArrivalInterface(t *testing.T) {
 	if lo == 0 {
 		t.Skip("no loopback interface")
 	}
-	home, loopback := lo+1000, lo+1001
-	s.ifaceOf = func(netip.Addr) (int, int) { return home, loopback }
+	// The listener's goroutine asks while the test changes the answer.
+	var home, loopback atomic.Int64
+	home.Store(int64(lo + 1000))
+	loopback.Store(int64(lo + 1001))
+	s.ifaceOf = func(netip.Addr) (int, int) { return int(home.Load()), int(loopback.Load()) }
 	gw, err := s.AddListener("127.0.0.2:0")
 	if err != nil {
 		t.Skipf("no 127.0.0.2 here: %v", err)
@@ -151,7 +155,8 @@ func TestGuestListenerChecksArrivalInterface(t *testing.T) {
 		{"arrived on the listener's interface", lo, 0},
 		{"arrived on loopback: the host itself", lo + 1000, lo},
 	} {
-		home, loopback = c.home, c.loopback
+		home.Store(int64(c.home))
+		loopback.Store(int64(c.loopback))
 		gc.home.mu.Lock()
 		gc.home.checked, gc.home.index, gc.home.loopback = time.Time{}, 0, 0
 		gc.home.mu.Unlock()
