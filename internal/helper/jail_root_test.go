@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +53,7 @@ func startJailServer(t *testing.T) *jailHarness {
 		c.OwnerUID, c.OwnerGID = jailOwner, jailOwner
 		c.FirecrackerBin, c.JailerBin = j.fc, j.jailer
 		c.VMMUIDBase, c.VMMUIDCount = vmmUIDBase, 4
+		c.Subnet = netip.MustParsePrefix("172.31.9.0/24")
 	})
 	t.Cleanup(func() {
 		if pids := jailtest.FakeJailers(); len(pids) > 0 {
@@ -169,7 +171,7 @@ func TestServerJailLifecycle(t *testing.T) {
 	if err := j.client.Do(ctx, privop.EnsureBridge{Bridge: "br-fc-test", Gateway: "172.31.9.1/24", MTU: 1500}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.client.Do(ctx, privop.CreateTap{Tap: "tap-fc-vma", Bridge: "br-fc-test", MTU: 1500}, nil); err != nil {
+	if err := j.client.Do(ctx, privop.CreateTap{Tap: "tap-fc-vma", Bridge: "br-fc-test", MTU: 1500, IP: "172.31.9.2"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	op, files, console := j.vm(t, "vm-a")
