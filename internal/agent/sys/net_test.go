@@ -57,11 +57,10 @@ func TestParseNetConfigDNSPort(t *testing.T) {
 }
 
 func TestDNSRelayUDPAndTCP(t *testing.T) {
-	// A fake upstream that echoes what it gets, on both protocols.
-	up, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// A fake upstream that echoes what it gets, on both protocols, on one
+	// port; another test process may hold the TCP side of a port that is
+	// free for UDP, so try a few.
+	up, tl := listenUDPAndTCP(t)
 	defer up.Close()
 	go func() {
 		buf := make([]byte, 512)
@@ -74,10 +73,6 @@ func TestDNSRelayUDPAndTCP(t *testing.T) {
 		}
 	}()
 	upAddr := up.LocalAddr().String()
-	tl, err := net.Listen("tcp", upAddr)
-	if err != nil {
-		t.Fatal(err)
-	}
 	defer tl.Close()
 	go func() {
 		for {
@@ -130,5 +125,25 @@ func TestDNSRelayUDPAndTCP(t *testing.T) {
 	n, err = io.ReadFull(tc, b[:4])
 	if err != nil || string(b[:n]) != "tcpq" {
 		t.Fatalf("tcp relay answer = %q, %v", b[:n], err)
+	}
+}
+
+// listenUDPAndTCP binds a UDP socket and a TCP listener on one loopback
+// port, retrying when the TCP side of a port free for UDP is taken.
+func listenUDPAndTCP(t *testing.T) (net.PacketConn, net.Listener) {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, l
+		}
+		pc.Close()
+		if attempt == 20 {
+			t.Fatalf("no loopback port free for both UDP and TCP: %v", err)
+		}
 	}
 }
