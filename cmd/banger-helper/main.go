@@ -129,6 +129,10 @@ func run(ctx context.Context, args []string) error {
 		"version", version.Version, "bridges", bridges, "taps", taps, "netns", *netnsPath,
 		"snapshots", cfg.Snapshots != nil, "snapshots_off", cfg.SnapshotsOff,
 		"firecracker", fcBin, "jailer", jailerBin, "vmm_uids", cfg.VMMUIDBase, "subnet", cfg.Subnet)
+	// Connections queue on the listener from here, so bangerd may start.
+	if err := notifyReady(); err != nil {
+		log.Warn("tell systemd the helper is ready", "err", err)
+	}
 	err = srv.Serve(ctx, ln)
 	log.Info("banger-helper stopped")
 	return err

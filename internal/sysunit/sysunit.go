@@ -153,7 +153,8 @@ func Helper(s Spec) string {
 		"After=network.target",
 		"",
 		"[Service]",
-		"Type=simple",
+		"Type=notify",
+		"NotifyAccess=main",
 		"ExecStart="+filepath.Join(s.BinDir, "banger-helper")+" --socket "+s.HelperSocket+
 			" --install-meta "+s.InstallMeta+" --state-dir "+s.HelperStateDir,
 		"RuntimeDirectory="+strings.TrimPrefix(filepath.Dir(s.HelperSocket), "/run/"),

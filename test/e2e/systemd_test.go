@@ -143,6 +143,7 @@ func TestSystemdInstall(t *testing.T) {
 	}
 	if len(leaks) > 0 {
 		t.Errorf("network left in the container after uninstall: %v", leaks)
+		t.Logf("the services' journal:\n%s", c.run("journalctl", "-u", "bangerd.service", "-u", "bangerd-root.service", "-n", "80", "--no-pager").stdout)
 	}
 	if r := c.run("nft", "list", "tables"); strings.Contains(r.stdout, "banger") {
 		t.Errorf("nftables tables left: %s", r.stdout)
