@@ -36,8 +36,13 @@ func Write(path string, data []byte, mode os.FileMode) error {
 	return nil
 }
 
+// writeData writes the new contents into the temporary file. Tests swap it
+// for one that fails part-way, the moment a non-atomic write would leave a
+// torn file.
+var writeData = (*os.File).Write
+
 func fill(f *os.File, data []byte, mode os.FileMode) error {
-	_, err := f.Write(data)
+	_, err := writeData(f, data)
 	if err == nil {
 		err = f.Chmod(mode)
 	}
