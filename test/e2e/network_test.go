@@ -49,13 +49,13 @@ func TestNetwork(t *testing.T) {
 	defer sp.run("vm", "delete", "web")
 	mustAs("vm", "exec", "web", "--", "sh", "-c", "echo hello-web > /root/index.html; httpd -p 8080 -h /root")
 
-	// DNS answers NAME.vm on 127.0.0.1:42069 (inside the namespace).
+	// DNS answers NAME.vm on its dns_listen (inside the namespace).
 	var webIP string
 	ns.do(t, func() {
 		c := &dns.Client{Timeout: 3 * time.Second}
 		m := new(dns.Msg)
 		m.SetQuestion("web.vm.", dns.TypeA)
-		r, _, err := c.Exchange(m, "127.0.0.1:42069")
+		r, _, err := c.Exchange(m, sp.dnsAddr)
 		if err != nil {
 			t.Fatalf("dns query: %v", err)
 		}
@@ -67,7 +67,10 @@ func TestNetwork(t *testing.T) {
 
 	// The same answer from dig, as a user would ask.
 	if dig, err := exec.LookPath("dig"); err == nil {
-		out, err := exec.Command("ip", "netns", "exec", ns.name, dig, "@127.0.0.1", "-p", "42069", "+short", "web.vm").CombinedOutput()
+		_, port, _ := net.SplitHostPort(sp.dnsAddr)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		out, err := exec.CommandContext(ctx, "ip", "netns", "exec", ns.name, dig, "@127.0.0.1", "-p", port, "+short", "web.vm").CombinedOutput()
+		cancel()
 		if err != nil || strings.TrimSpace(string(out)) != webIP {
 			t.Errorf("dig web.vm = %q, %v; want %s", out, err, webIP)
 		}
@@ -163,6 +166,8 @@ type split struct {
 	deb    string // kernel package the owner can read
 	run    func(args ...string) result
 	mustAs func(args ...string) string
+
+	dnsAddr string // the owner's bangerd's dns_listen (127.0.0.1:PORT)
 
 	supArgs []string
 	inNetns bool
@@ -281,11 +286,23 @@ func startSplit(t *testing.T, inNetns bool, supArgs ...string) *split {
 	deb := filepath.Join(h.root, "kernel.deb")
 	copyFile(t, os.Getenv("BANGER_E2E_KERNEL_DEB"), deb, 0o644)
 
+	// The owner's bangerd gets its own DNS port: outside the namespace the
+	// default one may be a running banger's. Outside it, the bridge gets a
+	// subnet no address of the host has, so the gateway DNS listener
+	// cannot land on another banger's bridge address.
+	dnsAddr := freeDNSAddr(t)
+	appendOwnerConfig(t, fmt.Sprintf("\n[network]\ndns_listen = %q\n", dnsAddr))
 	args := []string{filepath.Join(ownerBin, "banger"), "system", "run",
 		"--owner", owner.Username, "--install-meta", filepath.Join(h.root, "install.toml"),
 		"--helper-socket", sock, "--state-dir", filepath.Join(h.root, "hs")}
+	if !inNetns {
+		args = append(args, "--subnet", freeSubnet(t))
+	}
+	// Jailed VMMs run as uids of a range no other banger on the host uses
+	// (the default is a running install's).
+	args = append(args, "--vmm-uid-base", strconv.Itoa(testVMMUIDBase()))
 	args = append(args, supArgs...)
-	sp := &split{ns: ns, owner: owner, deb: deb, supArgs: args, inNetns: inNetns}
+	sp := &split{ns: ns, owner: owner, deb: deb, supArgs: args, inNetns: inNetns, dnsAddr: dnsAddr}
 	t.Cleanup(func() {
 		sp.stopSupervisor(t)
 		// No helper or bangerd of this run is left.
