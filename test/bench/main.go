@@ -69,7 +69,12 @@ func run(n, fastRuns int, guestDM bool) error {
 	env := append(os.Environ(),
 		"HOME="+filepath.Join(root, "home"), "XDG_CONFIG_HOME="+filepath.Join(root, "config"),
 		"XDG_STATE_HOME="+filepath.Join(root, "state"), "XDG_CACHE_HOME="+filepath.Join(root, "cache"),
-		"XDG_RUNTIME_DIR="+filepath.Join(root, "run"), "NO_COLOR=1")
+		"XDG_RUNTIME_DIR="+filepath.Join(root, "run"), "NO_COLOR=1",
+		// A banger may run on this host (the quick start leaves its root
+		// helper on the default socket and its DNS on the default port):
+		// the bench's bangerd never asks that helper, and runs with guest
+		// networking off, as bare QEMU does, so it binds no DNS port.
+		"BANGER_HELPER_SOCKET="+filepath.Join(root, "no-helper.sock"))
 	banger := func(args ...string) error {
 		cmd := exec.Command(filepath.Join(bin, "banger"), args...)
 		cmd.Env = env
@@ -95,6 +100,9 @@ func run(n, fastRuns int, guestDM bool) error {
 		time.Sleep(300 * time.Millisecond)
 		os.RemoveAll(root)
 	})
+	if err := writeBenchConfig(filepath.Join(root, "config")); err != nil {
+		return err
+	}
 	part := time.Now()
 	if err := banger("kernel", "import-deb", deb, "--name", "default"); err != nil {
 		return err
@@ -274,4 +282,17 @@ func list(ds []time.Duration) string {
 		parts[i] = fmt.Sprintf("%.2f", d.Seconds())
 	}
 	return strings.Join(parts, " ")
+}
+
+// writeBenchConfig writes the bench's own config.toml under configHome:
+// guest networking off.
+func writeBenchConfig(configHome string) error {
+	dir := filepath.Join(configHome, "banger")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("write bench config: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte("[network]\nenabled = false\n"), 0o600); err != nil {
+		return fmt.Errorf("write bench config: %w", err)
+	}
+	return nil
 }
