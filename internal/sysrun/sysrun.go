@@ -2,9 +2,12 @@
 // without systemd (containers, CI). Running as root, it writes the install
 // metadata, starts banger-helper as root and bangerd dropped to the owner
 // (both found next to the running executable), waits until each answers,
-// and stops them in order (bangerd, then the helper) on SIGINT/SIGTERM or
-// when either dies. VMs outlive it: bangerd leaves them running when
-// stopped and adopts them on its next start.
+// and stops them in order (bangerd, then the helper) on SIGINT/SIGTERM.
+// A child that exits on its own is logged and started again, with a
+// backoff that grows while it keeps crashing; the other keeps running
+// (bangerd only restarts once the helper answers). VMs outlive both:
+// bangerd leaves them running when stopped and adopts them on its next
+// start, and the helper is dialled afresh for each op.
 //
 // Both children log to the supervisor's stderr, one line at a time, with a
 // "helper: " or "bangerd: " prefix.
@@ -135,7 +138,8 @@ func checkRoot(euid int) error {
 }
 
 // Run supervises the helper and bangerd until ctx is done (nil: both were
-// stopped in order) or one of them dies (an error naming it).
+// stopped in order), restarting either when it exits. Only a failure to
+// start them the first time ends it early (an error naming the child).
 func Run(ctx context.Context, o Options) error {
 	o.setDefaults()
 	if err := o.Validate(); err != nil {
@@ -195,7 +199,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 
 	logw := &lineWriter{w: o.Log}
-	s := &supervisor{log: logw, stopTimeout: o.StopTimeout}
+	s := &supervisor{log: logw, stopTimeout: o.StopTimeout, backoff: defaultBackoff}
 	// On every early return; a no-op once stopped. The error that made us
 	// return is the one worth reporting.
 	defer func() { _ = s.stopAll() }()
@@ -207,62 +211,58 @@ func Run(ctx context.Context, o Options) error {
 	if o.JailBase != "" {
 		helperArgs = append(helperArgs, "--jail-base", o.JailBase)
 	}
-	hcmd := exec.Command(helperBin, helperArgs...) // our own binary, argv only
-	hcmd.Env = os.Environ()
-	hcmd.Dir = "/"
-	// A process group of its own: a terminal's ^C reaches only the
-	// supervisor, which then stops the children in order.
-	hcmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
-	helperProc, err := s.start("helper", hcmd)
+	helperSpec := childSpec{
+		name: "helper",
+		cmd: func() *exec.Cmd {
+			cmd := exec.Command(helperBin, helperArgs...) // our own binary, argv only
+			cmd.Env = os.Environ()
+			cmd.Dir = "/"
+			// A process group of its own: a terminal's ^C reaches only
+			// the supervisor, which then stops the children in order.
+			cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+			return cmd
+		},
+		ready: func(ctx context.Context) error {
+			if dialable(ctx, o.HelperSocket) {
+				return nil
+			}
+			return fmt.Errorf("socket %s does not accept connections", o.HelperSocket)
+		},
+	}
+	helperSlot, err := s.startChild(ctx, helperSpec, o.ReadyTimeout)
 	if err != nil {
 		return err
 	}
-	if err := s.waitReady(ctx, helperProc, o.ReadyTimeout, func(ctx context.Context) error {
-		if dialable(ctx, o.HelperSocket) {
-			return nil
-		}
-		return fmt.Errorf("socket %s does not accept connections", o.HelperSocket)
-	}); err != nil {
-		return err
+	daemonSpec := childSpec{
+		name: "bangerd",
+		cmd: func() *exec.Cmd {
+			cmd := exec.Command(bangerdBin) // our own binary, argv only
+			cmd.Env = append(EnvList(env), api.SupervisorEnv+"="+api.SupervisorSystemRun)
+			cmd.Dir = "/"
+			// A session of its own, as the VMMs it starts have theirs:
+			// they outlive it, and its next run adopts them.
+			cmd.SysProcAttr = &syscall.SysProcAttr{
+				Setsid:     true,
+				Pdeathsig:  syscall.SIGTERM,
+				Credential: &syscall.Credential{Uid: owner.UID, Gid: owner.GID, Groups: owner.Groups},
+			}
+			return cmd
+		},
+		ready: func(ctx context.Context) error {
+			_, err := daemon.Ping(ctx)
+			return err
+		},
+		after: helperSlot,
 	}
-
-	dcmd := exec.Command(bangerdBin) // our own binary, argv only
-	dcmd.Env = append(EnvList(env), api.SupervisorEnv+"="+api.SupervisorSystemRun)
-	dcmd.Dir = "/"
-	dcmd.SysProcAttr = &syscall.SysProcAttr{
-		Setsid:     true,
-		Pdeathsig:  syscall.SIGTERM,
-		Credential: &syscall.Credential{Uid: owner.UID, Gid: owner.GID, Groups: owner.Groups},
-	}
-	daemonProc, err := s.start("bangerd", dcmd)
+	daemonSlot, err := s.startChild(ctx, daemonSpec, o.ReadyTimeout)
 	if err != nil {
-		return err
-	}
-	if err := s.waitReady(ctx, daemonProc, o.ReadyTimeout, func(ctx context.Context) error {
-		_, err := daemon.Ping(ctx)
-		return err
-	}); err != nil {
 		return err
 	}
 
 	fmt.Fprintf(o.Out, "banger system: up: banger-helper (pid %d, %s) and bangerd (pid %d, %s) for owner %s (uid %d); as the owner run: %s vm run\n",
-		helperProc.pid(), o.HelperSocket, daemonProc.pid(), layout.SocketPath, owner.User, owner.UID, cliHint(owner, env))
+		helperSlot.p.pid(), o.HelperSocket, daemonSlot.p.pid(), layout.SocketPath, owner.User, owner.UID, cliHint(owner, env))
 
-	var died *proc
-	select {
-	case <-ctx.Done():
-	case <-helperProc.done:
-		died = helperProc
-	case <-daemonProc.done:
-		died = daemonProc
-	}
-	if died != nil {
-		s.logf("%s exited unexpectedly (%v); stopping the rest", died.name, exitDesc(died.err))
-		stopErr := s.stopAll()
-		return errors.Join(fmt.Errorf("%s exited unexpectedly: %s", died.name, exitDesc(died.err)), stopErr)
-	}
-	s.logf("stopping bangerd, then the helper (VMs keep running)")
-	return s.stopAll()
+	return s.supervise(ctx, []*slot{helperSlot, daemonSlot}, o.ReadyTimeout)
 }
 
 // cliHint is how the owner reaches this bangerd from a root shell.
@@ -330,7 +330,8 @@ func (p *proc) exited() bool {
 type supervisor struct {
 	log         *lineWriter
 	stopTimeout time.Duration
-	procs       []*proc
+	backoff     backoff
+	procs       []*proc // in start order; a restarted child keeps its place
 }
 
 func (s *supervisor) logf(format string, a ...any) {
@@ -341,6 +342,25 @@ func (s *supervisor) logf(format string, a ...any) {
 // the log with a "name: " prefix. The pipe is an *os.File, so Wait does not
 // wait for grandchildren that inherited it.
 func (s *supervisor) start(name string, cmd *exec.Cmd) (*proc, error) {
+	p, err := s.spawn(name, cmd)
+	if err != nil {
+		return nil, err
+	}
+	s.procs = append(s.procs, p)
+	return p, nil
+}
+
+// startAt starts cmd in place of the child at procs[i] (which exited).
+func (s *supervisor) startAt(i int, name string, cmd *exec.Cmd) (*proc, error) {
+	p, err := s.spawn(name, cmd)
+	if err != nil {
+		return nil, err
+	}
+	s.procs[i] = p
+	return p, nil
+}
+
+func (s *supervisor) spawn(name string, cmd *exec.Cmd) (*proc, error) {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
@@ -362,7 +382,6 @@ func (s *supervisor) start(name string, cmd *exec.Cmd) (*proc, error) {
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
-	s.procs = append(s.procs, p)
 	return p, nil
 }
 
