@@ -116,19 +116,14 @@ func Main(args []string) int {
 			bangerd = filepath.Join(filepath.Dir(exe), "bangerd")
 		}
 	}
-	hint := ""
-	if m, err := installmeta.Read(installmeta.DefaultPath); err == nil && m.Mode == installmeta.ModeSystemd && m.OwnerUID == os.Getuid() {
-		// The owner of a systemd install talks to bangerd.service, which
-		// keeps its state in the system directories; it is never spawned
-		// from here.
-		layout, bangerd = sysrun.SystemLayout(m.OwnerHome), ""
-		hint = "; it runs as bangerd.service: sudo systemctl start bangerd.service (banger system status shows both services)"
-	}
+	m, metaErr := installmeta.Read(installmeta.DefaultPath)
+	target := chooseDaemon(m, metaErr, os.Getuid(), layout, bangerd, installmeta.DefaultPath, sysrun.RuntimeDirFor(uint32(os.Getuid())))
+	layout, bangerd = target.layout, target.bangerd
 	e := &env{
 		stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr, layout: layout,
 		cl: client.New(layout.SocketPath, bangerd, filepath.Join(layout.StateDir, "bangerd.stderr.log")),
 	}
-	e.cl.Hint = hint
+	e.cl.Hint = target.hint
 	root := newRoot(e)
 	root.SetArgs(args)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
