@@ -42,8 +42,10 @@ directory of this banger binary, waits until both answer and prints one line
 saying so. Both log to stderr, prefixed "helper: " and "bangerd: ".
 
 SIGINT or SIGTERM stops bangerd, then the helper, and exits 0; VMs keep running
-and are adopted by the next bangerd. If either child dies, the other is stopped
-and the command fails naming the one that died.`,
+and are adopted by the next bangerd. A child that exits on its own is logged and
+started again after 1s, doubling to 30s while it keeps crashing; the other keeps
+running, and bangerd waits for the helper to answer. While it is installed, the
+owner's banger never starts a bangerd of its own on this one's socket.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if o.Owner == "" {
