@@ -7,13 +7,13 @@ import (
 	"time"
 )
 
-// Restart backoff: a crashed child is started again after restartMin,
-// doubling for each crash in a row up to restartMax; a child that stayed
-// up for restartReset before it crashed starts a new streak at restartMin.
+// Restart backoff: a crashed child is started again after restartFirst,
+// doubling for each crash in a row up to restartLongest; a child that stayed
+// up for restartCalm before it crashed starts a new streak at restartFirst.
 const (
-	restartMin   = time.Second
-	restartMax   = 30 * time.Second
-	restartReset = time.Minute
+	restartFirst   = time.Second
+	restartLongest   = 30 * time.Second
+	restartCalm = time.Minute
 )
 
 // backoff is the restart policy of the supervisor.
@@ -21,7 +21,7 @@ type backoff struct {
 	min, max, reset time.Duration
 }
 
-var defaultBackoff = backoff{min: restartMin, max: restartMax, reset: restartReset}
+var defaultBackoff = backoff{min: restartFirst, max: restartLongest, reset: restartCalm}
 
 // delay is the wait before the restart that follows crash number streak
 // (1 for the first crash in a row).
