@@ -12,8 +12,8 @@ import (
 // up for restartCalm before it crashed starts a new streak at restartFirst.
 const (
 	restartFirst   = time.Second
-	restartLongest   = 30 * time.Second
-	restartCalm = time.Minute
+	restartLongest = 30 * time.Second
+	restartCalm    = time.Minute
 )
 
 // backoff is the restart policy of the supervisor.
