@@ -416,6 +416,7 @@ func (s *Server) dispatch(ctx context.Context, cred peercred.Cred, op privop.Op,
 			Subnet: s.cfg.Subnet.String(),
 		}
 		r.SnapshotsActive, r.SnapshotsStuck = s.snapshotCounts()
+		_, r.Taps = s.cfg.Ledger.Names()
 		return r, nil, nil
 	case privop.EnsureBridge:
 		s.opMu.Lock()

@@ -41,6 +41,10 @@ type PingResult struct {
 	// ("172.16.0.0/24"): ensure_bridge and apply_firewall take no other,
 	// so bangerd uses it whatever the owner's network.subnet says.
 	Subnet string `json:"subnet,omitempty"`
+	// Taps lists the taps in the helper's ledger, sorted, so a bangerd
+	// that starts after a crash can delete those no VM of its holds.
+	// Names only; the caller checks each with ValidTapName.
+	Taps []string `json:"taps,omitempty"`
 }
 
 // Name implements Op.
