@@ -62,7 +62,7 @@ E2E_DEBOOTSTRAP ?= $(shell [ "$$(id -u)" = 0 ] && echo 1 || echo 0)
 
 e2e: build
 	BANGER_TEST_VM=1 BANGER_TEST_ROOT=$(E2E_DEBOOTSTRAP) BANGER_E2E_DEBOOTSTRAP=$(E2E_DEBOOTSTRAP) BANGER_E2E_NETWORK=$(E2E_DEBOOTSTRAP) BANGER_E2E_FIRECRACKER=$(E2E_DEBOOTSTRAP) BANGER_E2E_SYSTEMD=$(E2E_DEBOOTSTRAP) BANGER_E2E_CACHE=$(E2E_CACHE) BANGER_E2E_KERNEL_DEB=$$(scripts/fetch-kernel.sh $(E2E_CACHE)) \
-		$(GO) test -count=1 -timeout 40m -v ./test/e2e/ ./internal/vmm/... ./test/fakes/...
+		$(GO) test -count=1 -timeout 40m -v ./test/e2e/ ./internal/vmm/... ./internal/kernel/ ./test/fakes/...
 
 # The systemd install test on its own: banger's two units under a real
 # systemd in a systemd-nspawn container (root; the container's rootfs is

@@ -12,12 +12,12 @@ import (
 	"github.com/cavaliergopher/cpio"
 )
 
-// TestImportRealDeb imports a real Debian kernel package named by
-// BANGER_TEST_KERNEL_DEB (e.g. linux-image-6.1.0-*-cloud-amd64_*.deb).
+// TestImportRealDeb imports the real Debian kernel package the e2e tier
+// boots its guests with (BANGER_E2E_KERNEL_DEB, which make e2e sets).
 func TestImportRealDeb(t *testing.T) {
-	deb := os.Getenv("BANGER_TEST_KERNEL_DEB")
+	deb := os.Getenv("BANGER_E2E_KERNEL_DEB")
 	if deb == "" {
-		t.Skip("BANGER_TEST_KERNEL_DEB not set")
+		t.Skip("BANGER_E2E_KERNEL_DEB not set (make e2e sets it)")
 	}
 	dir := t.TempDir()
 	start := time.Now()
