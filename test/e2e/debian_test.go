@@ -4,7 +4,6 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
 	"sort"
@@ -125,7 +124,7 @@ git status --porcelain`
 // user owns).
 func ownerGit(t *testing.T, owner *user.User, repo string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command("runuser", append([]string{"-u", owner.Username, "--", "git", "-C", repo}, args...)...).CombinedOutput()
+	out, err := timedCommand(cmdTimeout, "runuser", append([]string{"-u", owner.Username, "--", "git", "-C", repo}, args...)...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("git %v as %s: %v: %s", args, owner.Username, err, out)
 	}
@@ -183,11 +182,11 @@ func makeRepo(t *testing.T, owner *user.User) string {
 		{"add", "Makefile", "src/lib.txt", ".gitignore"},
 		{"-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "-m", "init"},
 	} {
-		if out, err := exec.Command("git", append([]string{"-C", repo}, args...)...).CombinedOutput(); err != nil {
+		if out, err := timedCommand(cmdTimeout, "git", append([]string{"-C", repo}, args...)...).CombinedOutput(); err != nil {
 			t.Fatalf("git %v: %v: %s", args, err, out)
 		}
 	}
-	if out, err := exec.Command("chown", "-R", owner.Uid+":"+owner.Gid, repo).CombinedOutput(); err != nil {
+	if out, err := timedCommand(cmdTimeout, "chown", "-R", owner.Uid+":"+owner.Gid, repo).CombinedOutput(); err != nil {
 		t.Fatalf("chown: %v: %s", err, out)
 	}
 	return repo

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -15,7 +14,7 @@ func TestGuestDMStorage(t *testing.T) {
 	t.Parallel()
 	defer group(t)()
 	helper := filepath.Join(t.TempDir(), "banger-helper")
-	build := exec.Command("go", "build", "-o", helper, "./cmd/banger-helper")
+	build := timedCommand(buildTimeout, "go", "build", "-o", helper, "./cmd/banger-helper")
 	build.Dir = repoRoot(t)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0") // the minimal guest has no libc
 	if out, err := build.CombinedOutput(); err != nil {

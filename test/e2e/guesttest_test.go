@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,7 +24,7 @@ func guestGoTest(t *testing.T, pkg string, env []string, args ...string) string 
 func guestGoTestWith(t *testing.T, pkg string, extra map[string]string, env []string, args ...string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "pkg.test")
-	build := exec.Command("go", "test", "-c", "-o", bin, "./"+pkg)
+	build := timedCommand(buildTimeout, "go", "test", "-c", "-o", bin, "./"+pkg)
 	build.Dir = repoRoot(t)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

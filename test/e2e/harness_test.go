@@ -130,11 +130,14 @@ type result struct {
 }
 
 func (h *harness) run(args ...string) result {
-	cmd := exec.Command(filepath.Join(h.bin, "banger"), args...)
+	d := bangerTimeout(args)
+	cmd := timedCommand(d, filepath.Join(h.bin, "banger"), args...)
 	cmd.Env = h.env
 	var so, se bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &so, &se
+	start := time.Now()
 	err := cmd.Run()
+	se.WriteString(deadlineNote(start, d, err))
 	code := 0
 	if err != nil {
 		code = -1
@@ -148,7 +151,7 @@ func (h *harness) run(args ...string) result {
 
 // cmdWithStdin is the banger command for args, reading stdin from r.
 func (h *harness) cmdWithStdin(r io.Reader, args ...string) *exec.Cmd {
-	cmd := exec.Command(filepath.Join(h.bin, "banger"), args...)
+	cmd := timedCommand(bangerTimeout(args), filepath.Join(h.bin, "banger"), args...)
 	cmd.Env = h.env
 	cmd.Stdin = r
 	return cmd
@@ -197,7 +200,7 @@ func (h *harness) vms(t *testing.T) map[string]vmView {
 
 // daemonPID finds this run's bangerd (by its environment), or 0.
 func (h *harness) daemonPID() int {
-	out, err := exec.Command("pgrep", "-f", "-x", filepath.Join(h.bin, "bangerd")).Output()
+	out, err := timedCommand(cmdTimeout, "pgrep", "-f", "-x", filepath.Join(h.bin, "bangerd")).Output()
 	if err != nil {
 		return 0
 	}
@@ -217,7 +220,7 @@ func (h *harness) isOurDaemon(pid int) bool {
 
 // qemuPIDs lists VMM processes whose sockets live under this run's root.
 func (h *harness) qemuPIDs() []int {
-	out, _ := exec.Command("pgrep", "-f", "qemu-system-x86_64").Output()
+	out, _ := timedCommand(cmdTimeout, "pgrep", "-f", "qemu-system-x86_64").Output()
 	var pids []int
 	for _, l := range strings.Fields(string(out)) {
 		var pid int

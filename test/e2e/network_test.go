@@ -366,7 +366,7 @@ type testNetns struct {
 func newNetns(t *testing.T) *testNetns {
 	t.Helper()
 	name := "bge-" + strconv.Itoa(os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+	if out, err := timedCommand(cmdTimeout, "ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
 	n := &testNetns{name: name, path: "/run/netns/" + name}
@@ -375,12 +375,12 @@ func newNetns(t *testing.T) *testNetns {
 		t.Fatal(err)
 	}
 	n.handle = h
-	if out, err := exec.Command("ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
+	if out, err := timedCommand(cmdTimeout, "ip", "-n", name, "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		t.Fatalf("lo up: %v: %s", err, out)
 	}
 	t.Cleanup(func() {
 		n.handle.Close()
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+		if out, err := timedCommand(cmdTimeout, "ip", "netns", "del", name).CombinedOutput(); err != nil {
 			t.Errorf("ip netns del: %v: %s", err, out)
 		}
 	})
@@ -422,10 +422,10 @@ func ensureOwner(t *testing.T, home string) *user.User {
 	t.Helper()
 	const name = "banger-e2e"
 	if _, err := user.Lookup(name); err != nil {
-		if out, err := exec.Command("useradd", "--system", "--shell", "/bin/sh", "--home-dir", home, name).CombinedOutput(); err != nil {
+		if out, err := timedCommand(cmdTimeout, "useradd", "--system", "--shell", "/bin/sh", "--home-dir", home, name).CombinedOutput(); err != nil {
 			t.Fatalf("useradd: %v: %s", err, out)
 		}
-	} else if out, err := exec.Command("usermod", "--home", home, name).CombinedOutput(); err != nil {
+	} else if out, err := timedCommand(cmdTimeout, "usermod", "--home", home, name).CombinedOutput(); err != nil {
 		t.Fatalf("usermod: %v: %s", err, out)
 	}
 	u, err := user.Lookup(name)

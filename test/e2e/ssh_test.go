@@ -28,7 +28,7 @@ func TestSSH(t *testing.T) {
 		return append([]string{"-F", cfg, "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"}, args...)
 	}
 	run := func(tool string, args ...string) (string, error) {
-		cmd := exec.Command(tool, sshArgs(args...)...)
+		cmd := timedCommand(cmdTimeout, tool, sshArgs(args...)...)
 		cmd.Env = h.env
 		out, err := cmd.CombinedOutput()
 		return string(out), err

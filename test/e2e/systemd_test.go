@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -252,7 +253,7 @@ func nspawnRootfs(t *testing.T) string {
 		{"chroot", tmp, "apt-get", "clean"},
 	}
 	for _, s := range steps {
-		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
+		if out, err := timedCommand(buildTimeout, s[0], s[1:]...).CombinedOutput(); err != nil {
 			t.Fatalf("%v: %v\n%s", s, err, tail(string(out), 2000))
 		}
 	}
@@ -457,10 +458,16 @@ func (c *container) runAs(user string, argv ...string) result {
 }
 
 func (c *container) exec(argv []string) result {
-	cmd := exec.Command("nsenter", append([]string{"-t", strconv.Itoa(c.leader), "-a"}, argv...)...)
+	d := cmdTimeout
+	if slices.Contains(argv, "image") || slices.Contains(argv, "kernel") {
+		d = buildTimeout
+	}
+	cmd := timedCommand(d, "nsenter", append([]string{"-t", strconv.Itoa(c.leader), "-a"}, argv...)...)
 	var so, se strings.Builder
 	cmd.Stdout, cmd.Stderr = &so, &se
+	start := time.Now()
 	err := cmd.Run()
+	se.WriteString(deadlineNote(start, d, err))
 	code := 0
 	if err != nil {
 		code = -1

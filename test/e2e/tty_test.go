@@ -33,13 +33,13 @@ func TestInteractiveSSH(t *testing.T) {
 	banger := filepath.Join(h.bin, "banger")
 	sock := filepath.Join(h.root, "tmux.sock")
 	tmux := func(args ...string) string {
-		out, err := exec.Command("tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
+		out, err := timedCommand(cmdTimeout, "tmux", append([]string{"-S", sock}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("tmux %v: %v: %s", args, err, out)
 		}
 		return string(out)
 	}
-	defer func() { _ = exec.Command("tmux", "-S", sock, "kill-server").Run() }()
+	defer func() { _ = timedCommand(cmdTimeout, "tmux", "-S", sock, "kill-server").Run() }()
 	waitFor := func(session, want string) string {
 		t.Helper()
 		var screen string

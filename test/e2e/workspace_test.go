@@ -30,7 +30,7 @@ func TestWorkspacePrepare(t *testing.T) {
 	write("ignored.log", "no\n")
 	write(".gitignore", "*.log\n")
 	for _, args := range [][]string{{"init", "-q"}, {"add", "."}, {"-c", "user.email=t@example.com", "-c", "user.name=t", "commit", "-q", "-m", "init"}} {
-		if out, err := exec.Command("git", append([]string{"-C", repo}, args...)...).CombinedOutput(); err != nil {
+		if out, err := timedCommand(cmdTimeout, "git", append([]string{"-C", repo}, args...)...).CombinedOutput(); err != nil {
 			t.Fatalf("git %v: %v: %s", args, err, out)
 		}
 	}
