@@ -1084,6 +1084,7 @@ func (s *Service) Reconcile(ctx context.Context) error {
 		}
 		s.log.Info("adopted running vm", "vm", v.Name, "pid", v.Runtime.PID)
 	}
+	s.removeOrphanTaps(ctx)
 	return nil
 }
 
