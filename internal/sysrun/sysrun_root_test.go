@@ -131,7 +131,8 @@ func TestSystemRunEndToEnd(t *testing.T) {
 	assertNoProcessesFrom(t, bin)
 	t.Logf("up line: %s\nsupervisor stderr:\n%s", sup.up, sup.stderr())
 
-	// When bangerd dies, the supervisor stops the helper and fails naming it.
+	// When bangerd dies, the supervisor restarts it, names the cause, and
+	// leaves the helper running; a clean stop then stops both.
 	sup = startSupervisor(t, filepath.Join(bin, "banger"), args...)
 	var helperPID, daemonPID int
 	if _, err := fmt.Sscanf(sup.up[strings.Index(sup.up, "(pid "):], "(pid %d,", &helperPID); err != nil {
@@ -143,19 +144,36 @@ func TestSystemRunEndToEnd(t *testing.T) {
 	if err := syscall.Kill(daemonPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-sup.done:
-		if code := execx.ExitCode(err); code != 1 {
-			t.Errorf("supervisor exit status %d after bangerd died, want 1", code)
+	restarted := false
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if strings.Contains(sup.stderr(), "bangerd restarted (pid ") {
+			restarted = true
+			break
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("supervisor still running 30s after bangerd died")
+		select {
+		case err := <-sup.done:
+			t.Fatalf("supervisor exited (%v) after bangerd died instead of restarting it:\n%s", err, sup.stderr())
+		default:
+		}
 	}
-	if !strings.Contains(sup.stderr(), "banger: error: bangerd exited unexpectedly: signal: killed") {
-		t.Errorf("supervisor stderr does not name bangerd:\n%s", sup.stderr())
+	if !restarted {
+		t.Fatalf("no restart of bangerd logged 30s after it was killed:\n%s", sup.stderr())
+	}
+	if !strings.Contains(sup.stderr(), fmt.Sprintf("bangerd (pid %d) exited unexpectedly (signal: killed)", daemonPID)) {
+		t.Errorf("supervisor stderr does not name bangerd's death:\n%s", sup.stderr())
+	}
+	if err := syscall.Kill(helperPID, 0); err != nil {
+		t.Errorf("helper (pid %d) stopped when bangerd died: %v", helperPID, err)
+	}
+	out, code = runAsOwner(t, owner, home, filepath.Join(bin, "banger"), "version")
+	if code != 0 || !strings.Contains(out, "\nbangerd ") {
+		t.Errorf("banger version as the owner after the restart: exit %d, output %q", code, out)
+	}
+	if code := sup.stop(t); code != 0 {
+		t.Errorf("supervisor exit status %d after SIGTERM; stderr:\n%s", code, sup.stderr())
 	}
 	if err := syscall.Kill(helperPID, 0); err == nil {
-		t.Errorf("helper (pid %d) still running after bangerd died", helperPID)
+		t.Errorf("helper (pid %d) still running after the supervisor stopped", helperPID)
 	}
 	assertNoProcessesFrom(t, bin)
 }
