@@ -2,15 +2,11 @@ package vm
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"banger/internal/api"
-	"banger/internal/config"
 	"banger/internal/image"
-	"banger/internal/paths"
-	"banger/internal/store"
 )
 
 // TestDoctorExplainsStorage: doctor says which storage backend was chosen
@@ -72,22 +68,9 @@ func TestDoctorExplainsStorage(t *testing.T) {
 
 func newDoctorService(t *testing.T, storage image.Storage, note string) *Service {
 	t.Helper()
-	dir := t.TempDir()
-	l := paths.New(filepath.Join(dir, "c"), filepath.Join(dir, "s"), filepath.Join(dir, "k"), filepath.Join(dir, "r"))
-	if err := l.EnsureDaemonDirs(); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(l.DBPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	cfg, _ := config.Parse("test", nil)
-	svc, err := New(Options{Store: st, Layout: l, Config: cfg, Host: config.Host{CPUs: 2, MemoryMiB: 4096},
-		Driver: &fakeDriver{}, Storage: storage, StorageNote: note, Snapshots: &fakeSnapshots{dir: dir, live: map[string]bool{}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(svc.Close)
+	svc, _, _ := newTestServiceWith(t, func(o *Options, dir string) {
+		o.Storage, o.StorageNote = storage, note
+		o.Snapshots = &fakeSnapshots{dir: dir, live: map[string]bool{}}
+	})
 	return svc
 }

@@ -35,6 +35,12 @@ func (f *fakeDriver) Adopt(h vmm.Handle) (*vmm.Process, error) {
 }
 
 func newTestService(t *testing.T) (*Service, *store.Store, paths.Layout) {
+	return newTestServiceWith(t, nil)
+}
+
+// newTestServiceWith is newTestService with edit applied to the options
+// (dir is the test's scratch directory).
+func newTestServiceWith(t *testing.T, edit func(o *Options, dir string)) (*Service, *store.Store, paths.Layout) {
 	t.Helper()
 	dir := t.TempDir()
 	l := paths.New(filepath.Join(dir, "c"), filepath.Join(dir, "s"), filepath.Join(dir, "k"), filepath.Join(dir, "r"))
@@ -47,7 +53,11 @@ func newTestService(t *testing.T) (*Service, *store.Store, paths.Layout) {
 	}
 	t.Cleanup(func() { st.Close() })
 	cfg, _ := config.Parse("test", nil)
-	svc, err := New(Options{Store: st, Layout: l, Config: cfg, Host: config.Host{CPUs: 2, MemoryMiB: 4096}, Driver: &fakeDriver{}})
+	o := Options{Store: st, Layout: l, Config: cfg, Host: config.Host{CPUs: 2, MemoryMiB: 4096}, Driver: &fakeDriver{}}
+	if edit != nil {
+		edit(&o, dir)
+	}
+	svc, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
