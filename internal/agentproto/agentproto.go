@@ -282,11 +282,6 @@ func WriteJSONFrame(w io.Writer, typ byte, v any) error {
 	return WriteFrame(w, typ, b)
 }
 
-// frameChunk is how much of a frame's payload ReadFrame allocates before
-// the bytes are there: the length is the sender's word, and a guest's word
-// must not size an allocation.
-const frameChunk = 64 << 10
-
 // ReadFrame reads one frame.
 func ReadFrame(r io.Reader) (typ byte, payload []byte, err error) {
 	var hdr [5]byte
@@ -297,16 +292,14 @@ func ReadFrame(r io.Reader) (typ byte, payload []byte, err error) {
 	if n > MaxFrame {
 		return 0, nil, fmt.Errorf("read frame: payload %d exceeds %d", n, MaxFrame)
 	}
-	payload = make([]byte, 0, min(n, frameChunk))
-	for len(payload) < n {
-		if len(payload) == cap(payload) {
-			payload = append(payload, make([]byte, min(n-len(payload), cap(payload)))...)[:len(payload)]
-		}
-		m, err := io.ReadFull(r, payload[len(payload):min(n, cap(payload))])
-		payload = payload[:len(payload)+m]
-		if err != nil {
-			return 0, nil, fmt.Errorf("read frame: %w", io.ErrUnexpectedEOF)
-		}
+	// ReadAll grows the buffer with the bytes that arrive, so the declared
+	// length never sizes an allocation by itself.
+	payload, err = io.ReadAll(io.LimitReader(r, int64(n)))
+	if err != nil {
+		return 0, nil, fmt.Errorf("read frame: %w", err)
+	}
+	if len(payload) < n {
+		return 0, nil, fmt.Errorf("read frame: %w", io.ErrUnexpectedEOF)
 	}
 	return hdr[0], payload, nil
 }
